@@ -1,0 +1,35 @@
+# Every repeatable step of the project is a target here. `make pipeline` and `make test` are the two
+# commands of the README; both build the virtual environment first when it is missing or stale.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup pipeline test test-fast benchmark clean-outputs
+
+$(STAMP): pyproject.toml requirements.txt requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## The main job: synthetic data -> EDA -> splits -> evolution -> training -> tuning -> answer.csv -> score
+pipeline: $(STAMP)
+	$(VENV)/bin/livestock pipeline
+
+## The test suite (unit tests + every notebook headless on a tiny synthetic set)
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+## Benchmarks print timings; they never fail on a time
+benchmark: $(STAMP)
+	$(PY) -m pytest -q -s -m benchmark
+
+clean-outputs:
+	rm -rf runs outputs

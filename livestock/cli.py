@@ -1,0 +1,67 @@
+"""``livestock`` command line: one sub-command per pipeline stage.
+
+Each sub-command lives in its stage module as two functions, ``cli_<name>_args(parser)`` and
+``cli_<name>(args) -> int``. Only the chosen stage's module is imported, so ``livestock score``
+does not pay for importing torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("livestock.synth", "write a synthetic AI Hub-format dataset (six zips + test answer)"),
+    "prepare": ("livestock.yolo_format", "read + validate AI Hub zips/folders, write the YOLO-format dataset"),
+    "eda": ("livestock.eda", "tables and plots of a prepared dataset"),
+    "split": ("livestock.split", "multilabel-stratified split, full and mini sets (manifest + data.yaml)"),
+    "train": ("livestock.engine", "train a YOLOv5 model on a data.yaml"),
+    "val": ("livestock.engine", "validate YOLOv5 weights on a data.yaml (per-class table)"),
+    "evolve": ("livestock.evolve", "genetic evolution of chosen hyper-parameters"),
+    "detect": ("livestock.predict", "run a detector on images, cache raw candidates, write detections"),
+    "tune": ("livestock.tune", "score a grid of NMS IoU x confidence from cached candidates"),
+    "submit": ("livestock.submission", "turn detections into a contest answer.csv"),
+    "check-submission": ("livestock.submission", "validate a submission file"),
+    "score": ("livestock.metrics", "score a submission against an answer file (contest metric)"),
+    "analyze": ("livestock.analysis", "error analysis: per-class table, overlays, likely missing labels"),
+    "silver": ("livestock.silver", "pseudo-label (silver) dataset from a trained model"),
+    "export": ("livestock.export", "export weights to ONNX FP32 / FP16 / INT8"),
+    "bench": ("livestock.export", "size / latency / accuracy report of exported models"),
+    "pipeline": ("livestock.pipeline", "the main job: every notebook in order on the synthetic set"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="livestock",
+        description="Livestock (pig / cow) detection pipeline: AI Hub zips -> YOLOv5 -> answer.csv -> contest score.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {c:<17} {h}" for c, (_, h) in COMMANDS.items()),
+    )
+    p.add_argument("command", choices=list(COMMANDS), metavar="command", help="stage to run (see below)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        _top_parser().parse_args(argv or ["--help"])
+        return 2
+    command, rest = argv[0], argv[1:]
+    module_name, help_text = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    attr = command.replace("-", "_")
+    parser = argparse.ArgumentParser(prog=f"livestock {command}", description=help_text)
+    getattr(module, f"cli_{attr}_args")(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(getattr(module, f"cli_{attr}")(args) or 0)
+    except (FileNotFoundError, ValueError) as e:
+        # Bad input: one clear line naming the file and the problem, no traceback.
+        print(f"livestock {command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
