@@ -1,0 +1,176 @@
+"""The main job: the whole pipeline on the embedded synthetic data, by executing the same notebooks a
+user opens, in order, and keeping the executed copies (with their tables and plots) under
+``runs/pipeline/``.
+
+synth -> prepare -> EDA -> splits (multilabel, full, mini) -> evolution on mini -> training ->
+threshold tuning on validation -> inference on the test zips -> answer.csv -> score.
+
+Each notebook reads the previous stage's files from disk, so a stage can be re-run alone
+(``livestock pipeline --only train``) and the job resumes where it stopped (``--from train``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from livestock import paths
+
+
+def repo_root() -> Path:
+    """The repository that holds the notebooks (they ship beside the package, not inside it)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "YOLOv5_inference.ipynb").is_file():
+        raise FileNotFoundError(
+            f"{root}: notebooks not found; the pipeline runs from a clone of the repository (pip install -e .)"
+        )
+    return root
+
+
+def run_notebook(notebook: str | Path, output: str | Path, parameters: dict[str, Any], cwd: str | Path,
+                 timeout_s: int | None = None) -> Path:
+    """Execute ``notebook`` headless with papermill, writing the executed copy (outputs kept) to ``output``."""
+    import papermill
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(notebook), str(output), parameters=parameters, cwd=str(cwd), kernel_name="python3",
+        progress_bar=False, log_output=False, execution_timeout=timeout_s,
+    )
+    return output
+
+
+@dataclass
+class PipelineConfig:
+    """Settings of the main job. The defaults are the 2-core CPU demo on synthetic data; the Colab run of
+    the original uses model=yolov5m6, weights=yolov5m6.pt, imgsz=1280, batch=10, epochs=20, real zips."""
+
+    n_train: int = 300
+    n_test: int = 80
+    seed: int = 0
+    missing_cow_rate: float = 0.15
+    model: str = "yolov5n"
+    weights: str = ""  # '' = from scratch; a path or name (yolov5m6.pt) for pretrained
+    imgsz: int = 320
+    batch: int = 16
+    device: str = "auto"
+    evolve_generations: int = 3
+    evolve_epochs: int = 3
+    evolve_keys: str = "lr0,lrf,momentum"
+    epochs: int = 30
+    base_hyp: str = "hyp/hyp_scratch_cpu.yaml"
+    tune: bool = True
+    conf: float = 0.001
+    iou: float = 0.68
+    workers: int = 2
+
+
+def _stages(cfg: PipelineConfig, root: Path) -> list[tuple[str, str | None, Callable[[], Any] | dict]]:
+    """(name, notebook or None, parameters or a callable doing the step in-process)."""
+    evolve_dir = f"{paths.RUNS_DIR}/evolve/mini"
+    weights_out = f"{paths.TRAINED_MODEL_DIR}/multilabel_best.pt"
+    common = {"ROOT": str(root), "DEVICE": cfg.device}
+    return [
+        ("synth", None, lambda: _synth_if_missing(cfg, root)),
+        ("prepare", None, lambda: _prepare(root)),
+        ("eda", "EDA/EDA.ipynb", {**common}),
+        ("split_multilabel", "EDA/Make_Dataset_Multilabel.ipynb", {**common}),
+        ("split_full", "EDA/Make_Dataset_Full.ipynb", {**common}),
+        ("split_mini", "EDA/Make_Dataset_Mini.ipynb", {**common}),
+        ("evolve", "exp/YOLOv5_hyp_evolution.ipynb", {
+            **common, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "IMGSZ": cfg.imgsz, "BATCH": cfg.batch,
+            "EPOCHS": cfg.evolve_epochs, "GENERATIONS": cfg.evolve_generations, "KEYS": cfg.evolve_keys,
+            "BASE_HYP": cfg.base_hyp, "OUT_DIR": evolve_dir, "WORKERS": cfg.workers,
+        }),
+        ("train", "train/YOLOv5_MultiLabelSplit.ipynb", {
+            **common, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "IMGSZ": cfg.imgsz, "BATCH": cfg.batch,
+            "EPOCHS": cfg.epochs, "HYP": f"{evolve_dir}/best_hyp.yaml", "OUT_WEIGHTS": weights_out,
+            "WORKERS": cfg.workers,
+        }),
+        ("inference", "YOLOv5_inference.ipynb", {
+            **common, "WEIGHTS": weights_out, "IMGSZ": cfg.imgsz, "TUNE": cfg.tune, "CONF": cfg.conf,
+            "IOU": cfg.iou, "ANSWER_OUT": "answer.csv",
+        }),
+    ]
+
+
+def _synth_if_missing(cfg: PipelineConfig, root: Path) -> None:
+    from livestock.synth import generate_synthetic_dataset
+
+    data_dir, test_dir = root / paths.DATA_DIR, root / paths.TEST_DIR
+    if all((data_dir / z).is_file() for z in paths.TRAIN_ZIPS.values()):
+        print(f"[synth] {data_dir} already holds the four training zips: using them")
+        return
+    generate_synthetic_dataset(data_dir, test_dir, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed,
+                               missing_cow_rate=cfg.missing_cow_rate)
+
+
+def _prepare(root: Path) -> None:
+    from livestock.yolo_format import prepare_dataset
+
+    prepare_dataset(root / paths.DATA_DIR, root / paths.PREPARED_DIR)
+    if any((root / paths.TEST_DIR / z).is_file() for z in paths.TEST_ZIPS.values()):
+        prepare_dataset(root / paths.TEST_DIR, root / paths.PREPARED_TEST_DIR, images_only=True)
+
+
+def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, start_from: str | None = None) -> dict:
+    root = repo_root()
+    stages = _stages(cfg, root)
+    names = [s[0] for s in stages]
+    for n in (only or []) + ([start_from] if start_from else []):
+        if n not in names:
+            raise ValueError(f"unknown stage {n!r}; stages: {', '.join(names)}")
+    if start_from:
+        stages = stages[names.index(start_from):]
+    if only:
+        stages = [s for s in stages if s[0] in only]
+    out_dir = root / paths.RUNS_DIR / "pipeline"
+    timings: dict[str, float] = {}
+    for name, notebook, step in stages:
+        t0 = time.perf_counter()
+        print(f"[pipeline] {name} ...", flush=True)
+        if notebook is None:
+            step()
+        else:
+            run_notebook(root / notebook, out_dir / notebook, step, cwd=root)
+            print(f"[pipeline] {name}: executed copy at {out_dir / notebook}")
+        timings[name] = time.perf_counter() - t0
+        print(f"[pipeline] {name} done in {timings[name]:.0f} s", flush=True)
+    summary = {"config": asdict(cfg), "timings_s": timings}
+    score_file = root / paths.RUNS_DIR / "inference" / "score.json"
+    if score_file.is_file():
+        summary["score"] = json.loads(score_file.read_text())
+    from livestock.records import atomic_write_text
+
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def cli_pipeline_args(p: argparse.ArgumentParser) -> None:
+    d = PipelineConfig()
+    for name, value in asdict(d).items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        else:
+            p.add_argument(flag, type=type(value), default=value)
+    p.add_argument("--only", default="", help="comma-separated stages to run")
+    p.add_argument("--from", dest="start_from", default=None, help="resume from this stage")
+
+
+def cli_pipeline(args: argparse.Namespace) -> int:
+    fields = {k: v for k, v in vars(args).items() if k in PipelineConfig.__dataclass_fields__}
+    cfg = PipelineConfig(**fields)
+    t0 = time.perf_counter()
+    summary = run_pipeline(cfg, only=[s for s in args.only.split(",") if s], start_from=args.start_from)
+    print(f"[pipeline] finished in {time.perf_counter() - t0:.0f} s")
+    if "score" in summary:
+        s = summary["score"]
+        print(f"[pipeline] synthetic test set: mAP@0.75 = {s['map_75']:.4f} "
+              f"(mAP@0.5 {s.get('map_50', float('nan')):.4f}, settings conf={s.get('conf')} iou={s.get('iou')})")
+    return 0
+
