@@ -69,14 +69,17 @@ class PipelineConfig:
     workers: int = 2
 
 
-def _stages(cfg: PipelineConfig, root: Path) -> list[tuple[str, str | None, Callable[[], Any] | dict]]:
+def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Callable[[], Any] | dict]]:
     """(name, notebook or None, parameters or a callable doing the step in-process)."""
     evolve_dir = f"{paths.RUNS_DIR}/evolve/mini"
     weights_out = f"{paths.TRAINED_MODEL_DIR}/multilabel_best.pt"
-    common = {"ROOT": str(root), "DEVICE": cfg.device}
+    base_hyp = Path(cfg.base_hyp)
+    if not base_hyp.is_absolute() and not (work / base_hyp).is_file():
+        base_hyp = repo_root() / base_hyp  # the hyp files ship with the repository
+    common = {"ROOT": str(work), "DEVICE": cfg.device}
     return [
-        ("synth", None, lambda: _synth_if_missing(cfg, root)),
-        ("prepare", None, lambda: _prepare(root)),
+        ("synth", None, lambda: _synth_if_missing(cfg, work)),
+        ("prepare", None, lambda: _prepare(work)),
         ("eda", "EDA/EDA.ipynb", {**common}),
         ("split_multilabel", "EDA/Make_Dataset_Multilabel.ipynb", {**common}),
         ("split_full", "EDA/Make_Dataset_Full.ipynb", {**common}),
@@ -84,7 +87,7 @@ def _stages(cfg: PipelineConfig, root: Path) -> list[tuple[str, str | None, Call
         ("evolve", "exp/YOLOv5_hyp_evolution.ipynb", {
             **common, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "IMGSZ": cfg.imgsz, "BATCH": cfg.batch,
             "EPOCHS": cfg.evolve_epochs, "GENERATIONS": cfg.evolve_generations, "KEYS": cfg.evolve_keys,
-            "BASE_HYP": cfg.base_hyp, "OUT_DIR": evolve_dir, "WORKERS": cfg.workers,
+            "BASE_HYP": str(base_hyp), "OUT_DIR": evolve_dir, "WORKERS": cfg.workers,
         }),
         ("train", "train/YOLOv5_MultiLabelSplit.ipynb", {
             **common, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "IMGSZ": cfg.imgsz, "BATCH": cfg.batch,
@@ -117,9 +120,13 @@ def _prepare(root: Path) -> None:
         prepare_dataset(root / paths.TEST_DIR, root / paths.PREPARED_TEST_DIR, images_only=True)
 
 
-def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, start_from: str | None = None) -> dict:
+def run_pipeline(cfg: PipelineConfig, workdir: str | Path | None = None, only: list[str] | None = None,
+                 start_from: str | None = None) -> dict:
+    """Run the stages in ``workdir`` (default: the repository itself: data/, runs/, trained_model/, answer.csv)."""
     root = repo_root()
-    stages = _stages(cfg, root)
+    work = Path(workdir).resolve() if workdir else root
+    work.mkdir(parents=True, exist_ok=True)
+    stages = _stages(cfg, work)
     names = [s[0] for s in stages]
     for n in (only or []) + ([start_from] if start_from else []):
         if n not in names:
@@ -128,7 +135,7 @@ def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, start_from:
         stages = stages[names.index(start_from):]
     if only:
         stages = [s for s in stages if s[0] in only]
-    out_dir = root / paths.RUNS_DIR / "pipeline"
+    out_dir = work / paths.RUNS_DIR / "pipeline"
     timings: dict[str, float] = {}
     for name, notebook, step in stages:
         t0 = time.perf_counter()
@@ -136,12 +143,12 @@ def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, start_from:
         if notebook is None:
             step()
         else:
-            run_notebook(root / notebook, out_dir / notebook, step, cwd=root)
+            run_notebook(root / notebook, out_dir / notebook, step, cwd=work)
             print(f"[pipeline] {name}: executed copy at {out_dir / notebook}")
         timings[name] = time.perf_counter() - t0
         print(f"[pipeline] {name} done in {timings[name]:.0f} s", flush=True)
     summary = {"config": asdict(cfg), "timings_s": timings}
-    score_file = root / paths.RUNS_DIR / "inference" / "score.json"
+    score_file = work / paths.RUNS_DIR / "inference" / "score.json"
     if score_file.is_file():
         summary["score"] = json.loads(score_file.read_text())
     from livestock.records import atomic_write_text
@@ -158,6 +165,7 @@ def cli_pipeline_args(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
         else:
             p.add_argument(flag, type=type(value), default=value)
+    p.add_argument("--workdir", default=None, help="where data/, runs/, trained_model/ go (default: the repository)")
     p.add_argument("--only", default="", help="comma-separated stages to run")
     p.add_argument("--from", dest="start_from", default=None, help="resume from this stage")
 
@@ -166,7 +174,7 @@ def cli_pipeline(args: argparse.Namespace) -> int:
     fields = {k: v for k, v in vars(args).items() if k in PipelineConfig.__dataclass_fields__}
     cfg = PipelineConfig(**fields)
     t0 = time.perf_counter()
-    summary = run_pipeline(cfg, only=[s for s in args.only.split(",") if s], start_from=args.start_from)
+    summary = run_pipeline(cfg, workdir=args.workdir, only=[s for s in args.only.split(",") if s], start_from=args.start_from)
     print(f"[pipeline] finished in {time.perf_counter() - t0:.0f} s")
     if "score" in summary:
         s = summary["score"]

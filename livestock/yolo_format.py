@@ -1,0 +1,241 @@
+"""Records -> YOLOv5 dataset: ``images/``, ``labels/``, ``records.jsonl``, ``validation_report.csv``, ``data.yaml``.
+
+YOLOv5 finds an image's label file by replacing ``/images/`` with ``/labels/`` in its path, so each JPEG is
+extracted once into ``OUT_DIR/images/`` and splits are list files of those paths (never copies).
+Label lines are ``cls xc yc w h``, normalised by each image's own width and height (pig = 0, cow = 1).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from livestock import paths
+from livestock.aihub import read_aihub
+from livestock.records import CLASS_NAMES, ImageRecord, atomic_write_csv, atomic_write_text, save_records
+
+LABEL_DECIMALS = 6
+
+
+# ---------------------------------------------------------------- coordinates
+
+
+def pixel_to_yolo(boxes: np.ndarray, width, height) -> np.ndarray:
+    """Pixel corners ``(x1, y1, x2, y2)`` -> normalised ``(xc, yc, w, h)``.
+
+    ``width``/``height`` are scalars or one value per box (vectorised over many images at once).
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    w = np.asarray(width, dtype=np.float64)
+    h = np.asarray(height, dtype=np.float64)
+    out = np.empty_like(b)
+    out[:, 0] = (b[:, 0] + b[:, 2]) / 2.0 / w
+    out[:, 1] = (b[:, 1] + b[:, 3]) / 2.0 / h
+    out[:, 2] = (b[:, 2] - b[:, 0]) / w
+    out[:, 3] = (b[:, 3] - b[:, 1]) / h
+    return out
+
+
+def yolo_to_pixel(yolo: np.ndarray, width, height) -> np.ndarray:
+    """Normalised ``(xc, yc, w, h)`` -> pixel corners ``(x1, y1, x2, y2)``; the inverse of :func:`pixel_to_yolo`."""
+    y = np.asarray(yolo, dtype=np.float64).reshape(-1, 4)
+    w = np.asarray(width, dtype=np.float64)
+    h = np.asarray(height, dtype=np.float64)
+    xc, yc, bw, bh = y[:, 0] * w, y[:, 1] * h, y[:, 2] * w, y[:, 3] * h
+    return np.stack([xc - bw / 2.0, yc - bh / 2.0, xc + bw / 2.0, yc + bh / 2.0], axis=1)
+
+
+def label_text(record: ImageRecord, decimals: int = LABEL_DECIMALS) -> str:
+    """The YOLO label file of one record (empty string for an image with no box)."""
+    if record.n_boxes == 0:
+        return ""
+    yolo = pixel_to_yolo(record.boxes, record.width, record.height)
+    fmt = f"{record.class_id} {{:.{decimals}f}} {{:.{decimals}f}} {{:.{decimals}f}} {{:.{decimals}f}}\n"
+    return "".join(fmt.format(*row) for row in yolo.tolist())
+
+
+def read_label_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(class_ids, yolo_boxes)`` from a YOLO label file; ValueError naming the file when malformed."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        return np.zeros((0,), dtype=np.int64), np.zeros((0, 4))
+    try:
+        arr = np.array([line.split() for line in text.splitlines() if line.strip()], dtype=np.float64)
+    except ValueError as e:
+        raise ValueError(f"{path}: malformed YOLO label file: {e}") from e
+    if arr.ndim != 2 or arr.shape[1] != 5:
+        raise ValueError(f"{path}: expected 5 numbers per line, got shape {arr.shape}")
+    return arr[:, 0].astype(np.int64), arr[:, 1:]
+
+
+def label_path_for(image_path: str | os.PathLike) -> Path:
+    """Where YOLOv5 looks for an image's labels: the last ``/images/`` becomes ``/labels/``, suffix ``.txt``."""
+    s = os.fspath(image_path)
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    head, sep, tail = s.rpartition(sa)
+    if not sep:
+        raise ValueError(f"{image_path}: not inside an 'images' folder, YOLOv5 could not find its labels")
+    return Path(head + sb + tail).with_suffix(".txt")
+
+
+def write_yolo_labels(records: Iterable[ImageRecord], labels_dir: str | os.PathLike, progress: bool = False) -> int:
+    """Write ``labels_dir/<stem>.txt`` for each record; files whose content is already right are left alone.
+    Returns how many files were (re)written."""
+    from tqdm.auto import tqdm
+
+    labels_dir = Path(labels_dir)
+    labels_dir.mkdir(parents=True, exist_ok=True)
+    records = list(records)
+    written = 0
+    for r in tqdm(records, desc="labels", unit="img", disable=not progress, mininterval=0.5):
+        path = labels_dir / f"{r.stem}.txt"
+        text = label_text(r)
+        try:
+            if path.read_text(encoding="utf-8") == text:
+                continue
+        except FileNotFoundError:
+            pass
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        written += 1
+    return written
+
+
+# ---------------------------------------------------------------- data.yaml
+
+
+def write_image_list(image_paths: Iterable[str | os.PathLike], path: str | os.PathLike) -> Path:
+    """A YOLOv5 list file: one absolute image path per line."""
+    lines = [os.path.abspath(p) for p in image_paths]
+    return atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+
+
+def write_data_yaml(
+    path: str | os.PathLike,
+    train: str | os.PathLike | Sequence[str | os.PathLike],
+    val: str | os.PathLike | Sequence[str | os.PathLike],
+    test: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+) -> Path:
+    """YOLOv5's dataset file: absolute ``train``/``val``/``test`` (list files or image folders), ``nc: 2``,
+    ``names: ['pig', 'cow']``. ``path`` (the dataset root YOLOv5 resolves relative entries against) is the
+    yaml's own folder."""
+    import yaml
+
+    def absolute(v):
+        if isinstance(v, (str, os.PathLike)):
+            return str(Path(v).resolve())
+        return [str(Path(p).resolve()) for p in v]
+
+    path = Path(path)
+    doc = {"path": str(path.parent.resolve()), "train": absolute(train), "val": absolute(val)}
+    if test is not None:
+        doc["test"] = absolute(test)
+    doc["nc"] = len(CLASS_NAMES)
+    doc["names"] = list(CLASS_NAMES)
+    return atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+
+
+# ---------------------------------------------------------------- prepare
+
+
+@dataclass
+class PrepareResult:
+    records: list[ImageRecord]
+    problems: pd.DataFrame  # the validation report
+    out_dir: Path
+    images_dir: Path
+    labels_dir: Path | None  # None for images-only sets
+    records_path: Path
+    report_path: Path
+    image_list: Path  # all.txt: every record's image path
+    data_yaml: Path | None  # all images as train and val, for quick checks; None for images-only sets
+    summary: str = ""
+
+
+def _remove_stale(folder: Path, keep: set[str], suffixes: set[str]) -> int:
+    """Delete files a previous run left in our own output folder that no record points to any more."""
+    removed = 0
+    for p in folder.iterdir():
+        if p.is_file() and p.suffix.lower() in suffixes and p.name not in keep:
+            p.unlink()
+            removed += 1
+    return removed
+
+
+def prepare_dataset(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    strict: bool = False,
+    images_only: bool = False,
+    progress: bool = True,
+) -> PrepareResult:
+    """Read + validate AI Hub zips (or extracted folders) in ``data_dir`` and write the YOLO-format set.
+
+    ``out_dir`` receives ``images/`` (each JPEG once), ``labels/`` (one ``.txt`` per image),
+    ``records.jsonl``, ``validation_report.csv``, ``all.txt`` and ``data.yaml``. Re-running is cheap:
+    already extracted images and unchanged labels are not rewritten; files of images no longer kept are removed.
+    ``images_only`` (test zips): no labels and no data.yaml. Raises ValueError in strict mode on the first
+    problem, and when no usable image is found (after writing the report).
+    """
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if not data_dir.exists():
+        raise FileNotFoundError(f"{data_dir}: data folder not found")
+    data_abs, out_abs = data_dir.resolve(), out_dir.resolve()
+    if data_dir.is_dir() and (data_abs == out_abs or out_abs in data_abs.parents):
+        raise ValueError(f"{out_dir}: the output folder must not contain the data folder {data_dir}")
+    images_dir = out_dir / "images"
+    data = read_aihub(data_dir, images_dir, strict=strict, images_only=images_only,
+                      exclude=[out_dir], progress=progress)
+    records = data.records
+
+    report_path = atomic_write_csv(data.problems, out_dir / "validation_report.csv")
+    keep_images = {r.image_id for r in records}
+    removed = _remove_stale(images_dir, keep_images, {".jpg", ".jpeg"})
+    labels_dir = data_yaml = None
+    if not images_only:
+        labels_dir = out_dir / "labels"
+        write_yolo_labels(records, labels_dir, progress=progress)
+        removed += _remove_stale(labels_dir, {f"{r.stem}.txt" for r in records}, {".txt"})
+    records_path = save_records(records, out_dir / "records.jsonl")
+    image_list = write_image_list([r.image_path for r in records], out_dir / "all.txt")
+    if not images_only:
+        data_yaml = write_data_yaml(out_dir / "data.yaml", image_list, image_list)
+
+    summary = data.summary()
+    if removed:
+        summary += f"\nremoved {removed} stale files of images no longer kept"
+    if not records:
+        raise ValueError(f"{data_dir}: no usable image found (see {report_path})\n{summary}")
+    return PrepareResult(records, data.problems, out_dir, images_dir, labels_dir, records_path, report_path,
+                         image_list, data_yaml, summary)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def cli_prepare_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data_dir", nargs="?", default=str(paths.DATA_DIR),
+                        help="folder with the AI Hub zips, or with their extracted files (default: %(default)s)")
+    parser.add_argument("--out", default=None, help=f"output folder (default: {paths.PREPARED_DIR}, "
+                                                     f"or {paths.PREPARED_TEST_DIR} with --images-only)")
+    parser.add_argument("--strict", action="store_true", help="stop with an error at the first problem found")
+    parser.add_argument("--images-only", action="store_true",
+                        help="images without labels (the test zips): records with no boxes, sized by the JPEG header")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cli_prepare(args: argparse.Namespace) -> int:
+    out = args.out or str(paths.PREPARED_TEST_DIR if args.images_only else paths.PREPARED_DIR)
+    res = prepare_dataset(args.data_dir, out, strict=args.strict, images_only=args.images_only,
+                          progress=not args.quiet)
+    print(res.summary)
+    print(f"wrote {len(res.records)} records to {res.out_dir} (report: {res.report_path}"
+          + (f", data.yaml: {res.data_yaml})" if res.data_yaml else ")"))
+    return 0
