@@ -156,7 +156,7 @@ def _candidates(det_boxes: np.ndarray, gt_boxes: np.ndarray, gt_start: np.ndarra
                                   [np.take(c, cols) for c in gt_cols], exact)
             if padded:
                 iou[np.arange(w) >= counts[:, None]] = -1.0
-            best = iou.shape[1] - 1 - np.argmax(iou[:, ::-1], axis=1)
+            best = np.argmax(iou, axis=1)
             cand[rows] = starts + best
             cand_iou[rows] = np.take_along_axis(iou, best[:, None], axis=1)[:, 0]
     return cand, cand_iou
@@ -401,7 +401,7 @@ def cli_score(args: argparse.Namespace) -> int:
     answer = read_answer(args.answer)
     submission = validate_submission(args.pred, answer=answer,
                                      unknown_images="warn" if args.allow_unknown_images else "error")
-    for warning in submission.attrs.get("warnings", []):
+    for warning in answer.attrs.get("warnings", []) + submission.attrs.get("warnings", []):
         print(f"warning: {warning}")
     if not 0.0 < args.iou <= 1.0:
         raise ValueError(f"--iou must be in (0, 1], got {args.iou}")

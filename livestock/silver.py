@@ -464,6 +464,18 @@ def plot_silver_examples(gold: Sequence[ImageRecord], silver: Mapping[str, Seque
 # ---------------------------------------------------------------- the stage
 
 
+def training_targets(prepared_dir: str | Path, split_dir: str | Path, classes: Sequence[str] = ("cow",)
+                     ) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """The split's training records (gold) and those of them to relabel (of ``classes``)."""
+    split_dir = Path(split_dir)
+    train = select_records(load_records(Path(prepared_dir) / "records.jsonl"), split_image_ids(split_dir, "train"),
+                           where=str(split_dir / "train.txt"))
+    targets = [r for r in train if r.label in set(classes)]
+    if not targets:
+        raise ValueError(f"{split_dir / 'train.txt'}: no training image of class(es) {list(classes)} to relabel")
+    return train, targets
+
+
 def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREPARED_DIR,
                       split_dir: str | Path = paths.SPLITS_DIR / "multilabel", out_dir: str | Path = SILVER_DIR, *,
                       modes: Sequence[str] = MODES, classes: Sequence[str] = ("cow",), imgsz: int = 640,
@@ -482,14 +494,10 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
     weights = Path(weights)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: weights not found")
-    all_records = load_records(prepared_dir / "records.jsonl")
-    train = select_records(all_records, split_image_ids(split_dir, "train"), where=str(split_dir / "train.txt"))
+    train, targets = training_targets(prepared_dir, split_dir, classes)
     val_list = split_dir / "val.txt"
     if not val_list.is_file():
         raise FileNotFoundError(f"{val_list}: split list not found (run `livestock split` first)")
-    targets = [r for r in train if r.label in set(classes)]
-    if not targets:
-        raise ValueError(f"{split_dir / 'train.txt'}: no training image of class(es) {list(classes)} to relabel")
     if background_source not in BACKGROUND_SOURCES:
         raise ValueError(f"background source must be one of {BACKGROUND_SOURCES}, got {background_source!r}")
 

@@ -3,7 +3,9 @@
 Each image gets the labels {cow, pig, little, medium, many} (its class and its box-count group, see
 :mod:`livestock.eda`) and ``MultilabelStratifiedKFold(n_splits=5, shuffle=True, random_state=42)`` spreads
 the images over five folds so that every label keeps its share in each fold. Optionally the presence of each
-box-shape bucket (``ratio``) and box-size bucket (``size``) in an image are stratified too.
+box-shape bucket (``ratio``) and box-size bucket (``size``) in an image are stratified too. The stratifier
+balances every label at once, so on small sets (a few hundred images) extra labels loosen the balance of the
+base labels and the fold sizes; on thousands of images all stay within about two percentage points.
 
 Three sets come out of the same folds (a manifest has one row per image and set membership):
 
@@ -238,6 +240,6 @@ def cli_split(args: argparse.Namespace) -> int:
             print(f"{which} -> {Path(args.out) / which}")
             print(split_table(rows).to_string())
             print()
-        report = stratification_report(manifest)
-        print(f"largest deviation of a label's share in a fold: {report['max_dev_pp'].max():.2f} percentage points")
+        print("label shares (%) per fold:")
+        print(stratification_report(manifest).to_string())
     return 0
