@@ -398,13 +398,13 @@ def cli_score(args: argparse.Namespace) -> int:
     # Validation lives with the submission format; imported here so this module stays at the bottom of the graph.
     from livestock.submission import read_answer, validate_submission
 
+    if not 0.0 < args.iou <= 1.0:
+        raise ValueError(f"--iou must be in (0, 1], got {args.iou}")
     answer = read_answer(args.answer)
     submission = validate_submission(args.pred, answer=answer,
                                      unknown_images="warn" if args.allow_unknown_images else "error")
     for warning in answer.attrs.get("warnings", []) + submission.attrs.get("warnings", []):
         print(f"warning: {warning}")
-    if not 0.0 < args.iou <= 1.0:
-        raise ValueError(f"--iou must be in (0, 1], got {args.iou}")
     # Score the files as the contest scorer reads them (pd.read_csv of each path).
     table = per_class_table(str(args.answer), str(args.pred), iou_threshold=args.iou)
     print(format_score_table(table))

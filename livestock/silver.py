@@ -531,6 +531,89 @@ def _backgrounds(source: str, train: Sequence[ImageRecord], detections: Sequence
     raise ValueError(f"background source must be one of {BACKGROUND_SOURCES}, got {source!r}")
 
 
+# ---------------------------------------------------------------- gold vs gold + silver
+
+
+BUDGETS: tuple[str, ...] = ("epochs", "images")
+
+
+def count_train_images(data_yaml: str | Path) -> int:
+    """Training entries of a dataset yaml (lines of its list files, or images of its folders)."""
+    from livestock.engine import load_data_yaml
+
+    data, _ = load_data_yaml(data_yaml)
+    entries = data["train"] if isinstance(data["train"], list) else [data["train"]]
+    n = 0
+    for entry in entries:
+        p = Path(entry)
+        if p.is_dir():
+            n += sum(1 for q in p.rglob("*") if q.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        else:
+            n += sum(1 for line in p.read_text(encoding="utf-8").splitlines() if line.strip())
+    return n
+
+
+def epochs_for_budget(epochs: int, base_images: int, images: int, budget: str = "epochs") -> int:
+    """Epochs for a set of ``images`` training entries so that it gets the budget of ``epochs`` on
+    ``base_images``: ``epochs`` (same epochs; a bigger set sees more images) or ``images`` (same number of images
+    seen, i.e. about the same optimiser steps: epochs scaled by base_images / images, at least 1)."""
+    if budget not in BUDGETS:
+        raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
+    if budget == "epochs" or images <= 0:
+        return int(epochs)
+    return max(1, int(round(epochs * base_images / images)))
+
+
+def score_detections(detections: Sequence[Detections], answer: str | Path | pd.DataFrame) -> dict[str, float]:
+    """Contest mAP of detections against an answer file: mAP@0.5, mAP@0.75 (the contest's) and mAP@0.5:0.95."""
+    from livestock.metrics import COCO_IOU_THRESHOLDS, map_at_thresholds
+    from livestock.submission import detections_to_submission
+
+    if not isinstance(answer, pd.DataFrame):
+        if not Path(answer).is_file():
+            raise FileNotFoundError(f"{answer}: answer file not found")
+        answer = pd.read_csv(answer)
+    pred = detections_to_submission(detections)
+    at = map_at_thresholds(answer, pred, sorted({0.5, 0.75, *COCO_IOU_THRESHOLDS}))
+    return {"mAP@0.5": at[0.5], "mAP@0.75": at[0.75],
+            "mAP@0.5:0.95": float(np.mean([at[t] for t in COCO_IOU_THRESHOLDS]))}
+
+
+def compare_training_sets(data_yamls: Mapping[str, str | Path], test_images: Sequence[str | Path],
+                          answer: str | Path | pd.DataFrame, *, baseline: str | None = None, model: str | None = None,
+                          weights: str | Path | None = None, hyp: str | Path | dict | None = None, imgsz: int = 640,
+                          batch_size: int = 16, epochs: int = 30, budget: str = "epochs", device: str = "auto",
+                          workers: int = 2, project: str | Path = "runs/expand", conf: float = 0.001,
+                          iou: float = 0.68, seed: int = 0, cache_dir: str | Path | None = None) -> pd.DataFrame:
+    """Train one model per dataset yaml under the same settings and budget (``budget``: see
+    :func:`epochs_for_budget`; the reference is ``baseline``, default the first set), then score each on the test
+    images against ``answer`` with the contest metric. Returns one row per set: set, train_images, epochs,
+    images_seen, val mAP@0.5 (YOLOv5's, on the set's own validation list), test mAP@0.5 / @0.75 / @0.5:0.95,
+    weights."""
+    from livestock.engine import DEFAULT_HYP, train
+    from livestock.predict import detect
+
+    if not data_yamls:
+        raise ValueError("no dataset to train on")
+    baseline = baseline or next(iter(data_yamls))
+    if baseline not in data_yamls:
+        raise ValueError(f"baseline {baseline!r} is not one of {list(data_yamls)}")
+    sizes = {name: count_train_images(path) for name, path in data_yamls.items()}
+    rows = []
+    for name, data_yaml in data_yamls.items():
+        n_epochs = epochs_for_budget(epochs, sizes[baseline], sizes[name], budget)
+        result = train(data_yaml, model=model, weights=weights or None, hyp=hyp or DEFAULT_HYP, imgsz=imgsz,
+                       epochs=n_epochs, batch_size=batch_size, device=device, workers=workers, project=project,
+                       name=name, exist_ok=True, seed=seed, plots=False)
+        dets = detect(result.best, list(test_images), imgsz=imgsz, conf=conf, iou=iou, device=device,
+                      cache_dir=cache_dir)
+        scores = score_detections(dets, answer)
+        rows.append({"set": name, "train_images": sizes[name], "epochs": n_epochs,
+                     "images_seen": sizes[name] * n_epochs, "val_mAP@0.5": result.map50,
+                     **{f"test_{k}": v for k, v in scores.items()}, "weights": str(result.best)})
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------- CLI: livestock silver
 
 

@@ -165,6 +165,21 @@ def write_split(manifest: pd.DataFrame, out_dir: str | os.PathLike, which: str) 
     return rows
 
 
+def split_records(prepared_dir: str | os.PathLike, set_dir: str | os.PathLike, split: str = "val") -> list[ImageRecord]:
+    """The prepared records (with their ground-truth boxes) of one part of a written set, in the order of its
+    list file (``set_dir/val.txt`` or ``train.txt``): the images a model is tuned or scored on."""
+    list_file = Path(set_dir) / f"{split}.txt"
+    if not list_file.is_file():
+        raise FileNotFoundError(f"{list_file}: list file not found (run `livestock split` first)")
+    by_id = {r.image_id: r for r in load_prepared_records(prepared_dir)}
+    names = [Path(line.strip()).name for line in list_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    missing = [n for n in names if n not in by_id]
+    if missing:
+        raise ValueError(f"{list_file}: {len(missing)} images are not in {prepared_dir} (e.g. {missing[0]}); "
+                         "re-run `livestock split` after `livestock prepare`")
+    return [by_id[n] for n in names]
+
+
 def split_table(manifest: pd.DataFrame) -> pd.DataFrame:
     """Images per split: cow little / medium / many / total, pig likewise, and all images (the write-up's
     split table, with the group names the right way round)."""

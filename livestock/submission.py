@@ -39,10 +39,10 @@ from typing import Iterable, Mapping, Sequence, Union
 import numpy as np
 import pandas as pd
 
+from livestock.metrics import ANSWER_COLUMNS
+from livestock.metrics import PREDICTION_COLUMNS as SUBMISSION_COLUMNS
 from livestock.records import CLASS_NAMES, Detections, ImageRecord, atomic_write_csv
 
-SUBMISSION_COLUMNS: tuple[str, ...] = ("ImageID", "LabelName", "Conf", "XMin", "XMax", "YMin", "YMax")
-ANSWER_COLUMNS: tuple[str, ...] = ("ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax")
 DETECTION_COLUMNS: tuple[str, ...] = ("image_id", "width", "height", "label", "conf", "x1", "y1", "x2", "y2")
 
 # The original scoring notebook's fixed divisor per image class (see the module docstring).
@@ -257,15 +257,22 @@ def _read_csv_strings(path: Path, what: str) -> tuple[pd.DataFrame, np.ndarray]:
     if header is None:
         raise SubmissionError(f"{path}: empty file, expected a header line")
     header = [h.strip() for h in header]
-    rows, lines = [], []
-    for row in reader:
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        if len(row) != len(header):
-            raise SubmissionError(
-                f"{path}: line {reader.line_num}: {len(row)} fields where the header has {len(header)}")
-        rows.append(row)
-        lines.append(reader.line_num)
+    rows = list(reader)
+    n_physical = text.count("\n") + (0 if text.endswith("\n") else 1)
+    if n_physical == len(rows) + 1 and all(len(row) == len(header) for row in rows):
+        lines = list(range(2, len(rows) + 2))  # one line per row: no blank lines, no line breaks inside fields
+    else:  # read again, row by row, to know each row's line
+        reader = csv.reader(io.StringIO(text, newline=""))
+        next(reader)
+        rows, lines = [], []
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line, skipped as pandas does
+            if len(row) != len(header):
+                raise SubmissionError(
+                    f"{path}: line {reader.line_num}: {len(row)} fields where the header has {len(header)}")
+            rows.append(row)
+            lines.append(reader.line_num)
     if len(set(header)) != len(header):
         raise SubmissionError(f"{path}: repeated column name(s) in the header {header}")
     table = pd.DataFrame(rows, columns=header, dtype=object) if rows else pd.DataFrame(columns=header, dtype=object)
@@ -300,12 +307,14 @@ def _load(source: Source, what: str) -> tuple[pd.DataFrame, str, np.ndarray | No
     return table, str(path), lines
 
 
-# Tokens pandas.read_csv (the scorer's reader) turns into NaN.
-_NA_TOKENS = frozenset({"", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan", "1.#ind", "1.#qnan", "<na>",
-                        "n/a", "na", "nan", "null", "none"})
+# The strings pandas.read_csv (the scorer's reader) turns into NaN by default.
+_NA_TOKENS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                        "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 
 
 def _as_text(values: pd.Series) -> pd.Series:
+    if pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values.astype(object).str.strip()
     return values.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
 
 
@@ -318,11 +327,11 @@ def _validate_rows(table: pd.DataFrame, columns: Sequence[str], where: str, line
     typed: dict[str, object] = {}
     for column in ("ImageID", "LabelName"):
         text = _as_text(table[column])
-        for i in np.flatnonzero(text.str.lower().isin(_NA_TOKENS).to_numpy()):
+        for i in np.flatnonzero(text.isin(_NA_TOKENS).to_numpy()):
             problems.append((i, f"{column} is empty or NaN ({table[column].iat[i]!r})"))
         typed[column] = text.astype(object)
     label = typed["LabelName"]
-    for i in np.flatnonzero((~label.isin(list(classes)) & ~label.str.lower().isin(_NA_TOKENS)).to_numpy()):
+    for i in np.flatnonzero((~label.isin(list(classes)) & ~label.isin(_NA_TOKENS)).to_numpy()):
         problems.append((i, f"unknown class {label.iat[i]!r} (expected one of: {', '.join(classes)})"))
     for column in [c for c in columns if c not in ("ImageID", "LabelName")]:
         raw = table[column]
@@ -333,7 +342,7 @@ def _validate_rows(table: pd.DataFrame, columns: Sequence[str], where: str, line
         else:
             text = _as_text(raw)
             values = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
-            missing = text.str.lower().isin(_NA_TOKENS).to_numpy()
+            missing = np.isnan(values) & text.isin(_NA_TOKENS).to_numpy()
         for i in np.flatnonzero(missing):
             problems.append((i, f"{column} is empty or NaN ({table[column].iat[i]!r})"))
         for i in np.flatnonzero(np.isnan(values) & ~missing):

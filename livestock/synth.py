@@ -821,7 +821,8 @@ _SOLID_JPEG: dict[tuple[int, int], bytes] = {}
 def _solid_jpeg(width: int, height: int) -> bytes:
     key = (width, height)
     if key not in _SOLID_JPEG:
-        ok, buf = cv2.imencode(".jpg", np.full((height, width, 3), 110, np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 50])
+        ok, buf = cv2.imencode(".jpg", np.full((height, width, 3), 110, np.uint8),
+                               [cv2.IMWRITE_JPEG_QUALITY, 50, cv2.IMWRITE_JPEG_OPTIMIZE, 1])
         _SOLID_JPEG[key] = buf.tobytes()
     return _SOLID_JPEG[key]
 
@@ -929,6 +930,9 @@ class _ZipStream:
 
     def commit(self) -> None:
         self.zf.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
@@ -1024,7 +1028,7 @@ def generate_synthetic_dataset(
             n_img = n_lab = n_true = 0
             for rec in images(label, "train"):
                 folder = _ZIP_FOLDER[label]
-                img_zip.add(f"{folder}/{rec.image_id}", rec.jpeg, compress=False)
+                img_zip.add(f"{folder}/{rec.image_id}", rec.jpeg, compress=labels_only)
                 doc = label_json(rec)
                 lab_zip.add(f"{folder}/{Path(rec.image_id).stem}.json",
                             json.dumps(doc, ensure_ascii=False).encode("utf-8"), compress=True)
@@ -1048,7 +1052,7 @@ def generate_synthetic_dataset(
         try:
             n_img = n_box = 0
             for rec in images(label, "test"):
-                img_zip.add(f"{_ZIP_FOLDER[label]}/{rec.image_id}", rec.jpeg, compress=False)
+                img_zip.add(f"{_ZIP_FOLDER[label]}/{rec.image_id}", rec.jpeg, compress=labels_only)
                 n_img += 1
                 n_box += len(rec.boxes)
                 answer_rows += [(rec.image_id, label, x1 / rec.width, x2 / rec.width, y1 / rec.height, y2 / rec.height)

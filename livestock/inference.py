@@ -1,0 +1,67 @@
+"""The last stage: detect on the test images at the chosen NMS setting, write the contest ``answer.csv``,
+validate it, and score it when ground truth exists (the synthetic set has it; the real test set does not).
+
+Detection goes through :mod:`livestock.predict`, so an exported ``.onnx`` model (``livestock export``) is
+judged by the same code and the same contest metric as its PyTorch checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from livestock.metrics import CONTEST_IOU, per_class_table
+from livestock.predict import detect
+from livestock.records import ImageRecord, atomic_write_text
+from livestock.submission import read_answer, submission_summary, validate_submission, write_submission
+
+
+def write_answer(weights: str | os.PathLike, images: Sequence[ImageRecord] | str | os.PathLike,
+                 out_csv: str | os.PathLike, *, imgsz: int, conf: float, iou: float, device: str = "auto",
+                 cache_dir: str | os.PathLike | None = None, answer: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Detect, write ``out_csv`` atomically in the contest format and return it validated (against ``answer``
+    when given: unknown ImageIDs are then an error, as they would be a silent no-op in the scorer)."""
+    detections = detect(weights, images, imgsz=imgsz, conf=conf, iou=iou, device=device, cache_dir=cache_dir)
+    write_submission(detections, out_csv)
+    frame = validate_submission(out_csv, answer=answer, unknown_images="warn")
+    print(f"{out_csv}: {submission_summary(frame)}")
+    for warning in frame.attrs.get("warnings", []):
+        print(f"warning: {warning}")
+    return frame
+
+
+def score_answer(answer: str | os.PathLike, submission: str | os.PathLike, out_json: str | os.PathLike | None = None,
+                 iou_threshold: float = CONTEST_IOU, **settings) -> dict:
+    """Per-class AP at the contest IoU, AP@0.5 and AP@0.5:0.95 of a submission file, as a dict (also written to
+    ``out_json``, atomically, with ``settings`` such as conf / iou / weights for the record)."""
+    read_answer(answer)  # a malformed answer file fails here with its own message
+    table = per_class_table(str(answer), str(submission), iou_threshold=iou_threshold)
+    present = table[table["n_annotations"] > 0]
+    headline = f"AP@{iou_threshold:g}"
+    result = {
+        "answer": str(answer), "submission": str(submission), "metric_iou": iou_threshold,
+        "map_75" if iou_threshold == CONTEST_IOU else f"map_{iou_threshold:g}": float(present[headline].mean()),
+        "map_50": float(present["AP@0.5"].mean()),
+        "map_50_95": float(present["AP@0.5:0.95"].mean()),
+        "per_class": {
+            label: {"n_annotations": int(row["n_annotations"]), "n_predictions": int(row["n_predictions"]),
+                    **{c: float(row[c]) for c in table.columns if c.startswith("AP@")}}
+            for label, row in table.iterrows()
+        },
+        **settings,
+    }
+    if out_json is not None:
+        atomic_write_text(out_json, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def score_table(result: dict) -> pd.DataFrame:
+    """The per-class part of :func:`score_answer`'s result as a table, with an ``all`` row of means."""
+    table = pd.DataFrame(result["per_class"]).T
+    means = table[[c for c in table.columns if c.startswith("AP@")]].mean()
+    table.loc["all"] = {**means.to_dict(), "n_annotations": table["n_annotations"].sum(),
+                        "n_predictions": table["n_predictions"].sum()}
+    return table

@@ -1,0 +1,233 @@
+"""NMS IoU x confidence tuning from cached raw candidates.
+
+A peer entry tuned its inference thresholds by running the detector once per setting: 10 confidences
+(0.0001 ... 0.001) x 21 NMS IoU values (0.30 ... 0.70), 210 full inference passes. Here the detector runs once
+(:func:`livestock.predict.collect_candidates`), and every setting is computed from the cached candidates with
+one NMS per IoU value and a filter per confidence (:func:`livestock.predict.grid_detections`), each setting
+identical to what YOLOv5 would have produced. Each setting is scored with the contest metric
+(:func:`livestock.metrics.mean_average_precision_for_boxes`, mAP at IoU 0.75 by default). The original entry's
+own setting (conf 0.001, NMS IoU 0.68) lies inside that grid and is marked in the table.
+
+Outputs of :func:`write_tuning` in ``runs/tune/<name>/``: ``scores.csv`` (one row per setting), ``best.json``
+(the best setting, the original's score, the grid) and ``heatmap.png``.
+
+Best setting, ties: the highest mAP; among equal mAP the setting writing the fewest detections (the smaller
+submission); then the higher confidence; then the lower NMS IoU.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from livestock.metrics import CONTEST_IOU, mean_average_precision_for_boxes
+from livestock.predict import (DEFAULT_CONF_FLOOR, DEFAULT_MAX_DET, Candidates, GridStats, add_detector_args,
+                               cache_dir_arg, collect_candidates, grid_detections, resolve_images)
+from livestock.records import ImageRecord, atomic_write_bytes, atomic_write_csv, atomic_write_text, load_records
+from livestock.submission import ORIGINAL_NORMALISATION, detections_to_submission, read_answer, records_to_answer
+
+# The peer entry's grid, as the nearest doubles to the decimals (np.arange would give 0.30000000000000004 etc.).
+DEFAULT_CONFS: tuple[float, ...] = tuple(round(0.0001 * k, 4) for k in range(1, 11))
+DEFAULT_IOUS: tuple[float, ...] = tuple(round(0.30 + 0.02 * k, 2) for k in range(21))
+ORIGINAL_SETTING: tuple[float, float] = (0.001, 0.68)  # (conf, NMS IoU) of the original entry's answer file
+
+SCORE_COLUMNS = ("conf", "iou", "map", "n_detections", "original")
+
+
+def grid_settings(confs: Sequence[float] = DEFAULT_CONFS, ious: Sequence[float] = DEFAULT_IOUS,
+                  extra: Iterable[tuple[float, float]] = (ORIGINAL_SETTING,)) -> list[tuple[float, float]]:
+    """Every (conf, iou) of ``confs`` x ``ious``, then the ``extra`` settings not already in it."""
+    settings = [(float(c), float(t)) for t in ious for c in confs]
+    for c, t in extra:
+        if (float(c), float(t)) not in settings:
+            settings.append((float(c), float(t)))
+    if not settings:
+        raise ValueError("empty tuning grid: give at least one confidence and one IoU")
+    for c, t in settings:
+        if not (0.0 <= c <= 1.0 and 0.0 <= t <= 1.0):
+            raise ValueError(f"setting conf={c}, iou={t}: both must lie in [0, 1]")
+    return settings
+
+
+def _answer_for(cache: Sequence[Candidates], answer: str | Path | pd.DataFrame) -> pd.DataFrame:
+    ann = read_answer(answer)
+    ids = {c.image_id for c in cache}
+    kept = ann[ann["ImageID"].isin(ids)].reset_index(drop=True)
+    if len(kept) == 0:
+        where = answer if not isinstance(answer, pd.DataFrame) else "answer frame"
+        raise ValueError(f"{where}: none of its {ann['ImageID'].nunique()} images is among the {len(ids)} detected")
+    kept.attrs["dropped_images"] = int(ann["ImageID"].nunique() - kept["ImageID"].nunique())
+    return kept
+
+
+def tune_thresholds(cache: Sequence[Candidates], answer: str | Path | pd.DataFrame,
+                    confs: Sequence[float] = DEFAULT_CONFS, ious: Sequence[float] = DEFAULT_IOUS,
+                    metric_iou: float = CONTEST_IOU, *, extra_settings: Iterable[tuple[float, float]] = (ORIGINAL_SETTING,),
+                    max_det: int = DEFAULT_MAX_DET, agnostic: bool = False, multi_label: bool = False,
+                    normalise_by: Mapping[str, tuple[int, int]] | None = None, progress: bool = True
+                    ) -> pd.DataFrame:
+    """Score every (conf, NMS IoU) setting on the cached candidates against ``answer`` (ground truth: CSV path or
+    DataFrame in the contest answer format). The answer is restricted to the cached images (answer images that
+    were not detected on would count as misses for every setting alike).
+
+    Returns one row per setting, sorted by IoU then conf: ``conf``, ``iou``, ``map`` (contest mAP at
+    ``metric_iou``), ``ap_<class>`` per class of the answer, ``n_detections`` (rows of the submission),
+    ``original`` (the original entry's setting). ``table.attrs`` holds ``metric_iou``, the grid statistics and
+    ``dropped_images``."""
+    ann = _answer_for(cache, answer)
+    settings = grid_settings(confs, ious, extra_settings)
+    stats = GridStats()
+    rows = []
+    for conf, iou, dets in grid_detections(cache, settings, max_det=max_det, agnostic=agnostic,
+                                           multi_label=multi_label, progress=progress, stats=stats):
+        sub = detections_to_submission(dets, normalise_by=normalise_by)
+        score, aps = mean_average_precision_for_boxes(ann, sub, iou_threshold=metric_iou)
+        row = {"conf": conf, "iou": iou, "map": float(score), "n_detections": len(sub),
+               "original": (conf, iou) == ORIGINAL_SETTING}
+        row.update({f"ap_{label}": float(ap) for label, (ap, _n) in sorted(aps.items())})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    ap_cols = sorted(c for c in table.columns if c.startswith("ap_"))
+    table = table[["conf", "iou", "map", *ap_cols, "n_detections", "original"]]
+    table = table.sort_values(["iou", "conf"], kind="stable").reset_index(drop=True)
+    table.attrs.update(metric_iou=float(metric_iou), dropped_images=ann.attrs["dropped_images"],
+                       images=len(cache), grid=vars(stats))
+    return table
+
+
+def best_setting(table: pd.DataFrame) -> pd.Series:
+    """The row of the best setting: highest ``map``; ties by fewest ``n_detections``, then higher ``conf``, then
+    lower ``iou`` (see the module docstring)."""
+    if table.empty:
+        raise ValueError("empty score table")
+    order = table.assign(_neg_map=-table["map"], _neg_conf=-table["conf"]).sort_values(
+        ["_neg_map", "n_detections", "_neg_conf", "iou"], kind="stable")
+    return table.loc[order.index[0]]
+
+
+def plot_heatmap(table: pd.DataFrame, title: str | None = None):
+    """mAP over the grid (NMS IoU down, confidence across), the best setting starred, the original ringed.
+    Returns a matplotlib Figure (drawn without pyplot, so no global state changes)."""
+    from matplotlib.figure import Figure
+
+    grid = table.pivot_table(index="iou", columns="conf", values="map", aggfunc="first").sort_index()
+    fig = Figure(figsize=(1.2 + 0.75 * grid.shape[1], 1.6 + 0.32 * grid.shape[0]), dpi=110)
+    ax = fig.add_subplot()
+    im = ax.imshow(grid.to_numpy(), aspect="auto", cmap="viridis", origin="lower")
+    ax.set_xticks(range(grid.shape[1]), [f"{c:g}" for c in grid.columns], rotation=60, fontsize=7)
+    ax.set_yticks(range(grid.shape[0]), [f"{t:g}" for t in grid.index], fontsize=7)
+    ax.set_xlabel("confidence threshold")
+    ax.set_ylabel("NMS IoU threshold")
+    metric = table.attrs.get("metric_iou", CONTEST_IOU)
+    fig.colorbar(im, ax=ax, label=f"mAP@{metric:g}")
+    cols, idx = list(grid.columns), list(grid.index)
+    best = best_setting(table)
+    if best["conf"] in cols and best["iou"] in idx:
+        ax.plot(cols.index(best["conf"]), idx.index(best["iou"]), marker="*", color="red", markersize=13,
+                linestyle="none", label=f"best {best['map']:.4f} (conf {best['conf']:g}, IoU {best['iou']:g})")
+    orig = table[table["original"]]
+    if len(orig) and orig.iloc[0]["conf"] in cols and orig.iloc[0]["iou"] in idx:
+        o = orig.iloc[0]
+        ax.plot(cols.index(o["conf"]), idx.index(o["iou"]), marker="o", markerfacecolor="none", color="white",
+                markersize=11, linestyle="none", label=f"original {o['map']:.4f} (conf {o['conf']:g}, IoU {o['iou']:g})")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=7, frameon=False)
+    ax.set_title(title or f"mAP@{metric:g} over NMS settings", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def write_tuning(table: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+    """``scores.csv``, ``best.json`` and ``heatmap.png`` under ``out_dir``, each written atomically."""
+    out = Path(out_dir)
+    best = best_setting(table)
+    orig = table[table["original"]]
+    summary = {
+        "best": {"conf": float(best["conf"]), "iou": float(best["iou"]), "map": float(best["map"]),
+                 "n_detections": int(best["n_detections"])},
+        "original": None if orig.empty else {"conf": float(orig.iloc[0]["conf"]), "iou": float(orig.iloc[0]["iou"]),
+                                             "map": float(orig.iloc[0]["map"])},
+        "metric_iou": float(table.attrs.get("metric_iou", CONTEST_IOU)),
+        "settings": int(len(table)),
+        "confs": sorted(float(c) for c in table["conf"].unique()),
+        "ious": sorted(float(t) for t in table["iou"].unique()),
+        "tie_rule": "highest map, then fewest detections, then higher conf, then lower iou",
+        "images": table.attrs.get("images"),
+        "answer_images_not_detected": table.attrs.get("dropped_images"),
+        "grid": table.attrs.get("grid"),
+    }
+    buf = io.BytesIO()
+    plot_heatmap(table).savefig(buf, format="png")
+    return {
+        "scores": atomic_write_csv(table, out / "scores.csv"),
+        "best": atomic_write_text(out / "best.json", json.dumps(summary, indent=2) + "\n"),
+        "heatmap": atomic_write_bytes(out / "heatmap.png", buf.getvalue()),
+    }
+
+
+def run_tuning(weights: str | Path, images: str | Path | Sequence[str | Path | ImageRecord], out_dir: str | Path,
+               answer: str | Path | pd.DataFrame | None = None, *, imgsz: int = 640,
+               confs: Sequence[float] = DEFAULT_CONFS, ious: Sequence[float] = DEFAULT_IOUS,
+               metric_iou: float = CONTEST_IOU, max_det: int = DEFAULT_MAX_DET, agnostic: bool = False,
+               multi_label: bool = False, normalise_by: Mapping[str, tuple[int, int]] | None = None,
+               device: str = "auto", cache_dir: str | Path | None = "runs/cache", batch: int = 1,
+               conf_floor: float = DEFAULT_CONF_FLOOR, progress: bool = True) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """Detect once (cached), tune, write. Ground truth: ``answer`` or, when ``images`` are prepared records
+    (a ``records.jsonl`` or ``ImageRecord`` objects), their boxes."""
+    if answer is None:
+        if isinstance(images, (str, Path)) and Path(images).suffix == ".jsonl":
+            answer = records_to_answer(load_records(images))
+        elif not isinstance(images, (str, Path)) and all(isinstance(r, ImageRecord) for r in images):
+            answer = records_to_answer(images)  # type: ignore[arg-type]
+        else:
+            raise ValueError(f"{images}: no ground truth: give an answer CSV, or prepared records (records.jsonl)")
+    resolve_images(images)  # bad input fails here, before any model is loaded
+    floor = min(conf_floor, *confs, ORIGINAL_SETTING[0])  # the cache must serve every setting of the grid
+    cache = collect_candidates(weights, images, imgsz, conf_floor=floor, device=device, cache_dir=cache_dir,
+                               batch=batch, progress=progress)
+    table = tune_thresholds(cache, answer, confs, ious, metric_iou, max_det=max_det, agnostic=agnostic,
+                            multi_label=multi_label, normalise_by=normalise_by, progress=progress)
+    return table, write_tuning(table, out_dir)
+
+
+# ---------------------------------------------------------------- CLI: livestock tune
+
+
+def cli_tune_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", required=True,
+                        help="validation images: a prepared records.jsonl (ground truth included), a folder, "
+                             "a .txt list, or one image")
+    parser.add_argument("--answer", help="ground truth in the contest answer format (needed unless --images "
+                                         "is a records.jsonl)")
+    add_detector_args(parser)
+    parser.add_argument("--out", default="runs/tune/exp", help="output folder (runs/tune/exp)")
+    parser.add_argument("--confs", type=float, nargs="+", default=list(DEFAULT_CONFS),
+                        help="confidence thresholds (0.0001 ... 0.001, step 0.0001)")
+    parser.add_argument("--ious", type=float, nargs="+", default=list(DEFAULT_IOUS),
+                        help="NMS IoU thresholds (0.30 ... 0.70, step 0.02)")
+    parser.add_argument("--metric-iou", type=float, default=CONTEST_IOU, help="IoU of the contest metric (0.75)")
+    parser.add_argument("--normalise", choices=("image", "original"), default="image",
+                        help="submission coordinates divided by each image's size (image) or by the original "
+                             "scoring notebook's fixed size per class (original: the real contest answer)")
+
+
+def cli_tune(args: argparse.Namespace) -> int:
+    table, written = run_tuning(
+        args.weights, args.images, args.out, args.answer, imgsz=args.imgsz, confs=args.confs, ious=args.ious,
+        metric_iou=args.metric_iou, max_det=args.max_det, agnostic=args.agnostic, multi_label=args.multi_label,
+        normalise_by=ORIGINAL_NORMALISATION if args.normalise == "original" else None, device=args.device,
+        cache_dir=cache_dir_arg(args.cache_dir), batch=args.batch, conf_floor=args.conf_floor)
+    best = best_setting(table)
+    metric = table.attrs["metric_iou"]
+    print(f"{len(table)} settings scored on {table.attrs['images']} images")
+    print(f"best: conf {best['conf']:g}, NMS IoU {best['iou']:g} -> mAP@{metric:g} {best['map']:.5f}")
+    orig = table[table["original"]]
+    if len(orig):
+        print(f"original (conf {ORIGINAL_SETTING[0]:g}, NMS IoU {ORIGINAL_SETTING[1]:g}): {orig.iloc[0]['map']:.5f}")
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0
