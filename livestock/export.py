@@ -151,21 +151,18 @@ def load_checkpoint_model(weights: str | os.PathLike):
 
     Loading unpickles the file (runs code from it): only for files the user names.
     """
-    from livestock.engine import ensure_yolov5
-
-    ensure_yolov5()
-    import torch
+    from livestock.engine import load_checkpoint
 
     path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found")
     try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as e:
+        ckpt = load_checkpoint(path)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as e:  # torch's unpickling errors on a truncated or foreign file
         raise ValueError(f"{path}: not a readable PyTorch checkpoint (corrupt or truncated file?): {e}") from e
-    model = ckpt.get("ema") or ckpt.get("model") if isinstance(ckpt, dict) else None
-    if model is None or not hasattr(model, "yaml"):
-        raise ValueError(f"{path}: not a YOLOv5 checkpoint (no 'model' / 'ema' entry holding a YOLOv5 model)")
+    model = ckpt.get("ema") or ckpt["model"]
+    if not hasattr(model, "yaml") or not hasattr(model, "stride"):
+        raise ValueError(f"{path}: not a YOLOv5 checkpoint (its 'model' entry is a {type(model).__name__})")
     return model.float().eval()
 
 
@@ -624,30 +621,19 @@ def prune_weights(
 # ---------------------------------------------------------------- models to time without trained weights
 
 
-def model_yaml(name: str) -> Path:
-    """YOLOv5's architecture file for ``name`` (``yolov5n``, ``yolov5m6``, ...), from the installed package."""
-    import yolov5
-
-    root = Path(yolov5.__file__).parent / "models"
-    for candidate in (root / f"{name}.yaml", root / "hub" / f"{name}.yaml"):
-        if candidate.is_file():
-            return candidate
-    known = sorted(p.stem for p in [*root.glob("*.yaml"), *(root / "hub").glob("yolov5*.yaml")])
-    raise ValueError(f"unknown YOLOv5 model {name!r}; known: {known}")
-
-
 def random_init_weights(name: str, out_path: str | os.PathLike, nc: int = 2, seed: int = 0) -> Path:
     """A checkpoint of an untrained ``name`` model (``nc`` classes, fixed seed): enough to time a model and to
     check an export, meaningless for accuracy."""
-    from livestock.engine import ensure_yolov5
+    from livestock.engine import ensure_yolov5, model_cfg
     from livestock.records import CLASS_NAMES
 
+    cfg = model_cfg(name)
     ensure_yolov5()
     import torch
     from yolov5.models.yolo import DetectionModel
 
     torch.manual_seed(seed)
-    model = DetectionModel(str(model_yaml(name)), ch=3, nc=nc, anchors=None)
+    model = DetectionModel(str(cfg), ch=3, nc=nc, anchors=None)
     model.names = {i: (CLASS_NAMES[i] if i < len(CLASS_NAMES) else f"class{i}") for i in range(nc)}
     return _save_checkpoint(model.eval(), Path(out_path))
 
@@ -856,14 +842,11 @@ def _variants(
 
 def _stored_precision(weights: Path) -> str:
     """Precision the checkpoint stores its weights in (YOLOv5 saves trained weights FP16, computes FP32)."""
-    from livestock.engine import ensure_yolov5
+    from livestock.engine import load_checkpoint
 
-    ensure_yolov5()  # the pickle refers to YOLOv5's classes
-    import torch
-
-    ckpt = torch.load(str(weights), map_location="cpu", weights_only=False)  # a file the user named or we wrote
+    ckpt = load_checkpoint(weights)
     module = ckpt.get("ema") or ckpt["model"]
-    return "fp16" if next(module.parameters()).dtype == torch.float16 else "fp32"
+    return str(next(module.parameters()).dtype).replace("torch.float", "fp")
 
 
 def benchmark_models(

@@ -42,7 +42,8 @@ COCO_IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in
 
 TableLike = Union[str, os.PathLike, pd.DataFrame, np.ndarray, Sequence]
 
-# (detection, box) pairs per IoU chunk: large temporaries cost page faults on every allocation, small ones stay in cache.
+# (detection, box) pairs per IoU chunk: large temporaries cost page faults on every allocation,
+# small ones stay in cache.
 _MAX_PAIRS_PER_CHUNK = 1 << 16
 
 
@@ -386,9 +387,11 @@ def format_score_table(table: pd.DataFrame) -> str:
 
 
 def cli_score_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--answer", required=True, help="ground-truth answer CSV (ImageID,LabelName,XMin,XMax,YMin,YMax)")
+    parser.add_argument("--answer", required=True,
+                        help="ground-truth answer CSV (ImageID,LabelName,XMin,XMax,YMin,YMax)")
     parser.add_argument("--pred", required=True, help="submission CSV (ImageID,LabelName,Conf,XMin,XMax,YMin,YMax)")
-    parser.add_argument("--iou", type=float, default=CONTEST_IOU, help="IoU threshold of the headline mAP (default 0.75)")
+    parser.add_argument("--iou", type=float, default=CONTEST_IOU,
+                        help="IoU threshold of the headline mAP (default 0.75)")
     parser.add_argument("--allow-unknown-images", action="store_true",
                         help="warn instead of failing on submission images absent from the answer "
                              "(test images without any box are absent from an answer file); the scorer ignores them")

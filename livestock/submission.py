@@ -80,7 +80,8 @@ def image_class_from_id(image_id: str, class_names: Sequence[str] = CLASS_NAMES)
     tokens = set(Path(image_id).stem.lower().replace("-", "_").split("_"))
     found = [name for name in class_names if name in tokens]
     if len(found) != 1:
-        raise ValueError(f"{image_id}: cannot tell the image's class from its name (looked for one of {list(class_names)})")
+        raise ValueError(f"{image_id}: cannot tell the image's class from its name "
+                         f"(looked for one of {list(class_names)})")
     return found[0]
 
 
@@ -180,7 +181,8 @@ def save_detections(detections: Iterable[Detections], path: str | os.PathLike,
             continue
         bad = (d.class_ids < 0) | (d.class_ids >= len(class_names))
         if bad.any():
-            raise ValueError(f"{d.image_id}: unknown class id {int(d.class_ids[bad][0])} (classes: {list(class_names)})")
+            raise ValueError(f"{d.image_id}: unknown class id {int(d.class_ids[bad][0])} "
+                             f"(classes: {list(class_names)})")
         frames.append(pd.DataFrame({
             "image_id": d.image_id, "width": int(d.width), "height": int(d.height),
             "label": np.asarray(class_names, dtype=object)[d.class_ids], "conf": d.scores,

@@ -117,7 +117,8 @@ def test_multi_threshold_helpers_equal_single_threshold_calls():
         at = metrics.map_at_thresholds(ann, pred, metrics.COCO_IOU_THRESHOLDS)
         for t, value in at.items():
             assert value == reference(ann, pred, t)[0]
-        assert metrics.map_50_95(ann, pred) == pytest.approx(np.mean([reference(ann, pred, t)[0] for t in at]), abs=1e-12)
+        expected = np.mean([reference(ann, pred, t)[0] for t in at])
+        assert metrics.map_50_95(ann, pred) == pytest.approx(expected, abs=1e-12)
         assert metrics.map_50(ann, pred) == reference(ann, pred, 0.5)[0]
         assert metrics.map_at(ann, pred) == reference(ann, pred, 0.75)[0]
 
@@ -202,6 +203,18 @@ def test_iou_exactly_at_threshold_counts():
     assert_same(mean_average_precision_for_boxes(ann, pred, 0.5), reference(ann, pred, 0.5))
 
 
+@pytest.mark.parametrize("gt_x, det_x, matched", [
+    ((0.2, 0.6), (0.2, 0.5), False),  # IoU 0.75 in float64 arithmetic, 0.74999995 on float32 coordinates
+    ((0.1, 0.9), (0.1, 0.7), True),  # 0.7499999999999999 in float64, 0.75000001 on float32 coordinates
+])
+def test_float32_coordinates_decide_borderline_matches(gt_x, det_x, matched):
+    ann = _frame([["a", "cow", *gt_x, 0.0, 1.0]], ANSWER_COLUMNS)
+    pred = _frame([["a", "cow", 0.9, *det_x, 0.0, 1.0]], PREDICTION_COLUMNS)
+    ours = mean_average_precision_for_boxes(ann, pred, 0.75)
+    assert ours[0] == (1.0 if matched else 0.0)
+    assert_same(ours, reference(ann, pred, 0.75))
+
+
 def test_input_types_csv_array_and_dataframe(tmp_path):
     ann, pred = generate_case(7)
     ann_csv, pred_csv = tmp_path / "ann.csv", tmp_path / "pred.csv"
@@ -234,6 +247,7 @@ def test_ids_that_print_alike_are_visited_twice_like_map_boxes():
     assert ref[1]["cow"][1] == 5.0  # image "1" counted twice
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # map-boxes' own arithmetic on inf / NaN
 def test_non_finite_coordinates_and_confidences_follow_the_reference():
     rng = np.random.default_rng(5)
     for seed in range(30):
