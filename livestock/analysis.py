@@ -497,7 +497,8 @@ def write_error_analysis(records: Sequence[ImageRecord], detections: Sequence[De
     written["boxes_per_image_png"] = save_figure(plot_boxes_per_image(counts), out / "boxes_per_image.png")
     chosen = choose_overlay_images(counts, n_overlays)
     if chosen:
-        written["overlays_png"] = save_figure(plot_overlays(records, detections, chosen, conf=conf), out / "overlays.png")
+        fig = plot_overlays(records, detections, chosen, conf=conf)
+        written["overlays_png"] = save_figure(fig, out / "overlays.png")
     candidates = missing_label_candidates(records, detections, conf=missing_conf, iou_threshold=iou_threshold)
     ranked = rank_missing_label_images(candidates, by=rank_by)
     if truth is not None:
@@ -524,7 +525,7 @@ def analysis_inputs(weights: str | Path, prepared_dir: str | Path = paths.PREPAR
 
     records = select_records(load_records(Path(prepared_dir) / "records.jsonl"), split_image_ids(split_dir, subset),
                              where=str(Path(split_dir) / f"{subset}.txt"))
-    detections = detect(weights, [r.image_path for r in records], imgsz=imgsz, conf=det_conf, iou=nms_iou,
+    detections = detect(weights, list(records), imgsz=imgsz, conf=det_conf, iou=nms_iou,
                         device=device, cache_dir=cache_dir)
     return records, list(detections)
 

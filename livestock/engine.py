@@ -306,9 +306,9 @@ def load_hyp(hyp: str | os.PathLike | dict) -> dict:
 
 
 def load_data_yaml(data_yaml: str | os.PathLike) -> tuple[dict, bool]:
-    """A YOLOv5 dataset file with every ``train``/``val``/``test`` entry made absolute, and whether that changed
-    anything. Relative entries resolve against ``path`` and a relative ``path`` against the yaml's own folder
-    (YOLOv5 itself would resolve them against its package folder)."""
+    """A YOLOv5 dataset file with every ``train``/``val``/``test`` entry made absolute, and whether YOLOv5 would
+    read the file differently. Relative entries resolve against ``path``, and a missing or relative ``path``
+    against the yaml's own folder, where YOLOv5 would take its own package folder."""
     import yaml
 
     data_yaml = Path(data_yaml)
@@ -321,10 +321,11 @@ def load_data_yaml(data_yaml: str | os.PathLike) -> tuple[dict, bool]:
     if not isinstance(data, dict) or any(k not in data for k in ("train", "val", "names")):
         raise ValueError(f"{data_yaml}: a YOLOv5 dataset yaml needs 'train', 'val' and 'names'")
     root = Path(data.get("path") or ".")
-    if not root.is_absolute():
+    root_is_ours = not root.is_absolute()
+    if root_is_ours:
         root = (data_yaml.parent / root).resolve()
-    changed = str(root) != str(data.get("path"))
     data["path"] = str(root)
+    changed = False
 
     def absolute(entry: str) -> str:
         p = Path(entry)
@@ -335,7 +336,7 @@ def load_data_yaml(data_yaml: str | os.PathLike) -> tuple[dict, bool]:
         if not entry:
             continue
         new = absolute(entry) if isinstance(entry, str) else [absolute(e) for e in entry]
-        changed |= new != entry
+        changed |= root_is_ours and new != entry
         data[key] = new
         for p in [new] if isinstance(new, str) else new:
             if not Path(p).exists():
@@ -376,16 +377,19 @@ def _yolov5_output(verbose: bool) -> Iterator[None]:
     ensure_yolov5()
     from yolov5.utils.general import LOGGER
 
-    level = LOGGER.level
+    loggers = [LOGGER, logging.getLogger("ultralytics")]  # the latter notes its skipped requirements check
+    levels = [lg.level for lg in loggers]
     if not verbose:
-        LOGGER.setLevel(logging.WARNING)
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
             if not verbose:
                 warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\..*deprecated", category=FutureWarning)
             yield
     finally:
-        LOGGER.setLevel(level)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 class _ValCapture:
@@ -549,6 +553,8 @@ class TrainResult:
     save_dir: Path
     best: Path  # stripped FP16 checkpoint with the best fitness
     last: Path
+    data_yaml: Path  # the dataset it was trained and validated on
+    imgsz: int
     metrics: pd.DataFrame  # per-class table (see validate), from the final validation of best.pt
     weight_mb: float  # best.pt's stripped FP16 size (MB = 10**6 bytes)
     size_report: dict
@@ -654,7 +660,6 @@ def train(
 
     import yaml
     import yolov5.train
-    from yolov5.utils.callbacks import Callbacks  # noqa: F401 - imported for the fresh instance below
 
     from livestock.records import atomic_write_text
 
@@ -680,7 +685,8 @@ def train(
         best = last
     report = check_weight_size(best, max_weight_mb, fail_on_oversize)
     epochs_run = _epochs_in_results(save_dir / "results.csv")
-    return TrainResult(save_dir=save_dir, best=best, last=last, metrics=capture.table(),
+    return TrainResult(save_dir=save_dir, best=best, last=last, data_yaml=Path(data_yaml), imgsz=int(imgsz),
+                       metrics=capture.table(),
                        weight_mb=report["file_mb"], size_report=report, hyp=hyp_values, epochs_run=epochs_run)
 
 

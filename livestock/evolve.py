@@ -294,7 +294,7 @@ def _check_resume(save_dir: Path, settings: dict) -> None:
 def _read_history(csv: Path, hyp_keys: Sequence[str]) -> pd.DataFrame:
     if not csv.is_file():
         return pd.DataFrame()
-    history = pd.read_csv(csv)
+    history = pd.read_csv(csv, float_precision="round_trip")  # rewritten rows keep their exact text
     missing = [c for c in ("generation", "fitness", *hyp_keys) if c not in history.columns]
     if missing:
         raise ValueError(f"{csv}: missing columns {missing}")

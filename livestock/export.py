@@ -23,6 +23,7 @@ stored in the model's metadata. Export and benchmark only files you trust.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import logging
 import os
@@ -524,28 +525,37 @@ def export_model(
     in the log (an FP32 YOLOv5m6 is 141 MB: its FP16 or INT8 form is the one to deploy).
     """
     unknown = [f for f in formats if f not in EXPORT_FORMATS]
-    if unknown:
-        raise ValueError(f"unknown export format(s) {unknown}; choose from {list(EXPORT_FORMATS)}")
+    if unknown or not formats:
+        raise ValueError(f"unknown export format(s) {unknown or formats}; choose from {list(EXPORT_FORMATS)}")
     weights = Path(weights)
-    out_dir = Path(out_dir) if out_dir is not None else weights.parent
-    stem = f"{weights.stem}_{imgsz}"
-    fp32 = out_dir / f"{stem}.onnx"
-    paths: dict[str, Path] = {"onnx": export_onnx_fp32(weights, imgsz, fp32)}
-    if "onnx-fp16" in formats:
-        paths["onnx-fp16"] = convert_onnx_fp16(fp32, out_dir / f"{stem}_fp16.onnx")
+    # Inputs first, so a bad call fails in a second rather than after the export.
     if "onnx-int8" in formats:
         if calib_images is None:
             raise ValueError(f"{weights}: INT8 export needs calibration images (--calib: folder, list or data.yaml)")
         if isinstance(calib_images, (str, os.PathLike)):
-            calib_images = images_from(calib_images)
+            source = calib_images
+            calib_images = images_from(source)
             if not calib_images:
-                raise ValueError("no calibration images found (looked for .jpg / .jpeg / .png / .bmp)")
-        paths["onnx-int8"] = quantize_onnx_int8(fp32, out_dir / f"{stem}_int8.onnx", pick_evenly(calib_images, n_calib))
-    if "openvino" in formats:
-        paths["openvino"] = export_openvino(fp32, out_dir / f"{stem}_openvino_model")
-    if "onnx" not in formats:
-        fp32.unlink()  # only the source of the other formats
-        del paths["onnx"]
+                raise ValueError(f"{source}: no calibration images found (.jpg / .jpeg / .png / .bmp)")
+        calib_images = pick_evenly(calib_images, n_calib)
+    if "openvino" in formats and importlib.util.find_spec("openvino") is None:
+        raise ValueError("OpenVINO export needs the `openvino` package (pip install openvino); it is not installed")
+    out_dir = Path(out_dir) if out_dir is not None else weights.parent
+    stem = f"{weights.stem}_{imgsz}"
+    # The FP32 export is the source of every other format; when it is not asked for, it is a scratch file.
+    fp32 = out_dir / (f"{stem}.onnx" if "onnx" in formats else f".{stem}.scratch.onnx")
+    paths: dict[str, Path] = {"onnx": export_onnx_fp32(weights, imgsz, fp32)}
+    try:
+        if "onnx-fp16" in formats:
+            paths["onnx-fp16"] = convert_onnx_fp16(fp32, out_dir / f"{stem}_fp16.onnx")
+        if "onnx-int8" in formats:
+            paths["onnx-int8"] = quantize_onnx_int8(fp32, out_dir / f"{stem}_int8.onnx", calib_images)
+        if "openvino" in formats:
+            paths["openvino"] = export_openvino(fp32, out_dir / f"{stem}_openvino_model")
+    finally:
+        if "onnx" not in formats:
+            fp32.unlink(missing_ok=True)
+            paths.pop("onnx", None)
     for fmt, path in paths.items():
         mb = file_size_mb(path)
         if mb > SIZE_LIMIT_MB:

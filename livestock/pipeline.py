@@ -76,7 +76,8 @@ def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Call
     base_hyp = Path(cfg.base_hyp)
     if not base_hyp.is_absolute() and not (work / base_hyp).is_file():
         base_hyp = repo_root() / base_hyp  # the hyp files ship with the repository
-    common = {"ROOT": str(work), "DEVICE": cfg.device}
+    common = {"ROOT": str(work)}
+    model = {**common, "DEVICE": cfg.device, "IMGSZ": cfg.imgsz}
     return [
         ("synth", None, lambda: _synth_if_missing(cfg, work)),
         ("prepare", None, lambda: _prepare(work)),
@@ -85,18 +86,17 @@ def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Call
         ("split_full", "EDA/Make_Dataset_Full.ipynb", {**common}),
         ("split_mini", "EDA/Make_Dataset_Mini.ipynb", {**common}),
         ("evolve", "exp/YOLOv5_hyp_evolution.ipynb", {
-            **common, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "IMGSZ": cfg.imgsz, "BATCH": cfg.batch,
+            **model, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "BATCH": cfg.batch, "WORKERS": cfg.workers,
             "EPOCHS": cfg.evolve_epochs, "GENERATIONS": cfg.evolve_generations, "KEYS": cfg.evolve_keys,
-            "BASE_HYP": str(base_hyp), "OUT_DIR": evolve_dir, "WORKERS": cfg.workers,
+            "BASE_HYP": str(base_hyp), "OUT_DIR": evolve_dir,
         }),
         ("train", "train/YOLOv5_MultiLabelSplit.ipynb", {
-            **common, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "IMGSZ": cfg.imgsz, "BATCH": cfg.batch,
+            **model, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "BATCH": cfg.batch, "WORKERS": cfg.workers,
             "EPOCHS": cfg.epochs, "HYP": f"{evolve_dir}/best_hyp.yaml", "OUT_WEIGHTS": weights_out,
-            "WORKERS": cfg.workers,
         }),
         ("inference", "YOLOv5_inference.ipynb", {
-            **common, "WEIGHTS": weights_out, "IMGSZ": cfg.imgsz, "TUNE": cfg.tune, "CONF": cfg.conf,
-            "IOU": cfg.iou, "ANSWER_OUT": "answer.csv",
+            **model, "WEIGHTS": weights_out, "TUNE": cfg.tune, "CONF": cfg.conf, "IOU": cfg.iou,
+            "ANSWER_OUT": "answer.csv",
         }),
     ]
 

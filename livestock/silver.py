@@ -31,6 +31,7 @@ detector learns to read, so two sources are offered instead:
 
 :func:`silver_quality` measures, on the synthetic set whose left-out cow boxes are known (``synth_truth.csv``),
 how many left-out cows each mode recovers and how many of the boxes it adds are wrong.
+:func:`compare_training_sets` trains gold-only and gold + silver under one budget and scores each on the test set.
 """
 from __future__ import annotations
 
@@ -51,7 +52,6 @@ from livestock.analysis import (
     load_truth,
     max_iou,
     normalise_truth,
-    pairwise_iou,
     select_records,
     split_image_ids,
 )
@@ -505,7 +505,7 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
 
     # The detector's raw candidates are cached by weights hash and image hash (``cache_dir``), so a rerun with
     # other merge settings costs no network pass.
-    detections = detect(weights, [r.image_path for r in targets], imgsz=imgsz, conf=conf, iou=nms_iou,
+    detections = detect(weights, list(targets), imgsz=imgsz, conf=conf, iou=nms_iou,
                         device=device, cache_dir=cache_dir)
     written: dict[str, Path] = {}
     silver_by_mode = {}
@@ -579,7 +579,7 @@ def score_detections(detections: Sequence[Detections], answer: str | Path | pd.D
             "mAP@0.5:0.95": float(np.mean([at[t] for t in COCO_IOU_THRESHOLDS]))}
 
 
-def compare_training_sets(data_yamls: Mapping[str, str | Path], test_images: Sequence[str | Path],
+def compare_training_sets(data_yamls: Mapping[str, str | Path], test_images: Sequence[str | Path | ImageRecord],
                           answer: str | Path | pd.DataFrame, *, baseline: str | None = None, model: str | None = None,
                           weights: str | Path | None = None, hyp: str | Path | dict | None = None, imgsz: int = 640,
                           batch_size: int = 16, epochs: int = 30, budget: str = "epochs", device: str = "auto",

@@ -92,6 +92,7 @@ CALIBRATION: dict[str, dict] = {
     ),
 }
 _QUANTILE_LEVELS = np.linspace(0.0, 1.0, 21)
+_PLACEMENT_TRIES = 25
 MIN_VISIBLE_SHARE = 0.35  # an animal is boxed when this share of its pixels is visible (in frame, not hidden)
 
 # The label JSON's own categories are behaviours, not species. Their ids are chosen so that reading
@@ -178,7 +179,10 @@ _COS, _SIN = np.cos(_CIRCLE), np.sin(_CIRCLE)
 def _ellipse(cx: float, cy: float, ax: float, ay: float, angle: float = 0.0) -> np.ndarray:
     x, y = ax * _COS, ay * _SIN
     c, s = math.cos(angle), math.sin(angle)
-    return np.stack([cx + c * x - s * y, cy + s * x + c * y], axis=1)
+    out = np.empty((len(_COS), 2))
+    out[:, 0] = cx + c * x - s * y
+    out[:, 1] = cy + s * x + c * y
+    return out
 
 
 def _superellipse(cx: float, cy: float, ax: float, ay: float, power: float) -> np.ndarray:
@@ -223,8 +227,8 @@ class _Animal:
     squash: float = 1.0
     scale: float = 1.0
     centre: tuple[float, float] = (0.0, 0.0)
-    body_area: float = 0.0  # canonical trunk area
     full_area: float = 0.0  # pixels the whole animal would cover, in frame or not
+    canon: tuple | None = None  # cache of _canonical()
 
 
 def _pig_shape(rng: np.random.Generator) -> _Animal:
@@ -268,8 +272,7 @@ def _pig_shape(rng: np.random.Generator) -> _Animal:
         for _ in range(int(rng.integers(1, 5))):
             patches.append(_ellipse(rng.uniform(-0.4, 0.35), rng.uniform(-bw, bw), rng.uniform(0.05, 0.14),
                                     rng.uniform(0.04, 0.1), rng.uniform(0, np.pi)))
-    return _Animal("pig", parts, "lying" if side_lying or rng.random() < 0.55 else "standing", bw, patches,
-                   body_area=math.pi * 0.5 * bw * 0.97)
+    return _Animal("pig", parts, "lying" if side_lying or rng.random() < 0.55 else "standing", bw, patches)
 
 
 def _cow_shape(rng: np.random.Generator) -> _Animal:
@@ -344,43 +347,58 @@ def _cow_shape(rng: np.random.Generator) -> _Animal:
         for _lobe in range(int(rng.integers(1, 4))):  # irregular blobs: a few overlapping lobes
             patches.append(_ellipse(cx + rng.normal(0, 0.05), cy + rng.normal(0, 0.04), rng.uniform(0.05, 0.14),
                                     rng.uniform(0.04, 0.1), rng.uniform(0, np.pi)))
-    return _Animal("cow", parts, pose, b, patches, body_area=math.pi * 0.45 * b * 0.9)
+    return _Animal("cow", parts, pose, b, patches)
+
+
+def _canonical(animal: _Animal) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All part and patch points in one array (one transform per pose instead of one per part), the
+    split offsets, and which points belong to the silhouette."""
+    if animal.canon is None:
+        arrays = [p.pts for p in animal.parts] + list(animal.patches)
+        lengths = [len(a) for a in arrays]
+        silhouette = np.repeat([p.silhouette for p in animal.parts] + [False] * len(animal.patches), lengths)
+        animal.canon = (np.concatenate(arrays), np.cumsum(lengths)[:-1], silhouette)
+    return animal.canon
+
+
+def _pose(animal: _Animal, pts: np.ndarray, scale: float, centre: tuple[float, float]) -> np.ndarray:
+    c, s = math.cos(animal.angle), math.sin(animal.angle)
+    x = pts[:, 0] * (animal.squash * animal.flip)
+    y = pts[:, 1]
+    out = np.empty_like(pts)
+    out[:, 0] = centre[0] + scale * (c * x - s * y)
+    out[:, 1] = centre[1] + scale * (s * x + c * y)
+    return out
+
+
+def _unit_extent(animal: _Animal) -> tuple[float, float, float, float]:
+    """Box of the posed animal's silhouette at scale 1 around the origin: (x0, y0, x1, y1)."""
+    pts, _, silhouette = _canonical(animal)
+    posed = _pose(animal, pts[silhouette], 1.0, (0.0, 0.0))
+    (x0, y0), (x1, y1) = posed.min(axis=0), posed.max(axis=0)
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+def _pose_parts(animal: _Animal, scale: float, centre: tuple[float, float]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    pts, offsets, _ = _canonical(animal)
+    pieces = np.split(_pose(animal, pts, scale, centre), offsets)
+    return pieces[:len(animal.parts)], pieces[len(animal.parts):]
 
 
 def _fill_fraction(animal: _Animal, size: int = 48) -> float:
-    """Share of the posed animal's box its silhouette covers (rasterised small, at unit scale)."""
+    """Share of the posed animal's box its silhouette covers (rasterised small)."""
     ux0, uy0, ux1, uy1 = _unit_extent(animal)
     k = size / max(ux1 - ux0, uy1 - uy0)
     w, h = max(1, int(math.ceil((ux1 - ux0) * k))), max(1, int(math.ceil((uy1 - uy0) * k)))
     canvas = np.zeros((h, w), np.uint8)
-    saved = animal.scale, animal.centre
-    animal.scale, animal.centre = k, (-ux0 * k, -uy0 * k)
-    for p in animal.parts:
+    parts, _ = _pose_parts(animal, k, (-ux0 * k, -uy0 * k))
+    for p, pts in zip(animal.parts, parts):
         if p.silhouette:
-            pts = _placed(animal, p.pts)
             if p.line > 0:
                 cv2.polylines(canvas, [_fixed(pts)], False, 1, max(1, int(round(p.line * k))), cv2.LINE_8, _FIXED)
             else:
                 cv2.fillPoly(canvas, [_fixed(pts)], 1, cv2.LINE_8, _FIXED)
-    animal.scale, animal.centre = saved
     return float(np.count_nonzero(canvas)) / (w * h)
-
-
-def _placed(animal: _Animal, pts: np.ndarray) -> np.ndarray:
-    c, s = math.cos(animal.angle), math.sin(animal.angle)
-    x = pts[:, 0] * animal.squash * animal.flip
-    y = pts[:, 1]
-    return np.stack([animal.centre[0] + animal.scale * (c * x - s * y),
-                     animal.centre[1] + animal.scale * (s * x + c * y)], axis=1)
-
-
-def _unit_extent(animal: _Animal) -> tuple[float, float, float, float]:
-    """Box of the posed animal at scale 1, centred on the origin: (x0, y0, x1, y1)."""
-    saved = animal.scale, animal.centre
-    animal.scale, animal.centre = 1.0, (0.0, 0.0)
-    pts = np.concatenate([_placed(animal, p.pts) for p in animal.parts if p.silhouette])
-    animal.scale, animal.centre = saved
-    return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
 
 
 # ----------------------------------------------------------------------------- scene planning
@@ -453,55 +471,49 @@ def _plan_scene(rng: np.random.Generator, label: str, size: tuple[int, int], spl
         ux0, uy0, ux1, uy1 = _unit_extent(animal)
         unit_size = math.sqrt((ux1 - ux0) * (uy1 - uy0))
         may_leave_frame = rng.random() < cal["edge_share"]
-        best, best_overlap = None, np.inf
-        for _try in range(25):
-            xc = float(_from_quantiles(rng, cal["xc_q"])) + rng.normal(0, 0.015)
-            yc = float(_from_quantiles(rng, cal["yc_q"])) + rng.normal(0, 0.015)
-            log_size = image_log_size + cal["size_slope"] * (yc - 0.5) + rng.normal(0.0, cal["size_sd"])
-            log_size = min(max(log_size, cal["log_size_range"][0]), cal["log_size_range"][1])
-            scale = cal["size_gain"] * math.exp(log_size) * frame_scale / unit_size
-            bw, bh = scale * (ux1 - ux0), scale * (uy1 - uy0)
-            bx0, by0 = xc * width - bw / 2, yc * height - bh / 2
-            if may_leave_frame:  # cut by the nearest frame edge
-                cut = rng.uniform(0.02, 0.5)
-                gaps = (bx0, width - bx0 - bw, by0, height - by0 - bh)
-                side = int(np.argmin(gaps))
-                if side == 0:
-                    bx0 = -cut * bw
-                elif side == 1:
-                    bx0 = width - (1 - cut) * bw
-                elif side == 2:
-                    by0 = -cut * bh
-                else:
-                    by0 = height - (1 - cut) * bh
-            else:  # most animals lie wholly inside the frame: slide the box in
-                mx, my = rng.uniform(0.003, 0.03) * width, rng.uniform(0.003, 0.03) * height
-                bx0 = min(max(bx0, mx), max(width - bw - mx, 0.0))
-                by0 = min(max(by0, my), max(height - bh - my, 0.0))
-            box = np.array([bx0, by0, bx0 + bw, by0 + bh])
-            cx, cy = bx0 - scale * ux0, by0 - scale * uy0
-            overlap = _max_overlap(box, boxes)
-            if overlap < best_overlap:
-                best, best_overlap = (cx, cy, scale, box), overlap
-            if overlap <= max_overlap:
-                break
-        cx, cy, scale, box = best
-        animal.centre, animal.scale = (cx, cy), scale
+        # 25 candidate placements at once; the first that overlaps little wins, else the least overlapping
+        k = _PLACEMENT_TRIES
+        xc = _from_quantiles(rng, cal["xc_q"], k) + rng.normal(0, 0.015, k)
+        yc = _from_quantiles(rng, cal["yc_q"], k) + rng.normal(0, 0.015, k)
+        log_size = image_log_size + cal["size_slope"] * (yc - 0.5) + rng.normal(0.0, cal["size_sd"], k)
+        log_size = np.clip(log_size, *cal["log_size_range"])
+        scale = cal["size_gain"] * np.exp(log_size) * frame_scale / unit_size
+        bw, bh = scale * (ux1 - ux0), scale * (uy1 - uy0)
+        bx0, by0 = xc * width - bw / 2, yc * height - bh / 2
+        if may_leave_frame:  # cut by the nearest frame edge
+            cut = rng.uniform(0.02, 0.5, k)
+            side = np.argmin(np.stack([bx0, width - bx0 - bw, by0, height - by0 - bh]), axis=0)
+            bx0 = np.select([side == 0, side == 1], [-cut * bw, width - (1 - cut) * bw], bx0)
+            by0 = np.select([side == 2, side == 3], [-cut * bh, height - (1 - cut) * bh], by0)
+        else:  # most animals lie wholly inside the frame: slide the box in
+            mx, my = rng.uniform(0.003, 0.03, k) * width, rng.uniform(0.003, 0.03, k) * height
+            bx0 = np.minimum(np.maximum(bx0, mx), np.maximum(width - bw - mx, 0.0))
+            by0 = np.minimum(np.maximum(by0, my), np.maximum(height - bh - my, 0.0))
+        candidates = np.stack([bx0, by0, bx0 + bw, by0 + bh], axis=1)
+        overlap = _max_overlap(candidates, boxes)
+        good = np.flatnonzero(overlap <= max_overlap)
+        i = int(good[0]) if len(good) else int(np.argmin(overlap))
+        box, scale = candidates[i], float(scale[i])
+        animal.centre, animal.scale = (box[0] - scale * ux0, box[1] - scale * uy0), scale
         animal.full_area = _fill_fraction(animal) * (box[2] - box[0]) * (box[3] - box[1])
         animals.append(animal)
         boxes = np.vstack([boxes, box])
     # painter's order: farther (higher in the frame) first
     order = np.argsort(boxes[:, 3] + rng.normal(0, 0.02 * height, len(boxes)), kind="stable")
     animals = [animals[i] for i in order]
-    for a in animals:
-        for p in a.parts:
-            p.pts = _placed(a, p.pts)
-        a.patches = [_placed(a, p) for p in a.patches]
+    for a in animals:  # from here on, part points are pixels
+        parts, a.patches = _pose_parts(a, a.scale, a.centre)
+        for p, pts in zip(a.parts, parts):
+            p.pts = pts
 
     occluders: list[_Occluder] = []
     s = height / 1080.0
+    # The back wall ends above every animal: cows stand with their feet on the floor, pigs (seen from
+    # above) lie wholly on it. Where an animal reaches the top of the frame, no wall shows.
+    floor_from = (boxes[:, 3] - 0.15 * (boxes[:, 3] - boxes[:, 1]) if label == "cow" else boxes[:, 1])
+    highest = float(floor_from.min()) / height - 0.02 if len(boxes) else 1.0
     if label == "cow":
-        horizon = rng.uniform(0.05, 0.25)
+        horizon = min(rng.uniform(0.05, 0.25), highest)
         if rng.random() < 0.45:  # a fence rail in front of the herd
             y = rng.uniform(0.65, 0.97) * height
             slope = rng.normal(0, 0.04) * height
@@ -513,7 +525,7 @@ def _plan_scene(rng: np.random.Generator, label: str, size: tuple[int, int], spl
             occluders.append(_Occluder("post", (x, 0), (x + rng.normal(0, 0.02) * width, height),
                                        max(2, rng.uniform(18, 40) * s)))
     else:
-        horizon = rng.uniform(0.0, 0.12)
+        horizon = min(rng.uniform(0.0, 0.12), highest)
         for _ in range(int(rng.choice(3, p=[0.55, 0.3, 0.15]))):  # pen gate bars and pipes
             if rng.random() < 0.5:
                 x = rng.uniform(0, 1) * width
@@ -526,15 +538,16 @@ def _plan_scene(rng: np.random.Generator, label: str, size: tuple[int, int], spl
     return _Scene(label, width, height, animals, occluders, n_left_out, horizon)
 
 
-def _max_overlap(box: np.ndarray, boxes: np.ndarray) -> float:
-    """Largest intersection over the smaller box's area against already placed boxes."""
+def _max_overlap(candidates: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """For each candidate box, its largest intersection over the smaller area against the placed boxes."""
     if len(boxes) == 0:
-        return 0.0
-    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return float(np.max(iw * ih / np.minimum(area, areas)))
+        return np.zeros(len(candidates))
+    c, b = candidates[:, None, :], boxes[None, :, :]
+    iw = np.clip(np.minimum(c[..., 2], b[..., 2]) - np.maximum(c[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(c[..., 3], b[..., 3]) - np.maximum(c[..., 1], b[..., 1]), 0, None)
+    area_c = (c[..., 2] - c[..., 0]) * (c[..., 3] - c[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return np.max(iw * ih / np.maximum(np.minimum(area_c, area_b), 1e-9), axis=1)
 
 
 # ----------------------------------------------------------------------------- rasterising
@@ -672,7 +685,7 @@ def _structures(img: np.ndarray, scene: _Scene, rng: np.random.Generator) -> Non
     """Barn structure behind the animals: wall line, windows, feed fence, slatted floor, troughs."""
     W, H = scene.width, scene.height
     s = H / 1080.0
-    hz = int(scene.horizon * H)
+    hz = max(0, int(scene.horizon * H))
     if hz > 2:
         cv2.line(img, (0, hz), (W, hz), (70, 75, 80), max(1, int(6 * s)), cv2.LINE_AA)
         for _ in range(int(rng.integers(0, 4))):  # bright windows in the back wall
@@ -831,7 +844,9 @@ def _solid_jpeg(width: int, height: int) -> bytes:
 
 
 @dataclass
-class _Rendered:
+class SynthImage:
+    """One generated frame: its JPEG bytes and every true box, with which ones the label JSON keeps."""
+
     image_id: str
     label: str
     width: int
@@ -844,12 +859,16 @@ class _Rendered:
 
 def render_image(label: str, number: int, split: str = "train", seed: int = 0, size: tuple[int, int] = (1920, 1080),
                  missing_cow_rate: float = 0.15, image_scale: float = 1.0, labels_only: bool = False,
-                 jpeg_quality: int | None = None) -> tuple[np.ndarray | None, _Rendered]:
+                 jpeg_quality: int | None = None) -> tuple[np.ndarray | None, SynthImage]:
     """Render one synthetic frame. Returns (BGR image or None when ``labels_only``, its record).
 
     The same (label, number, split, seed, size, image_scale) always gives the same boxes, whether the
     pixels are rendered or not.
     """
+    if label not in _CLASS_CODE or split not in _SPLIT_CODE:
+        raise ValueError(f"label must be 'pig' or 'cow' and split 'train' or 'test', got {label!r}, {split!r}")
+    if f"{label}_{size[0]}x{size[1]}" not in CALIBRATION:
+        raise ValueError(f"no synthetic scene style for {label!r} at {size[0]}x{size[1]}; known: {sorted(CALIBRATION)}")
     entropy = [int(seed), _CLASS_CODE[label], _SPLIT_CODE[split], int(number)]
     rng_geometry = np.random.default_rng(entropy + [0])
     rng_look = np.random.default_rng(entropy + [1])
@@ -876,9 +895,22 @@ def render_image(label: str, number: int, split: str = "train", seed: int = 0, s
             out = rng_geometry.choice(len(visible), size=n_out, replace=False, p=weights / weights.sum())
             for i in out:
                 labelled[int(i)] = False
-    record = _Rendered(image_name(label, number), label, scene.width, scene.height, jpeg,
+    record = SynthImage(image_name(label, number), label, scene.width, scene.height, jpeg,
                        [b for _, _, b in visible], labelled, [a.behaviour for _, a, _ in visible])
     return img, record
+
+
+def render_empty_frame(label: str, size: tuple[int, int] = (1920, 1080), seed: int = 0,
+                       image_scale: float = 1.0) -> np.ndarray:
+    """A barn frame in the style of ``label``'s scenes (walls, floor, pens, fences, lighting, noise) with
+    no animal in it (BGR uint8): background images for training, or to paste animals onto."""
+    if f"{label}_{size[0]}x{size[1]}" not in CALIBRATION:
+        raise ValueError(f"no synthetic scene style for {label!r} at {size[0]}x{size[1]}; known: {sorted(CALIBRATION)}")
+    rng = np.random.default_rng([int(seed), _CLASS_CODE[label], 2, 0])
+    scene = _plan_scene(rng, label, size, "test", 0.0, image_scale)
+    scene.animals = []
+    img, _, _ = _render(scene, rng)
+    return img
 
 
 def image_name(label: str, number: int) -> str:
@@ -888,7 +920,7 @@ def image_name(label: str, number: int) -> str:
     return f"livestock_{label}_bbox_{number:06d}.jpg"
 
 
-def label_json(record: _Rendered) -> dict:
+def label_json(record: SynthImage) -> dict:
     """The AI Hub label JSON of one image: labelled boxes only, behaviour categories (not species)."""
     number = int(Path(record.image_id).stem.rsplit("_", 1)[1])
     annotations = []
@@ -936,7 +968,8 @@ class _ZipStream:
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
-        self.zf.close()
+        if self.zf.fp is not None:
+            self.zf.close()
         self.tmp.unlink(missing_ok=True)
 
 
@@ -1021,49 +1054,43 @@ def generate_synthetic_dataset(
             _, rec = render_image(label, number, split, seed, size, missing_cow_rate, image_scale, labels_only)
             yield rec
 
-    for label in ("cow", "pig"):
-        img_zip = _ZipStream(train_dir / TRAIN_ZIPS[(label, "images")])
-        lab_zip = _ZipStream(train_dir / TRAIN_ZIPS[(label, "labels")])
-        try:
+    # Every zip is written to a temp file and renamed into place only once the whole set is done, so an
+    # interrupted run leaves the previous set (or nothing) rather than a mixture.
+    zips = {key: _ZipStream(train_dir / name) for key, name in TRAIN_ZIPS.items()}
+    zips.update({(label, "test"): _ZipStream(test_dir / name) for label, name in TEST_ZIPS.items()})
+    try:
+        for label in ("cow", "pig"):
+            folder = _ZIP_FOLDER[label]
             n_img = n_lab = n_true = 0
             for rec in images(label, "train"):
-                folder = _ZIP_FOLDER[label]
-                img_zip.add(f"{folder}/{rec.image_id}", rec.jpeg, compress=labels_only)
-                doc = label_json(rec)
-                lab_zip.add(f"{folder}/{Path(rec.image_id).stem}.json",
-                            json.dumps(doc, ensure_ascii=False).encode("utf-8"), compress=True)
+                zips[(label, "images")].add(f"{folder}/{rec.image_id}", rec.jpeg, compress=labels_only)
+                zips[(label, "labels")].add(f"{folder}/{Path(rec.image_id).stem}.json",
+                                            json.dumps(label_json(rec), ensure_ascii=False).encode("utf-8"),
+                                            compress=True)
                 n_img += 1
                 n_true += len(rec.boxes)
                 n_lab += sum(rec.labelled)
                 truth_rows += [(rec.image_id, label, *b, keep) for b, keep in zip(rec.boxes, rec.labelled)]
-            img_zip.commit()
-            lab_zip.commit()
-        except BaseException:
-            img_zip.abort()
-            lab_zip.abort()
-            raise
-        summary.train_images[label] = n_img
-        summary.train_labelled_boxes[label] = n_lab
-        summary.train_true_boxes[label] = n_true
-    summary.left_out_cow_boxes = summary.train_true_boxes["cow"] - summary.train_labelled_boxes["cow"]
-
-    for label in ("pig", "cow"):
-        img_zip = _ZipStream(test_dir / TEST_ZIPS[label])
-        try:
+            summary.train_images[label] = n_img
+            summary.train_labelled_boxes[label] = n_lab
+            summary.train_true_boxes[label] = n_true
+        for label in ("pig", "cow"):
             n_img = n_box = 0
             for rec in images(label, "test"):
-                img_zip.add(f"{_ZIP_FOLDER[label]}/{rec.image_id}", rec.jpeg, compress=labels_only)
+                zips[(label, "test")].add(f"{_ZIP_FOLDER[label]}/{rec.image_id}", rec.jpeg, compress=labels_only)
                 n_img += 1
                 n_box += len(rec.boxes)
-                answer_rows += [(rec.image_id, label, x1 / rec.width, x2 / rec.width, y1 / rec.height, y2 / rec.height)
-                                for x1, y1, x2, y2 in rec.boxes]
-            img_zip.commit()
-        except BaseException:
-            img_zip.abort()
-            raise
-        summary.test_images[label] = n_img
-        summary.test_boxes[label] = n_box
-
+                answer_rows += [(rec.image_id, label, x1 / rec.width, x2 / rec.width, y1 / rec.height,
+                                 y2 / rec.height) for x1, y1, x2, y2 in rec.boxes]
+            summary.test_images[label] = n_img
+            summary.test_boxes[label] = n_box
+        for z in zips.values():
+            z.commit()
+    except BaseException:
+        for z in zips.values():
+            z.abort()
+        raise
+    summary.left_out_cow_boxes = summary.train_true_boxes["cow"] - summary.train_labelled_boxes["cow"]
     atomic_write_csv(pd.DataFrame(truth_rows, columns=["image_id", "label", "x1", "y1", "x2", "y2", "labelled"]),
                      summary.truth_csv)
     atomic_write_csv(pd.DataFrame(answer_rows, columns=["ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax"]),

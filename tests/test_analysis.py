@@ -28,7 +28,8 @@ def case(tmp_path: Path):
     for name in ("a", "b", "c"):
         cv2.imwrite(str(tmp_path / f"{name}.jpg"), np.full((100, 100, 3), 128, np.uint8))
     records = [
-        ImageRecord("a.jpg", str(tmp_path / "a.jpg"), 100, 100, "cow", [[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]]),
+        ImageRecord("a.jpg", str(tmp_path / "a.jpg"), 100, 100, "cow",
+                    [[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]]),
         ImageRecord("b.jpg", str(tmp_path / "b.jpg"), 100, 100, "pig", [[10, 10, 40, 40]]),
         ImageRecord("c.jpg", str(tmp_path / "c.jpg"), 100, 100, "cow", [[0, 0, 10, 10]]),
     ]
@@ -189,3 +190,10 @@ def test_split_lists_and_selection(case, tmp_path: Path):
         analysis.select_records(records, ["zzz.jpg"])
     with pytest.raises(FileNotFoundError, match="train.txt"):
         analysis.split_image_ids(tmp_path, "train")
+
+
+def test_cli_analyze_reports_bad_input(tmp_path: Path, capsys):
+    from livestock.cli import main
+
+    assert main(["analyze", "--weights", "w.pt", "--prepared", str(tmp_path), "--split", str(tmp_path)]) == 1
+    assert "records.jsonl: records file not found" in capsys.readouterr().err

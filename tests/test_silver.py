@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from livestock import silver
+from livestock.analysis import pairwise_iou
 from livestock.records import CLASS_TO_ID, Detections, ImageRecord, load_records
 from livestock.yolo_format import label_path_for, read_label_file
 
@@ -212,7 +213,7 @@ def test_background_crops_avoid_gold_and_predicted_boxes(prepared):
     # the crop lies left of the prediction and below the gold boxes (grown by the 2 % margin)
     assert img.shape[1] <= 60 and img.shape[0] < 100
     free = silver.largest_free_rectangle(np.concatenate([cow_a.boxes, d.boxes]), 120, 100)
-    assert silver.pairwise_iou(np.array([free]), np.concatenate([cow_a.boxes, d.boxes])).max() == 0
+    assert pairwise_iou(np.array([free]), np.concatenate([cow_a.boxes, d.boxes])).max() == 0
     # too strict a size requirement: no crop at all
     assert list(silver.background_crops([cow_a], [d], n=3, min_side=0.9)) == []
 
@@ -272,3 +273,14 @@ def test_score_detections_exact():
     assert s["mAP@0.5"] == pytest.approx(1.0)
     assert s["mAP@0.75"] == pytest.approx(0.5)
     assert s["mAP@0.5:0.95"] == pytest.approx((3 * 1.0 + 7 * 0.5) / 10)  
+
+
+def test_cli_silver_reports_bad_input(tmp_path: Path, capsys):
+    from livestock.cli import main
+
+    assert main(["silver", "--weights", str(tmp_path / "none.pt"), "--prepared", str(tmp_path)]) == 1
+    assert "none.pt: weights not found" in capsys.readouterr().err
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"x")
+    assert main(["silver", "--weights", str(weights), "--prepared", str(tmp_path), "--split", str(tmp_path)]) == 1
+    assert "records.jsonl: records file not found" in capsys.readouterr().err

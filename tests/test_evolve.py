@@ -1,0 +1,205 @@
+"""livestock.evolve: mutation of chosen keys only and within bounds, parent selection, determinism, the contest
+fitness, and an evolution that survives being killed mid-generation."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import livestock.evolve as V
+from livestock.engine import HYP_KEYS, load_hyp
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = load_hyp("experiment_hyp_v1")
+
+
+def _history(fitness: list[float], **keys: list[float]) -> pd.DataFrame:
+    rows = []
+    for g, f in enumerate(fitness):
+        rows.append({"generation": g, "fitness": f, **BASE, **{k: v[g] for k, v in keys.items()}})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- keys, bounds
+
+
+def test_parse_keys_and_bounds():
+    assert V.parse_keys("lr0, lrf,momentum") == ("lr0", "lrf", "momentum")
+    assert V.parse_keys(["box"]) == ("box",)
+    with pytest.raises(ValueError, match="unknown hyper-parameter keys \\['lr_0'\\]"):
+        V.parse_keys("lr_0")
+    with pytest.raises(ValueError, match="repeated"):
+        V.parse_keys("lr0,lr0")
+    with pytest.raises(ValueError, match="no hyper-parameter keys"):
+        V.parse_keys(" , ")
+    assert V.parse_bounds("lr0=1e-4:1e-2, momentum=0.8:0.95") == {"lr0": (1e-4, 1e-2), "momentum": (0.8, 0.95)}
+    with pytest.raises(ValueError, match="key=low:high"):
+        V.parse_bounds("lr0=0.1")
+    assert V.resolve_bounds(V.DEFAULT_KEYS) == {"lr0": (1e-5, 1e-1), "lrf": (0.01, 1.0), "momentum": (0.6, 0.98)}
+    assert V.resolve_bounds(["lr0"], {"lr0": (1e-3, 1e-2)}) == {"lr0": (1e-3, 1e-2)}
+    with pytest.raises(ValueError, match="not evolved"):
+        V.resolve_bounds(["lr0"], {"lrf": (0.1, 0.2)})
+    with pytest.raises(ValueError, match="lower"):
+        V.resolve_bounds(["lr0"], {"lr0": (0.2, 0.1)})
+
+
+# ---------------------------------------------------------------- mutation
+
+
+def test_mutation_changes_only_chosen_keys_within_bounds():
+    keys = V.DEFAULT_KEYS
+    bounds = V.resolve_bounds(keys)
+    # Parents at and near the bounds: mutations push past them and must be clipped back.
+    history = _history([0.5, 0.7, 0.6, 0.2, 0.9, 0.1],
+                       lr0=[1e-5, 0.1, 0.009, 0.05, 0.02, 0.001], lrf=[0.01, 1.0, 0.08, 0.5, 0.3, 0.02],
+                       momentum=[0.6, 0.98, 0.94, 0.7, 0.9, 0.65])
+    seen_change = {k: 0 for k in keys}
+    for gen in range(1, 151):
+        hyp = V.next_hyp(history, BASE, keys, bounds, seed=7, generation=gen)
+        assert set(hyp) == set(BASE)
+        for k in HYP_KEYS:
+            if k not in keys:
+                assert hyp[k] == BASE[k], k
+        for k, (low, high) in bounds.items():
+            assert low <= hyp[k] <= high, (k, hyp[k])
+        parents = [history.loc[i, list(keys)].to_dict() for i in range(len(history))]
+        assert any(hyp[k] != p[k] for p in parents for k in keys)  # never an exact copy of a parent
+        for k in keys:
+            seen_change[k] += hyp[k] not in set(history[k])
+    assert all(n > 50 for n in seen_change.values()), seen_change  # every chosen key does move
+
+
+def test_mutation_factor_is_yolov5s():
+    """Factors are 1 + gain * N(0,1) * U(0,1) * sigma, clipped to [0.3, 3]: momentum (gain 0.3) moves less."""
+    rng = np.random.default_rng(0)
+    bounds = {"lr0": (0.0, 1e9), "momentum": (0.0, 1e9)}
+    factors = np.array([list(V.mutate({"lr0": 1.0, "momentum": 1.0}, ["lr0", "momentum"], bounds, rng).values())
+                        for _ in range(4000)])
+    assert factors.min() >= 0.3 and factors.max() <= 3.0
+    lr_dev, mom_dev = np.abs(factors[:, 0] - 1), np.abs(factors[:, 1] - 1)
+    assert mom_dev.mean() == pytest.approx(0.3 * lr_dev.mean(), rel=0.15)
+    # E|N(0,1)| * E[U] * sigma * P(mutate) = 0.798 * 0.5 * 0.2 * 0.8 for lr0 (before the retry on no change).
+    assert lr_dev.mean() == pytest.approx(0.798 * 0.5 * 0.2 * 0.8, rel=0.15)
+    assert (factors[:, 0] == 1).mean() == pytest.approx(0.2, abs=0.04)  # mutation probability 0.8
+
+
+def test_parent_selection_is_weighted_among_the_top_n():
+    history = _history([0.10, 0.90, 0.50, 0.30, 0.80, 0.05, 0.85], lr0=[0.001 * (i + 1) for i in range(7)])
+    rng = np.random.default_rng(1)
+    picks = [V.select_parent(history, ["lr0"], rng, top_n=5)["lr0"] for _ in range(2000)]
+    counts = pd.Series(picks).value_counts()
+    top5 = {0.002, 0.007, 0.005, 0.003, 0.004}  # fitness 0.90, 0.85, 0.80, 0.50, 0.30
+    assert set(counts.index) <= top5
+    assert 0.001 not in counts.index and 0.006 not in counts.index  # outside the top 5: never
+    assert counts.get(0.004, 0) < 10  # the worst of the top 5 has weight ~1e-6
+    w = np.array([0.90, 0.85, 0.80, 0.50]) - 0.30  # weights fitness - min
+    expected = w / w.sum() * 2000
+    observed = np.array([counts.get(v, 0) for v in (0.002, 0.007, 0.005, 0.003)])
+    assert np.allclose(observed, expected, rtol=0.2)
+    assert V.select_parent(history, ["lr0"], rng, top_n=1)["lr0"] == 0.002
+
+
+def test_next_hyp_is_deterministic_and_generation_zero_is_the_base():
+    keys, bounds = V.DEFAULT_KEYS, V.resolve_bounds(V.DEFAULT_KEYS)
+    history = _history([0.4, 0.6], lr0=[0.009, 0.02], lrf=[0.08, 0.1], momentum=[0.94, 0.9])
+    assert V.next_hyp(pd.DataFrame(), BASE, keys, bounds, seed=0, generation=0) == BASE
+    a = V.next_hyp(history, BASE, keys, bounds, seed=3, generation=2)
+    assert a == V.next_hyp(history, BASE, keys, bounds, seed=3, generation=2)
+    others = [V.next_hyp(history, BASE, keys, bounds, seed=s, generation=g) for s, g in ((4, 2), (3, 3))]
+    assert all(o != a for o in others)
+    outside = {**BASE, "lr0": 0.5}
+    assert V.next_hyp(pd.DataFrame(), outside, keys, bounds, 0, 0)["lr0"] == 0.1  # the base is constrained too
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    settings = V._settings(data="d.yaml", model=None, weights=None, base_hyp=BASE, keys=["lr0"],
+                           bounds={"lr0": [1e-5, 0.1]}, fitness="yolov5", imgsz=128, epochs=1, batch_size=8,
+                           optimizer="SGD", linear_lr=True, seed=0, top_n=5, mutation_prob=0.8, sigma=0.2)
+    V._check_resume(tmp_path, settings)  # first start: writes the settings
+    V._check_resume(tmp_path, dict(settings))  # same: fine
+    with pytest.raises(ValueError, match=r"evolve_settings\.yaml.*keys: \['lr0'\] there, \['lrf'\] now"):
+        V._check_resume(tmp_path, {**settings, "keys": ["lrf"]})
+
+
+# ---------------------------------------------------------------- contest fitness (slow: needs a trained model)
+
+
+@pytest.mark.slow
+def test_contest_fitness_of_the_tiny_model(tiny_trained_model, tiny_train_result, tmp_path):
+    from livestock.metrics import mean_average_precision_for_boxes
+
+    weights, data_yaml = tiny_trained_model
+    answer, pred = V.validation_frames(weights, data_yaml, imgsz=tiny_train_result.imgsz, device="cpu", workers=0)
+    n_labels = sum(len(p.read_text().split()) // 5 for p in (data_yaml.parent / "labels" / "val").glob("*.txt"))
+    assert len(answer) == n_labels == tiny_train_result.metrics.loc["all", "instances"]
+    assert set(answer["LabelName"]) == {"pig", "cow"} and answer[["XMin", "YMin"]].ge(0).all().all()
+    assert (pred.groupby("ImageID", sort=False)["Conf"].apply(lambda c: c.is_monotonic_decreasing)).all()
+    score = V.contest_fitness(weights, data_yaml, imgsz=tiny_train_result.imgsz, device="cpu", workers=0)
+    assert score == pytest.approx(mean_average_precision_for_boxes(answer, pred, iou_threshold=0.75)[0])
+    assert 0.05 < score <= 1.0
+    # Looser IoU, higher score: the metric really is computed at the threshold asked for.
+    assert V.contest_fitness(weights, data_yaml, imgsz=tiny_train_result.imgsz, device="cpu", workers=0,
+                             iou_threshold=0.5) >= score
+
+
+# ---------------------------------------------------------------- evolution killed and resumed (slow)
+
+
+@pytest.mark.slow
+def test_evolution_resumes_after_being_killed(tmp_path):
+    from toy_yolo import make_toy_yolo_dataset
+
+    data = make_toy_yolo_dataset(tmp_path / "toy", n_train=16, n_val=8)
+    args = dict(generations=3, epochs=1, keys="lr0,momentum", fitness="contest", imgsz=128, batch_size=8,
+                device="cpu", workers=0, project=str(tmp_path / "evolve"), name="mini", seed=5)
+    cmd = [sys.executable, "-m", "livestock.cli", "evolve", "--data", str(data)]
+    for k, v in args.items():
+        cmd += [f"--{k.replace('_', '-')}", str(v)]
+    folder = tmp_path / "evolve" / "mini"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 600  # a hang detector only
+        while not (folder / "gen_001" / "hyp.yaml").exists():  # generation 2 (index 1) has started
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "generation 2 never started"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    first = pd.read_csv(folder / "evolve.csv")
+    assert list(first["generation"]) == [0]  # generation 2 was interrupted: no row for it
+    first_text = (folder / "evolve.csv").read_text().splitlines()
+
+    result = V.evolve(data, **args)  # the same call continues
+    history = pd.read_csv(folder / "evolve.csv")
+    assert list(history["generation"]) == [0, 1, 2] and len(result.history) == 3
+    assert (folder / "evolve.csv").read_text().splitlines()[:2] == first_text  # generation 1's row unchanged
+    for k in HYP_KEYS:
+        if k in ("lr0", "momentum"):
+            assert history[k].between(*V.YOLOV5_EVOLVE_META[k][1:]).all()
+        else:
+            assert (history[k] == load_hyp("hyp_scratch_cpu")[k]).all(), k
+    assert history.loc[0, ["lr0", "momentum"]].tolist() == [0.01, 0.937]  # generation 0 trains the base hyp
+    assert history["fitness"].equals(history["mAP@0.75"]) and history["fitness"].between(0, 1).all()
+    best = history.loc[history["fitness"].idxmax()]
+    assert result.best_generation == int(best["generation"]) and result.best_fitness == pytest.approx(best["fitness"])
+    assert load_hyp(folder / "best_hyp.yaml") == pytest.approx({k: float(best[k]) for k in HYP_KEYS})
+    assert (folder / "evolve.png").stat().st_size > 5000
+    assert not (folder / "gen_000" / "weights").exists()  # scored generations drop their weights by default
+    assert V.evolve(data, **args).history.equals(result.history)  # finished: nothing left to do
+    with pytest.raises(ValueError, match="other settings"):
+        V.evolve(data, **{**args, "epochs": 2})

@@ -1,0 +1,480 @@
+"""Edge export: ONNX FP32 / FP16 / INT8 against PyTorch, the Detect-head decode found from the graph, model-file
+checks, pruning, and the ``livestock export`` / ``livestock bench`` commands.
+
+Tolerances stated here, input for input (the same letterboxed tensor into every model):
+- ONNX FP32 vs PyTorch: raw head output within 0.1 px (boxes) and 1e-4 (objectness, class scores); after NMS the
+  same boxes within 1 px and confidences within 1e-3.
+- ONNX FP16 vs FP32 (top 100 candidates): boxes within 1 px, confidences within 2e-3.
+- ONNX INT8 vs FP32 on a trained model (top 20 candidates): boxes within 3% of the input size, confidences within
+  0.05, and the confidences must not collapse to 0 (what quantising the head decode does).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livestock import export as E
+
+IMG = 128  # export size for the random-init models: multiple of 64, so P6 models fit too
+RAW_BOX_PX, RAW_SCORE = 0.1, 1e-4  # ONNX FP32 vs PyTorch, raw head output
+NMS_BOX_PX, NMS_CONF = 1.0, 1e-3  # ONNX FP32 vs PyTorch, after NMS
+FP16_BOX_PX, FP16_CONF = 1.0, 2e-3  # ONNX FP16 vs ONNX FP32, top candidates
+INT8_BOX_FRACTION, INT8_CONF = 0.03, 0.05  # ONNX INT8 vs FP32 on a trained model: box error <= 3% of imgsz
+DECODE_OPS = {"Reshape", "Transpose", "Sigmoid", "Split", "Mul", "Pow", "Add", "Concat"}
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    from toy_yolo import make_toy_yolo_dataset
+
+    return make_toy_yolo_dataset(tmp_path_factory.mktemp("toy"), n_train=12, n_val=6)
+
+
+@pytest.fixture(scope="module")
+def nano(tmp_path_factory, toy) -> dict:
+    """A random-init YOLOv5n and its FP32 / FP16 / INT8 exports at ``IMG``."""
+    root = tmp_path_factory.mktemp("nano")
+    weights = E.random_init_weights("yolov5n", root / "nano.pt")
+    paths = E.export_model(weights, IMG, calib_images=toy.parent / "images" / "train", out_dir=root / "export",
+                           n_calib=6)
+    return {"pt": weights, **paths}
+
+
+@pytest.fixture(scope="session")
+def trained(request, tmp_path_factory) -> tuple[Path, Path]:
+    """(weights, data.yaml) of a trained tiny model: the shared session fixture when the suite has one,
+    else a YOLOv5n trained here for a few CPU epochs on the toy set."""
+    try:
+        return request.getfixturevalue("tiny_trained_model")
+    except pytest.FixtureLookupError:
+        pass
+    from toy_yolo import make_toy_yolo_dataset
+
+    from livestock.engine import train
+
+    root = tmp_path_factory.mktemp("trained")
+    data = make_toy_yolo_dataset(root / "toy", n_train=48, n_val=16)
+    result = train(data, model="yolov5n", hyp="hyp_scratch_cpu", imgsz=160, epochs=10, batch_size=16,
+                   device="cpu", workers=0, project=root / "runs", name="nano", exist_ok=True, plots=False)
+    return result.best, data
+
+
+def _val_images(data_yaml: Path, n: int = 3) -> list[Path]:
+    return E.pick_evenly(E.images_from(data_yaml, split="val"), n)
+
+
+def _conf(raw: np.ndarray) -> np.ndarray:
+    return raw[:, 4] * raw[:, 5:].max(1)
+
+
+def _nms(raw: np.ndarray, conf: float = 0.001) -> np.ndarray:
+    import torch
+    from yolov5.utils.general import non_max_suppression
+
+    return non_max_suppression(torch.from_numpy(raw), conf, 0.6)[0].numpy()
+
+
+def _assert_same_detections(a: np.ndarray, b: np.ndarray, box_px: float, conf_tol: float, floor: float) -> int:
+    """Every detection of ``a`` above ``floor`` has one in ``b`` of the same class within the tolerances
+    (the floor keeps clear of the NMS threshold, where a 1e-7 difference may decide); returns how many matched."""
+    matched = 0
+    for row in a[a[:, 4] > floor]:
+        same = b[b[:, 5] == row[5]]
+        assert len(same), f"no detection of class {row[5]} in the other model"
+        err = np.abs(same[:, :4] - row[:4]).max(1)
+        k = int(err.argmin())
+        assert err[k] <= box_px, f"closest box {err[k]:.3f} px away"
+        assert abs(same[k, 4] - row[4]) <= conf_tol
+        matched += 1
+    return matched
+
+
+# ---------------------------------------------------------------- the Detect head, from the graph (fast)
+
+
+def _toy_head_graph(levels: int = 3):
+    """A hand-built graph shaped like YOLOv5's: backbone Conv -> per level head Conv -> decode -> one Concat."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, outs = [helper.make_node("Conv", ["images", "w0"], ["feat"], name="backbone")], [], []
+    inits.append(numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w0"))
+    inits.append(numpy_helper.from_array(np.array([1, 3, 7, 4], np.int64), "shape"))
+    inits.append(numpy_helper.from_array(np.array([1, 12, 7], np.int64), "flat"))
+    inits.append(numpy_helper.from_array(np.array(2.0, np.float32), "two"))
+    for i in range(levels):
+        inits.append(numpy_helper.from_array(np.ones((21, 4, 1, 1), np.float32), f"wh{i}"))
+        nodes += [
+            helper.make_node("Conv", ["feat", f"wh{i}"], [f"h{i}"], name=f"head{i}"),
+            helper.make_node("Reshape", [f"h{i}", "shape"], [f"r{i}"], name=f"view{i}"),
+            helper.make_node("Sigmoid", [f"r{i}"], [f"s{i}"], name=f"sig{i}"),
+            helper.make_node("Mul", [f"s{i}", "two"], [f"m{i}"], name=f"mul{i}"),
+            helper.make_node("Pow", [f"m{i}", "two"], [f"p{i}"], name=f"pow{i}"),
+            helper.make_node("Reshape", [f"p{i}", "flat"], [f"o{i}"], name=f"flat{i}"),
+        ]
+        outs.append(f"o{i}")
+    nodes.append(helper.make_node("Concat", outs, ["output0"], axis=1, name="cat"))
+    graph = helper.make_graph(
+        nodes, "toy", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 2, 2])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 12 * levels, 7])], inits)
+    return helper.make_model(graph)
+
+
+@pytest.mark.parametrize("levels", [3, 4])
+def test_find_detect_head_on_a_built_graph(levels):
+    heads, decode = E.find_detect_head(_toy_head_graph(levels))
+    assert heads == [f"head{i}" for i in range(levels)]
+    expected = {f"{op}{i}" for i in range(levels) for op in ("view", "sig", "mul", "pow", "flat")} | {"cat"}
+    assert set(decode) == expected
+    assert "backbone" not in decode
+
+
+def test_find_detect_head_without_conv_is_an_error():
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    with pytest.raises(ValueError, match="no Conv"):
+        E.find_detect_head(helper.make_model(graph))
+
+
+def test_sort_topologically_restores_producer_order():
+    model = _toy_head_graph(3)
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes[::-1])  # consumers before producers
+    E._sort_topologically(model.graph)
+    seen = {"images"} | {t.name for t in model.graph.initializer}
+    for node in model.graph.node:
+        assert all(i in seen for i in node.input), node.name
+        seen.update(node.output)
+    assert len(model.graph.node) == len(nodes)
+
+
+# ---------------------------------------------------------------- small helpers (fast)
+
+
+def test_images_from_folder_list_and_data_yaml(tmp_path):
+    import cv2
+
+    folder = tmp_path / "images" / "train"
+    folder.mkdir(parents=True)
+    for name in ("b.jpg", "a.png", "notes.txt"):
+        if name.endswith(".txt"):
+            (folder / name).write_text("x")
+        else:
+            cv2.imwrite(str(folder / name), np.zeros((8, 8, 3), np.uint8))
+    listing = tmp_path / "train.txt"
+    listing.write_text("./images/train/b.jpg\n")
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\nval: train.txt\nnames: {0: pig, 1: cow}\n")
+    assert [p.name for p in E.images_from(folder)] == ["a.png", "b.jpg"]
+    assert [p.name for p in E.images_from(listing)] == ["b.jpg"]
+    assert [p.name for p in E.images_from(tmp_path / "data.yaml")] == ["a.png", "b.jpg"]
+    assert [p.name for p in E.images_from(tmp_path / "data.yaml", split="val")] == ["b.jpg"]
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        E.images_from(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="'test'"):
+        E.images_from(tmp_path / "data.yaml", split="test")
+    assert E.pick_evenly(list(range(10)), 3) == [0, 4, 9]
+    assert E.pick_evenly([1, 2], 5) == [1, 2]
+
+
+def test_prune_conv_weights_reaches_the_global_sparsity():
+    import torch
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 32, 3), nn.Linear(4, 4))
+    model[2].weight.data *= 3  # layers of different scales: global pruning takes more from the smaller one
+    linear = model[3].weight.detach().clone()
+    before = torch.cat([model[i].weight.detach().abs().flatten() for i in (0, 2)])
+    got = E.prune_conv_weights(model, 0.6)
+    assert got == pytest.approx(0.6, abs=1e-3)
+    assert E.conv_weight_sparsity(model) == got
+    # Permanent: plain parameters again, no masks or hooks left; other layers untouched.
+    assert not any("orig" in n or "mask" in n for n, _ in model.named_parameters())
+    assert not any("mask" in n for n, _ in model.named_buffers())
+    assert torch.equal(model[3].weight, linear)
+    # Global: the smallest magnitudes went, whatever their layer.
+    after = torch.cat([model[i].weight.detach().flatten() for i in (0, 2)])
+    assert before[after == 0].max() <= before[after != 0].min()
+    assert (model[0].weight == 0).float().mean() > (model[2].weight == 0).float().mean()
+    with pytest.raises(ValueError, match="sparsity"):
+        E.prune_conv_weights(model, 1.0)
+
+
+def test_openvino_export_needs_openvino(tmp_path):
+    pytest.importorskip("onnx")
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="openvino"):
+            E.export_openvino(tmp_path / "model.onnx", tmp_path / "ov")
+    else:  # pragma: no cover - not installed in this project's environment
+        pytest.skip("openvino is installed: the conversion itself is exercised by export_model")
+
+
+# ---------------------------------------------------------------- exports of a random-init model
+
+
+@pytest.mark.slow
+def test_exports_are_single_files_with_metadata(nano):
+    for fmt, precision in (("onnx", "fp32"), ("onnx-fp16", "fp16"), ("onnx-int8", "int8")):
+        path = nano[fmt]
+        assert path.is_file() and not Path(f"{path}.data").exists(), "one self-contained file"
+        info = E.check_onnx_model(path, imgsz=IMG, nc=2)
+        assert info.input_shape == (1, 3, IMG, IMG)
+        assert info.names == {0: "pig", 1: "cow"} and info.stride == 32 and info.precision == precision
+        assert E.file_size_mb(path) < E.SIZE_LIMIT_MB
+    sizes = {f: E.file_size_mb(nano[f]) for f in ("onnx", "onnx-fp16", "onnx-int8")}
+    assert sizes["onnx-fp16"] < 0.6 * sizes["onnx"] and sizes["onnx-int8"] < 0.4 * sizes["onnx"]
+
+
+@pytest.mark.slow
+def test_onnx_fp32_matches_pytorch(nano, toy):
+    for image in _val_images(toy):
+        x, _ = E.letterbox_input(image, IMG)
+        ref, got = E.forward_raw(nano["pt"], x), E.forward_raw(nano["onnx"], x)
+        assert got.shape == ref.shape
+        assert np.abs(got[0, :, :4] - ref[0, :, :4]).max() <= RAW_BOX_PX
+        assert np.abs(got[0, :, 4:] - ref[0, :, 4:]).max() <= RAW_SCORE
+        a, b = _nms(ref), _nms(got)
+        assert len(a) > 0
+        assert _assert_same_detections(a, b, NMS_BOX_PX, NMS_CONF, floor=0.002) > 0
+        assert _assert_same_detections(b, a, NMS_BOX_PX, NMS_CONF, floor=0.002) > 0
+
+
+@pytest.mark.slow
+def test_fp16_keeps_float32_io_and_a_float32_decode(nano, toy):
+    import onnx
+
+    model = onnx.load(str(nano["onnx-fp16"]))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    heads, decode = E.find_detect_head(model)
+    ops = {n.name: n for n in model.graph.node}
+    assert len(heads) == 3
+    # Half precision up to the head Convs, a Cast back to float, then the decode as in the FP32 graph.
+    decode_ops = Counter(ops[d].op_type for d in decode if ops[d].op_type != "Cast")
+    assert decode_ops == Counter(n.op_type for n in (
+        {m.name: m for m in onnx.load(str(nano["onnx"])).graph.node}[d] for d in E.find_detect_head(nano["onnx"])[1]))
+    x, _ = E.letterbox_input(_val_images(toy, 1)[0], IMG)
+    ref, half = E.forward_raw(nano["onnx"], x)[0], E.forward_raw(nano["onnx-fp16"], x)[0]
+    top = np.argsort(-_conf(ref))[:100]
+    assert np.abs(half[top, :4] - ref[top, :4]).max() <= FP16_BOX_PX
+    assert np.abs(_conf(half)[top] - _conf(ref)[top]).max() <= FP16_CONF
+
+
+@pytest.mark.slow
+def test_int8_keeps_the_decode_in_float(nano):
+    import onnx
+
+    fp32 = onnx.load(str(nano["onnx"]))
+    int8 = onnx.load(str(nano["onnx-int8"]))
+    ops32 = {n.name: n.op_type for n in fp32.graph.node}
+    ops8 = {n.name: n.op_type for n in int8.graph.node}
+    heads, decode = E.find_detect_head(int8)
+    assert len(heads) == 3
+    # Quantised: the network before the head (QuantizeLinear / DequantizeLinear pairs everywhere)...
+    assert Counter(ops8.values())["QuantizeLinear"] > 50
+    # ...but after each head Conv's output quantisation, the decode ops are the FP32 graph's, unquantised.
+    float_decode = [d for d in decode if ops8[d] not in ("QuantizeLinear", "DequantizeLinear")]
+    assert Counter(ops8[d] for d in float_decode) == Counter(ops32[d] for d in E.find_detect_head(fp32)[1])
+    assert Counter(ops8[d] for d in decode)["QuantizeLinear"] <= len(heads)
+    assert set(ops8[d] for d in float_decode) <= DECODE_OPS
+
+
+@pytest.mark.slow
+def test_head_decode_found_on_a_p6_graph(tmp_path):
+    weights = E.random_init_weights("yolov5n6", tmp_path / "n6.pt")
+    path = E.export_onnx_fp32(weights, IMG, tmp_path / "n6.onnx")
+    info = E.check_onnx_model(path, imgsz=IMG)
+    assert info.stride == 64
+    heads, decode = E.find_detect_head(path)
+    assert len(heads) == 4  # P3, P4, P5, P6
+    model_ops = {n.name: n for n in E.load_onnx(path).graph.node}
+    assert {model_ops[d].op_type for d in decode} <= DECODE_OPS
+    assert Counter(model_ops[d].op_type for d in decode)["Pow"] == 4  # one anchor-size decode per level
+    last = [n for n in model_ops.values() if "output0" in n.output][0]
+    assert last.name in decode
+    for h in heads:  # each head Conv predicts 3 anchors x (5 + 2 classes)
+        weight = next(t for t in E.load_onnx(path).graph.initializer if t.name == model_ops[h].input[1])
+        assert weight.dims[0] == 3 * (5 + 2)
+
+
+# ---------------------------------------------------------------- clear errors naming the file
+
+
+@pytest.mark.slow
+def test_corrupt_and_missing_files_name_the_file(nano, tmp_path):
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(nano["onnx"].read_bytes()[: 200_000])
+    with pytest.raises(ValueError, match="truncated.onnx"):
+        E.check_onnx_model(truncated)
+    with pytest.raises(ValueError, match="truncated.onnx"):
+        E.check_model_file(truncated, imgsz=IMG)
+    bad_pt = tmp_path / "broken.pt"
+    bad_pt.write_bytes(nano["pt"].read_bytes()[:5000])
+    with pytest.raises(ValueError, match="broken.pt"):
+        E.export_model(bad_pt, IMG, formats=("onnx",), out_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="absent.onnx"):
+        E.check_onnx_model(tmp_path / "absent.onnx")
+    with pytest.raises(ValueError, match="calibration"):
+        E.export_model(nano["pt"], IMG, formats=("onnx", "onnx-int8"), out_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_mismatched_model_names_the_file(nano, toy, tmp_path):
+    from livestock.predict import detect
+
+    with pytest.raises(ValueError, match=rf"{nano['onnx'].name}.*exported for a fixed {IMG}x{IMG}"):
+        E.check_onnx_model(nano["onnx"], imgsz=IMG + 32)
+    with pytest.raises(ValueError, match=rf"{nano['onnx'].name}.*2 classes"):
+        E.check_onnx_model(nano["onnx"], nc=3)
+    with pytest.raises(ValueError, match="stride"):
+        E.export_model(nano["pt"], 100, formats=("onnx",), out_dir=tmp_path)
+    # The inference path refuses a size other than the export's too.
+    with pytest.raises(ValueError, match=nano["onnx"].name):
+        detect(nano["onnx"], _val_images(toy, 1), imgsz=IMG + 32, device="cpu", progress=False)
+
+
+# ---------------------------------------------------------------- the deployment path
+
+
+@pytest.mark.slow
+def test_exported_onnx_runs_through_predict_detect(nano, toy):
+    """``livestock.predict.detect`` (DetectMultiBackend) on the export gives the boxes of this module's letterbox +
+    raw output + YOLOv5 NMS: the calibration input is the inference input."""
+    import torch
+    from yolov5.utils.general import scale_boxes
+
+    from livestock.predict import detect
+
+    images = _val_images(toy, 2)
+    for fmt in ("onnx", "onnx-int8"):
+        dets = detect(nano[fmt], images, imgsz=IMG, conf=0.001, iou=0.6, device="cpu", progress=False)
+        assert [d.image_id for d in dets] == [p.name for p in images]
+        for det, image in zip(dets, images):
+            x, (h, w) = E.letterbox_input(image, IMG)
+            mine = _nms(E.forward_raw(nano[fmt], x))
+            boxes = scale_boxes(x.shape[2:], torch.from_numpy(mine[:, :4]), (h, w)).numpy()
+            assert (det.width, det.height) == (w, h)
+            assert len(det) == len(mine) > 0
+            np.testing.assert_allclose(det.boxes, boxes, atol=1e-3)
+            np.testing.assert_allclose(det.scores, mine[:, 4], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_int8_of_a_trained_model_stays_close_to_fp32(trained, tmp_path):
+    weights, data_yaml = trained
+    imgsz = 160
+    paths = E.export_model(weights, imgsz, formats=("onnx", "onnx-int8"), calib_images=data_yaml,
+                           out_dir=tmp_path, n_calib=16)
+    worst_box, worst_conf, top_conf = 0.0, 0.0, 0.0
+    for image in _val_images(data_yaml, 4):
+        x, _ = E.letterbox_input(image, imgsz)
+        ref, q = E.forward_raw(paths["onnx"], x)[0], E.forward_raw(paths["onnx-int8"], x)[0]
+        top = np.argsort(-_conf(ref))[:20]  # the candidates that become detections
+        worst_box = max(worst_box, float(np.abs(q[top, :4] - ref[top, :4]).max()))
+        worst_conf = max(worst_conf, float(np.abs(_conf(q)[top] - _conf(ref)[top]).max()))
+        top_conf = max(top_conf, float(_conf(q).max()))
+    print(f"INT8 vs FP32 at {imgsz}: worst box {worst_box:.2f} px, worst conf {worst_conf:.4f}, top conf {top_conf:.3f}")
+    assert top_conf > 0.01, "INT8 confidences collapsed (decode quantised?)"
+    assert worst_conf <= INT8_CONF
+    assert worst_box <= INT8_BOX_FRACTION * imgsz
+
+
+# ---------------------------------------------------------------- pruning
+
+
+@pytest.mark.slow
+def test_prune_weights_with_a_fine_tune_hook(nano, tmp_path):
+    import torch
+
+    calls = []
+
+    def densify(path: Path) -> Path:
+        """Stands in for training: every weight moves, the zeros included."""
+        calls.append(path)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        for p in ckpt["model"].parameters():
+            p.data += 1e-3
+        out = tmp_path / "tuned.pt"
+        torch.save(ckpt, out)
+        return out
+
+    plain = E.prune_weights(nano["pt"], 0.5, tmp_path / "pruned.pt")
+    tuned = E.prune_weights(nano["pt"], 0.5, tmp_path / "pruned_tuned.pt", fine_tune=densify)
+    assert calls == [tmp_path / "pruned_tuned.pt"]
+    for path in (plain, tuned):
+        assert E.conv_weight_sparsity(E.load_checkpoint_model(path)) == pytest.approx(0.5, abs=0.01)
+    # Zeros compress; the dense file does not shrink.
+    assert E.compressed_size_mb(plain) < 0.8 * E.compressed_size_mb(nano["pt"])
+    assert E.file_size_mb(plain) == pytest.approx(E.file_size_mb(nano["pt"]), rel=0.05)
+
+
+# ---------------------------------------------------------------- the commands
+
+
+@pytest.mark.slow
+def test_cli_export_and_its_errors(nano, toy, tmp_path, capsys):
+    from livestock.cli import main
+
+    out = tmp_path / "out"
+    assert main(["export", "--weights", str(nano["pt"]), "--imgsz", str(IMG), "--formats", "onnx-fp16",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    # The FP32 source of the FP16 file was not asked for: no scratch file, link or .onnx.data left behind.
+    assert [p.name for p in out.iterdir()] == ["nano_128_fp16.onnx"]
+    assert "onnx-fp16" in printed and " MB" in printed
+    assert main(["export", "--weights", str(tmp_path / "missing.pt"), "--out", str(out)]) == 1
+    assert "missing.pt" in capsys.readouterr().err
+    assert main(["export", "--weights", str(nano["pt"]), "--formats", "tflite", "--out", str(out)]) == 1
+    assert "tflite" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_bench_writes_table_csv_and_plot(tmp_path, capsys):
+    import pandas as pd
+
+    from livestock.cli import main
+
+    out = tmp_path / "bench"
+    assert main(["bench", "--models", "yolov5n", "--imgsz", "64", "--runs", "2", "--repeats", "1",
+                 "--prune", "0", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    df = pd.read_csv(out / "bench.csv")
+    assert (out / "bench.png").stat().st_size > 10_000
+    assert list(df.columns) == E.BENCH_COLUMNS
+    assert list(df["variant"]) == ["pytorch-fp32", "onnx-fp32", "onnx-fp16", "onnx-int8"]
+    assert (df["latency_ms"] > 0).all() and df["map75"].isna().all() and (df["sparsity"] == 0).all()
+    int8 = df.set_index("variant").loc["onnx-int8"]
+    assert int8["x_smaller_than_onnx_fp32"] > 3 and int8["under_100mb"]
+    assert "onnx-int8" in printed and "x_faster_than_pytorch" in printed
+    assert not (out / "models").exists()
+    assert main(["bench", "--models", "yolov5n", "--extra", "yolov5m6", "--out", str(out)]) == 1
+    assert "model@size" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_scores_a_trained_model(trained, tmp_path):
+    weights, data_yaml = trained
+    df = E.benchmark_models(models=(), imgsz=(160,), extra=(), runs=2, repeats=1, weights=weights,
+                            data_yaml=data_yaml, prune_sparsity=0.3, work_dir=tmp_path / "work")
+    assert len(df) == 7  # pytorch, onnx fp32 / fp16 / int8, and pruned pytorch / onnx fp32 / int8
+    assert df["map75"].notna().all() and df["map75"].between(0, 1).all()
+    pruned = df[df["sparsity"] > 0]
+    assert list(pruned["variant"]) == ["pytorch-fp32", "onnx-fp32", "onnx-int8"]
+    dense_zip = df[df["sparsity"] == 0].set_index("variant")["size_zip_mb"]
+    assert (pruned.set_index("variant")["size_zip_mb"] < dense_zip[pruned["variant"]]).all(), "zeros compress"
+    dense = df[df["sparsity"] == 0].set_index("variant")["map75"]
+    # The same model in ONNX FP32 scores what it scores in PyTorch (up to PyTorch's rectangular letterbox).
+    assert abs(dense["onnx-fp32"] - dense["onnx-fp16"]) <= 0.05
+    E.plot_bench(df, tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
