@@ -235,15 +235,19 @@ def boxes_per_image(records: Sequence[ImageRecord], detections: Iterable[Detecti
 
 
 def missing_label_candidates(records: Sequence[ImageRecord], detections: Iterable[Detections],
-                             conf: float = 0.5, iou_threshold: float = 0.5) -> pd.DataFrame:
+                             conf: float = 0.5, iou_threshold: float = 0.5,
+                             classes: Sequence[str] | None = None) -> pd.DataFrame:
     """Confident predictions (score >= ``conf``) whose IoU with every labelled box of their image is below
     ``iou_threshold``: an object the detector is sure of and the labels do not have. The class of the
     prediction is not used, since each image shows one species (a cow predicted as a pig is still a cow).
+    ``classes``: only images of these classes (e.g. ``["cow"]``, whose labels are known to be incomplete).
 
     Columns: image_id, label (the image's class), score, x1, y1, x2, y2, max_iou (with the labels)."""
     by_id = _index_detections(records, detections)
     rows = []
     for r in records:
+        if classes is not None and r.label not in classes:
+            continue
         d = by_id[r.image_id].sorted_by_score()
         keep = d.scores >= conf
         best = max_iou(d.boxes[keep], r.boxes)
@@ -408,6 +412,9 @@ def plot_boxes_per_image(counts: pd.DataFrame):
     ax_scatter.set_xlabel("labelled boxes per image")
     ax_scatter.set_ylabel("predicted boxes per image")
     ax_scatter.set_title("boxes per image")
+    from matplotlib.ticker import MaxNLocator
+
+    ax_hist.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax_hist.axvline(0, color="grey", linewidth=0.8, linestyle=":")
     ax_hist.set_xlabel("predicted - labelled")
     ax_hist.set_ylabel("images")
@@ -483,7 +490,8 @@ def select_records(records: Sequence[ImageRecord], image_ids: Iterable[str], whe
 def write_error_analysis(records: Sequence[ImageRecord], detections: Sequence[Detections], out_dir: str | Path, *,
                          conf: float = 0.25, iou_threshold: float = 0.5, missing_conf: float = 0.5,
                          rank_by: str = "sum", n_overlays: int = 6, top_k: int = 12,
-                         truth: pd.DataFrame | None = None) -> dict[str, Path]:
+                         truth: pd.DataFrame | None = None, missing_classes: Sequence[str] | None = None
+                         ) -> dict[str, Path]:
     """Every table and figure of the analysis for these records and detections, into ``out_dir``:
     per_class.csv, boxes_per_image.csv/png, overlays.png, missing_candidates.csv, missing_ranked.csv,
     missing_thumbnails.png, and with ``truth``: missing_finder_score.csv. Returns name -> path."""
@@ -499,11 +507,13 @@ def write_error_analysis(records: Sequence[ImageRecord], detections: Sequence[De
     if chosen:
         fig = plot_overlays(records, detections, chosen, conf=conf)
         written["overlays_png"] = save_figure(fig, out / "overlays.png")
-    candidates = missing_label_candidates(records, detections, conf=missing_conf, iou_threshold=iou_threshold)
+    candidates = missing_label_candidates(records, detections, conf=missing_conf, iou_threshold=iou_threshold,
+                                          classes=missing_classes)
     ranked = rank_missing_label_images(candidates, by=rank_by)
     if truth is not None:
         candidates = match_candidates_to_truth(candidates, truth, iou_threshold)
-        finder = score_missing_label_finder(candidates, ranked, truth, image_ids=[r.image_id for r in records],
+        searched = [r.image_id for r in records if missing_classes is None or r.label in missing_classes]
+        finder = score_missing_label_finder(candidates, ranked, truth, image_ids=searched,
                                             iou_threshold=iou_threshold)
         written["missing_finder_score"] = atomic_write_csv(finder, out / "missing_finder_score.csv")
     written["missing_candidates"] = atomic_write_csv(candidates, out / "missing_candidates.csv")
@@ -511,6 +521,7 @@ def write_error_analysis(records: Sequence[ImageRecord], detections: Sequence[De
     written["missing_thumbnails_png"] = save_figure(
         plot_missing_label_thumbnails(records, candidates, ranked, top_k=top_k), out / "missing_thumbnails.png")
     settings = {"conf": conf, "iou": iou_threshold, "missing_conf": missing_conf, "rank_by": rank_by,
+                "missing_classes": list(missing_classes) if missing_classes is not None else None,
                 "images": len(records), "detections": int(sum(len(d) for d in detections))}
     written["settings"] = atomic_write_text(out / "settings.json", json.dumps(settings, indent=2))
     return written
@@ -541,8 +552,8 @@ def run_error_analysis(weights: str | Path, prepared_dir: str | Path = paths.PRE
                        *, subset: str = "val", imgsz: int = 640, det_conf: float = 0.001, nms_iou: float = 0.6,
                        conf: float = 0.25, iou_threshold: float = 0.5, missing_conf: float = 0.5,
                        rank_by: str = "sum", truth_csv: str | Path | None = None, device: str = "auto",
-                       cache_dir: str | Path | None = "runs/cache", n_overlays: int = 6, top_k: int = 12
-                       ) -> dict[str, Path]:
+                       cache_dir: str | Path | None = "runs/cache", n_overlays: int = 6, top_k: int = 12,
+                       missing_classes: Sequence[str] | None = None) -> dict[str, Path]:
     """Run ``weights`` on the split's ``subset`` images (``det_conf`` / ``nms_iou``: the detector's own
     thresholds, low so that the APs see the whole precision-recall curve) and write the analysis to
     ``out_dir`` (see :func:`write_error_analysis`). ``truth_csv``: the synthetic truth, to score the
@@ -553,7 +564,7 @@ def run_error_analysis(weights: str | Path, prepared_dir: str | Path = paths.PRE
     truth = load_truth(truth_csv) if truth_csv is not None else None
     return write_error_analysis(records, detections, out_dir, conf=conf, iou_threshold=iou_threshold,
                                 missing_conf=missing_conf, rank_by=rank_by, n_overlays=n_overlays, top_k=top_k,
-                                truth=truth)
+                                truth=truth, missing_classes=missing_classes)
 
 
 # ---------------------------------------------------------------- CLI: livestock analyze
@@ -574,6 +585,8 @@ def cli_analyze_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--missing-conf", type=float, default=0.5,
                         help="a prediction this confident matching no label is a missing-label candidate")
     parser.add_argument("--rank-by", choices=("sum", "max"), default="sum")
+    parser.add_argument("--missing-classes", default="",
+                        help="look for missing labels only in images of these classes, e.g. cow (default: all)")
     parser.add_argument("--truth", default=None, help="synth_truth.csv to score the missing-label finder")
     parser.add_argument("--cache-dir", default="runs/cache",
                         help="detector raw-candidate cache folder (runs/cache); 'none' to keep nothing on disk")
@@ -584,7 +597,8 @@ def cli_analyze(args: argparse.Namespace) -> int:
         args.weights, args.prepared, args.split, args.out, subset=args.subset, imgsz=args.imgsz,
         det_conf=args.det_conf, nms_iou=args.nms_iou, conf=args.conf, iou_threshold=args.iou,
         missing_conf=args.missing_conf, rank_by=args.rank_by, truth_csv=args.truth, device=args.device,
-        cache_dir=None if args.cache_dir.strip().lower() in ("", "none") else args.cache_dir)
+        cache_dir=None if args.cache_dir.strip().lower() in ("", "none") else args.cache_dir,
+        missing_classes=[c.strip() for c in args.missing_classes.split(",") if c.strip()] or None)
     table = pd.read_csv(written["per_class"])
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if "missing_finder_score" in written:

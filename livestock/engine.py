@@ -494,10 +494,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 def checkpoint_size_report(path: str | os.PathLike, limit_mb: float = CONTEST_MAX_WEIGHT_MB) -> dict:
     """Size of any YOLOv5 checkpoint against a limit (the contest's 100 MB; MB = 10**6 bytes, which is stricter
     than MiB). ``stripped_fp16_mb`` is the exact size the file has after YOLOv5's ``strip_optimizer`` (EMA
-    weights kept, FP16, no optimizer state), measured by serialising that form in memory: the size of the
+    weights kept, FP16, no optimizer state), measured by saving that form to a temporary file of the same name: the size of the
     file you would submit. Loads the checkpoint (a pickle): only for files you trust."""
     import copy
-    import io
+    import tempfile
 
     import torch
 
@@ -512,9 +512,10 @@ def checkpoint_size_report(path: str | os.PathLike, limit_mb: float = CONTEST_MA
                     epoch=-1)
     for p in stripped["model"].parameters():
         p.requires_grad = False
-    buf = io.BytesIO()
-    torch.save(stripped, buf)
-    stripped_mb = buf.tell() / 1e6
+    # Saved under the same file name: torch's zip records carry the name, which shifts the size slightly.
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(stripped, Path(tmp) / path.name)
+        stripped_mb = (Path(tmp) / path.name).stat().st_size / 1e6
     return {
         "path": str(path),
         "file_mb": path.stat().st_size / 1e6,

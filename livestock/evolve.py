@@ -20,7 +20,7 @@ Files in the evolution folder ``project/name`` (``runs/evolve/exp``):
 ``evolve.csv`` (one row per finished generation: fitness, metrics, seconds, every hyp value; rewritten
 atomically after each generation), ``evolve_settings.yaml`` (what a restart must match), ``gen_NNN/`` (the
 training runs), ``best_hyp.yaml`` (the best generation's full hyp, ready for ``livestock train --hyp``) and
-``evolve.png`` (fitness per generation and each chosen key). Restarting with the same settings continues after
+``fitness.png`` (fitness per generation and each chosen key). Restarting with the same settings continues after
 the last finished generation; a generation that was interrupted is simply trained again.
 
 Fitness: ``yolov5`` = 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95 from YOLOv5's validation of the generation's best.pt;
@@ -60,7 +60,7 @@ YOLOV5_EVOLVE_META: dict[str, tuple[float, float, float]] = {
 FITNESS_KINDS = ("yolov5", "contest")
 CONTEST_IOU = 0.75
 METRIC_COLUMNS = ("P", "R", "mAP@0.5", "mAP@0.5:0.95", "mAP@0.75")
-CSV_NAME, SETTINGS_NAME, BEST_HYP_NAME, PLOT_NAME = "evolve.csv", "evolve_settings.yaml", "best_hyp.yaml", "evolve.png"
+CSV_NAME, SETTINGS_NAME, BEST_HYP_NAME, PLOT_NAME = "evolve.csv", "evolve_settings.yaml", "best_hyp.yaml", "fitness.png"
 # Settings a restart must share with the run it continues (device, workers, generations may change).
 _RESUME_SETTINGS = ("data", "model", "weights", "base_hyp", "keys", "bounds", "fitness", "imgsz", "epochs",
                     "batch_size", "optimizer", "linear_lr", "seed", "top_n", "mutation_prob", "sigma")
@@ -331,8 +331,9 @@ def plot_evolution(history: pd.DataFrame, keys: Sequence[str], path: str | os.Pa
     axes[0].set(xlabel="generation", ylabel=f"fitness ({fitness_kind})" if fitness_kind else "fitness",
                 title="fitness per generation")
     axes[0].legend()
-    for ax, k in zip(axes[1:], keys):
-        sc = ax.scatter(g, history[k].to_numpy(dtype=float), c=f, cmap="viridis")
+    low, high = (float(f.min()), float(f.max())) if f.max() > f.min() else (float(f.min()) - 0.5, float(f.min()) + 0.5)
+    for ax, k in zip(axes[1:], keys):  # one colour scale shared by every panel
+        sc = ax.scatter(g, history[k].to_numpy(dtype=float), c=f, cmap="viridis", vmin=low, vmax=high)
         ax.set(xlabel="generation", ylabel=k, title=k)
         if k == "lr0":
             ax.set_yscale("log")

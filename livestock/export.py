@@ -23,6 +23,7 @@ stored in the model's metadata. Export and benchmark only files you trust.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import io
 import logging
@@ -177,7 +178,8 @@ def check_model_file(
         info = check_onnx_model(path, imgsz, nc)
         return {"names": info.names, "stride": info.stride, "imgsz": info.imgsz}
     model = load_checkpoint_model(path)
-    names = model.names if isinstance(model.names, dict) else dict(enumerate(model.names))
+    names = getattr(model, "names", None) or [f"class{i}" for i in range(int(model.yaml.get("nc", 0)))]
+    names = names if isinstance(names, dict) else dict(enumerate(names))
     stride = int(max(model.stride))
     model_nc = int(model.yaml.get("nc", len(names))) if isinstance(model.yaml, dict) else len(names)
     if nc is not None and nc != model_nc:
@@ -325,6 +327,22 @@ def _save_onnx(model, path: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _quiet_yolov5() -> Iterator[None]:
+    """YOLOv5's console log at WARNING meanwhile (its model summaries and export chatter drown the report);
+    handlers added by the caller, which capture messages, keep their own level."""
+    from yolov5.utils.general import LOGGER
+
+    levels = [(h, h.level) for h in LOGGER.handlers]
+    for handler, _ in levels:
+        handler.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for handler, level in levels:
+            handler.setLevel(level)
+
+
 class _CaptureLog(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -358,20 +376,15 @@ def export_onnx_fp32(weights: str | os.PathLike, imgsz: int, out_path: str | os.
             link.symlink_to(weights)
         except OSError:
             shutil.copyfile(weights, link)
-        # YOLOv5 swallows exporter exceptions into a log line and returns no file: keep its log for the error,
-        # and quiet its console chatter meanwhile.
+        # YOLOv5 swallows exporter exceptions into a log line and returns no file: keep its log for the error.
         capture = _CaptureLog()
-        console_levels = [(h, h.level) for h in LOGGER.handlers]
-        for handler, _ in console_levels:
-            handler.setLevel(logging.WARNING)
         LOGGER.addHandler(capture)
         try:
-            files = run(weights=str(link), include=("onnx",), imgsz=list(_as_hw(imgsz)), device="cpu",
-                        batch_size=1, opset=ONNX_OPSET, dynamic=False, simplify=False)
+            with _quiet_yolov5():
+                files = run(weights=str(link), include=("onnx",), imgsz=list(_as_hw(imgsz)), device="cpu",
+                            batch_size=1, opset=ONNX_OPSET, dynamic=False, simplify=False)
         finally:
             LOGGER.removeHandler(capture)
-            for handler, level in console_levels:
-                handler.setLevel(level)
         produced = link.with_suffix(".onnx")
         if not files or not produced.is_file():
             failure = [ln for ln in capture.lines if "fail" in ln.lower()] or capture.lines[-3:]
@@ -451,12 +464,14 @@ def quantize_onnx_int8(
     calib_images: Sequence[str | os.PathLike | np.ndarray],
     per_channel: bool = True,
     reduce_range: bool = False,
+    keep_decode_float: bool = True,
 ) -> Path:
     """Static INT8 quantisation (QDQ) of an FP32 ONNX detector, calibrated on ``calib_images`` (paths or BGR
     arrays), letterboxed as inference letterboxes. Weights int8 per output channel, activations uint8 (on x86,
     int8 activations fall back to slow kernels here: measured as slow as FP32). The Detect head decode stays float.
 
     ``reduce_range=True`` (7-bit weights) avoids int overflow on x86 CPUs without VNNI instructions.
+    ``keep_decode_float=False`` quantises the decode too: only to show what that does (confidences collapse to 0).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -475,6 +490,7 @@ def quantize_onnx_int8(
         quant_pre_process(str(src), str(prepared))
         model = load_onnx(prepared)
         _, decode = find_detect_head(model)  # names in the prepared graph, the one being quantised
+        decode = decode if keep_decode_float else []
         reader = _LetterboxCalibration(calib_images, model.graph.input[0].name, info.imgsz, info.stride)
         quantize_static(
             str(prepared), str(quantized), reader,
@@ -643,7 +659,8 @@ def random_init_weights(name: str, out_path: str | os.PathLike, nc: int = 2, see
     from yolov5.models.yolo import DetectionModel
 
     torch.manual_seed(seed)
-    model = DetectionModel(str(cfg), ch=3, nc=nc, anchors=None)
+    with _quiet_yolov5():
+        model = DetectionModel(str(cfg), ch=3, nc=nc, anchors=None)
     model.names = {i: (CLASS_NAMES[i] if i < len(CLASS_NAMES) else f"class{i}") for i in range(nc)}
     return _save_checkpoint(model.eval(), Path(out_path))
 
@@ -721,7 +738,8 @@ def _latency_runner(path: Path, x: np.ndarray, threads: int) -> Callable[[], np.
     from yolov5.models.experimental import attempt_load
 
     check_model_file(path, imgsz=tuple(x.shape[2:]))
-    model = attempt_load(str(path), device=torch.device("cpu"), inplace=True, fuse=True).eval()  # as DetectMultiBackend
+    with _quiet_yolov5():
+        model = attempt_load(str(path), device=torch.device("cpu"), inplace=True, fuse=True).eval()  # as DetectMultiBackend
     tensor = torch.from_numpy(x)
 
     def run() -> np.ndarray:
@@ -801,7 +819,10 @@ def evaluate_map(
 ) -> float:
     """Contest mAP (``livestock.metrics``, IoU 0.75 by default) of ``weights`` (.pt or .onnx) on the validation
     images of ``data_yaml``, through the deployment path (``livestock.predict.detect``: DetectMultiBackend,
-    YOLOv5's letterbox and NMS; conf 0.001 and NMS IoU 0.68 as the original entry's inference)."""
+    YOLOv5's letterbox and NMS; conf 0.001 and NMS IoU 0.68 as the original entry's inference).
+
+    As in YOLOv5's ``detect.py``, ``.pt`` weights see a minimal-rectangle letterbox and fixed-shape exports the
+    full ``imgsz`` square: part of a difference between a ``.pt`` and its ONNX FP32 score comes from that."""
     from livestock.metrics import mean_average_precision_for_boxes
     from livestock.predict import detect
 
@@ -829,25 +850,46 @@ BENCH_COLUMNS = [
 ]
 
 
+def _export_or_reuse(weights: Path, imgsz: int, formats: Sequence[str], calib: Sequence, work: Path
+                     ) -> dict[str, Path]:
+    """Exports of ``weights`` in ``work``; files already there and newer than the weights are reused, so a
+    kept bench folder (``--keep-models``) can be timed again without exporting again."""
+    stem = f"{weights.stem}_{imgsz}"
+    expected = {f: work / f"{stem}{_FILE_SUFFIX[f]}.onnx" for f in formats}
+    source_time = weights.stat().st_mtime
+    if all(p.is_file() and p.stat().st_mtime >= source_time for p in expected.values()):
+        try:
+            for path in expected.values():
+                check_onnx_model(path, imgsz=imgsz)
+            return expected
+        except ValueError:
+            pass  # a damaged file: export again
+    return export_model(weights, imgsz, formats, calib_images=calib, out_dir=work)
+
+
 def _variants(
     weights: Path, label: str, imgsz: int, work: Path, calib: Sequence, prune_sparsity: float | None,
 ) -> list[tuple[str, float, str, Path]]:
     """(variant, sparsity, stored precision, file) for one model at one size, exporting what is needed."""
     rows: list[tuple[str, float, str, Path]] = []
-    exports = export_model(weights, imgsz, DEFAULT_FORMATS, calib_images=calib, out_dir=work)
+    exports = _export_or_reuse(weights, imgsz, DEFAULT_FORMATS, calib, work)
     rows += [("pytorch-fp32", 0.0, _stored_precision(weights), weights),
              ("onnx-fp32", 0.0, "fp32", exports["onnx"]),
              ("onnx-fp16", 0.0, "fp16", exports["onnx-fp16"]),
              ("onnx-int8", 0.0, "int8", exports["onnx-int8"])]
     if prune_sparsity:
         pruned = work / f"{label}_pruned{int(round(prune_sparsity * 100))}.pt"
-        if not pruned.is_file():
+        if not pruned.is_file() or pruned.stat().st_mtime < weights.stat().st_mtime:
             prune_weights(weights, prune_sparsity, pruned)
-        pexports = export_model(pruned, imgsz, ("onnx", "onnx-int8"), calib_images=calib, out_dir=work)
+        pexports = _export_or_reuse(pruned, imgsz, ("onnx", "onnx-int8"), calib, work)
         rows += [("pytorch-fp32", prune_sparsity, _stored_precision(pruned), pruned),
                  ("onnx-fp32", prune_sparsity, "fp32", pexports["onnx"]),
                  ("onnx-int8", prune_sparsity, "int8", pexports["onnx-int8"])]
     return rows
+
+
+def _noise_images(size: int, n: int = 4) -> list[np.ndarray]:
+    return [np.random.default_rng(i).integers(0, 256, (size, size, 3), dtype=np.uint8) for i in range(n)]
 
 
 def _stored_precision(weights: Path) -> str:
@@ -907,18 +949,15 @@ def benchmark_models(
                 source = work / f"{label}.pt"
                 if not source.is_file():
                     random_init_weights(label, source)
-                calib = [np.random.default_rng(i).integers(0, 256, (size, size, 3), dtype=np.uint8)
-                         for i in range(4)]  # noise: random weights have nothing to calibrate for
-                image = None
+                calib, image = _noise_images(size), None  # random weights have nothing to calibrate for
             elif data_yaml is not None:
                 source = trained
                 calib = pick_evenly(images_from(data_yaml, "train"), n_calib)
                 if not calib:
                     raise ValueError(f"{data_yaml}: no training images to calibrate INT8 on")
                 image = calib[0]
-            else:  # timing only: without images, INT8 accuracy of these weights is not what is measured
-                source, image = trained, None
-                calib = [np.random.default_rng(i).integers(0, 256, (size, size, 3), dtype=np.uint8) for i in range(4)]
+            else:  # timing only: without images the INT8 accuracy of these weights is not measured
+                source, calib, image = trained, _noise_images(size), None
             variants = _variants(source, label, size, folder, calib, prune_sparsity)
             files = {f"{v}|{s}": p for v, s, _, p in variants}
             times = time_latency(files, size, threads=threads, runs=runs, repeats=repeats, image=image)
@@ -974,12 +1013,14 @@ def plot_bench(df: pd.DataFrame, path: str | os.PathLike) -> Path:
                 pruned = row["sparsity"] > 0
                 ax.scatter(row["latency_ms"], row[column], color=colour, marker=markers.get(row["variant"], "o"),
                            facecolors="none" if pruned else colour, s=55)
-                tag = row["variant"].replace("pytorch", "pt") + (f" p{row['sparsity']:.0%}" if pruned else "")
-                ax.annotate(tag, (row["latency_ms"], row[column]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                if not pruned:  # pruned points sit beside their dense twin; one label is enough
+                    ax.annotate(row["variant"].replace("pytorch", "pt"), (row["latency_ms"], row[column]),
+                                fontsize=7, xytext=(3, 3), textcoords="offset points")
             ax.scatter([], [], color=colour, label=f"{label}@{size}")
         if column == "size_mb":
             ax.axhline(SIZE_LIMIT_MB, color="grey", linestyle="--", linewidth=1)
-            ax.text(ax.get_xlim()[0], SIZE_LIMIT_MB, " 100 MB limit", va="bottom", fontsize=8, color="grey")
+            ax.text(0.01, SIZE_LIMIT_MB, "100 MB limit", va="bottom", fontsize=8, color="grey",
+                    transform=ax.get_yaxis_transform())
         ax.set_xscale("log")
         ax.set_xlabel(f"CPU latency per image, batch 1, {int(df['threads'].iloc[0])} threads (ms, log)")
         ax.set_ylabel(ylabel)

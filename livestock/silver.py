@@ -71,6 +71,7 @@ BACKGROUND_PREFIX = "background_"
 BACKGROUND_SOURCES: tuple[str, ...] = ("crops", "render")
 # The original's settings.
 DEFAULT_CONF, DEFAULT_NMS_IOU, DEFAULT_MIN_BOXES = 0.05, 0.7, 4
+SWEEP_CONFS: tuple[float, ...] = (0.1, 0.25, 0.5)  # stricter silver confidences measured beside the chosen one
 
 
 # ---------------------------------------------------------------- merging (pure)
@@ -171,6 +172,21 @@ def silver_quality(gold: Sequence[ImageRecord], silver: Mapping[str, Sequence[Im
         })
     return pd.DataFrame(rows, columns=["mode", "images", "silver_images", "left_out", "recovered", "recover_share",
                                        "added", "wrong", "wrong_share", "gold_boxes", "gold_kept_share"])
+
+
+def silver_threshold_sweep(gold: Sequence[ImageRecord], detections: Sequence[Detections], truth: pd.DataFrame,
+                           confs: Sequence[float] = (0.05, 0.1, 0.25, 0.5), modes: Sequence[str] = MODES, *,
+                           min_boxes: int = DEFAULT_MIN_BOXES, merge_iou: float = 0.5) -> pd.DataFrame:
+    """:func:`silver_quality` of each mode at several silver confidences, from one detector pass at the lowest
+    (filtering by confidence after NMS gives what NMS at the higher confidence gives, up to ``max_det``).
+    One row per (conf, mode), columns as :func:`silver_quality` with ``conf`` first."""
+    parts = []
+    for c in confs:
+        sets = {m: build_silver_records(gold, detections, m, conf=c, min_boxes=min_boxes, merge_iou=merge_iou)
+                for m in modes}
+        parts.append(silver_quality(gold, sets, truth).assign(conf=c))
+    out = pd.concat(parts, ignore_index=True)
+    return out[["conf"] + [c for c in out.columns if c != "conf"]]
 
 
 # ---------------------------------------------------------------- background frames
@@ -486,7 +502,8 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
                       cache_dir: str | Path | None = "runs/cache", seed: int = 0) -> dict[str, Path]:
     """Predict on the split's training images of ``classes``, build one plus set per mode in ``out_dir/<mode>/``,
     and with a truth file (default ``<prepared_dir>/../synth_truth.csv`` when it exists) write
-    ``out_dir/silver_quality.csv``. Returns name -> path (``<mode>`` -> its data.yaml, ``quality``)."""
+    ``out_dir/silver_quality.csv`` and ``silver_quality_sweep.csv`` (the same at stricter confidences, from the
+    same predictions). Returns name -> path (``<mode>`` -> its data.yaml, ``quality``, ``quality_sweep``)."""
     prepared_dir, split_dir, out_dir = Path(prepared_dir), Path(split_dir), Path(out_dir)
     for m in modes:
         if m not in MODES:
@@ -517,8 +534,13 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
                                                                  n_backgrounds, seed))
     truth_csv = default_truth_csv(prepared_dir) if truth_csv is None else truth_csv
     if truth_csv is not None:
-        quality = silver_quality(targets, silver_by_mode, load_truth(truth_csv))
+        truth = load_truth(truth_csv)
+        quality = silver_quality(targets, silver_by_mode, truth)
         written["quality"] = atomic_write_csv(quality, out_dir / "silver_quality.csv")
+        confs = sorted({conf, *(c for c in SWEEP_CONFS if c > conf)})
+        sweep = silver_threshold_sweep(targets, detections, truth, confs, modes, min_boxes=min_boxes,
+                                       merge_iou=merge_iou)
+        written["quality_sweep"] = atomic_write_csv(sweep, out_dir / "silver_quality_sweep.csv")
     return written
 
 
@@ -656,6 +678,6 @@ def cli_silver(args: argparse.Namespace) -> int:
         manifest = pd.read_csv(Path(written[m]).parent / "manifest.csv")
         counts = manifest["kind"].value_counts().to_dict()
         print(f"{m}: {written[m]} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
-    if "quality" in written:
-        print(pd.read_csv(written["quality"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if "quality_sweep" in written:
+        print(pd.read_csv(written["quality_sweep"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0

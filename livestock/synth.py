@@ -379,7 +379,8 @@ def _unit_extent(animal: _Animal) -> tuple[float, float, float, float]:
     return float(x0), float(y0), float(x1), float(y1)
 
 
-def _pose_parts(animal: _Animal, scale: float, centre: tuple[float, float]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _pose_parts(animal: _Animal, scale: float, centre: tuple[float, float]
+                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     pts, offsets, _ = _canonical(animal)
     pieces = np.split(_pose(animal, pts, scale, centre), offsets)
     return pieces[:len(animal.parts)], pieces[len(animal.parts):]

@@ -22,7 +22,6 @@ import json
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from livestock.metrics import CONTEST_IOU, mean_average_precision_for_boxes

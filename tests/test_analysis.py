@@ -197,3 +197,13 @@ def test_cli_analyze_reports_bad_input(tmp_path: Path, capsys):
 
     assert main(["analyze", "--weights", "w.pt", "--prepared", str(tmp_path), "--split", str(tmp_path)]) == 1
     assert "records.jsonl: records file not found" in capsys.readouterr().err
+
+
+def test_missing_label_candidates_by_class(case):
+    records, detections, truth = case
+    cand = analysis.missing_label_candidates(records, detections, conf=0.5, classes=["cow"])
+    assert sorted(set(cand["image_id"])) == ["a.jpg", "c.jpg"]  # the pig image is not searched
+    ranked = analysis.rank_missing_label_images(cand)
+    score = analysis.score_missing_label_finder(cand, ranked, truth, image_ids=["a.jpg", "c.jpg"], top_k=())
+    assert score.loc[0, ["candidates", "left_out_found"]].tolist() == [3, 2]
+    assert score.loc[0, "precision"] == pytest.approx(2 / 3)

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 import livestock.evolve as V
 from livestock.engine import HYP_KEYS, load_hyp
@@ -158,7 +157,7 @@ def test_evolution_resumes_after_being_killed(tmp_path):
     from toy_yolo import make_toy_yolo_dataset
 
     data = make_toy_yolo_dataset(tmp_path / "toy", n_train=16, n_val=8)
-    args = dict(generations=3, epochs=1, keys="lr0,momentum", fitness="contest", imgsz=128, batch_size=8,
+    args = dict(generations=3, epochs=2, keys="lr0,momentum", fitness="contest", imgsz=64, batch_size=8,
                 device="cpu", workers=0, project=str(tmp_path / "evolve"), name="mini", seed=5)
     cmd = [sys.executable, "-m", "livestock.cli", "evolve", "--data", str(data)]
     for k, v in args.items():
@@ -171,8 +170,8 @@ def test_evolution_resumes_after_being_killed(tmp_path):
         while not (folder / "gen_001" / "hyp.yaml").exists():  # generation 2 (index 1) has started
             assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
             assert time.monotonic() < deadline, "generation 2 never started"
-            time.sleep(0.2)
-        time.sleep(1.0)
+            time.sleep(0.05)
+        time.sleep(0.3)  # into its training, which takes seconds even at this size
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(60)
     finally:
@@ -198,8 +197,8 @@ def test_evolution_resumes_after_being_killed(tmp_path):
     best = history.loc[history["fitness"].idxmax()]
     assert result.best_generation == int(best["generation"]) and result.best_fitness == pytest.approx(best["fitness"])
     assert load_hyp(folder / "best_hyp.yaml") == pytest.approx({k: float(best[k]) for k in HYP_KEYS})
-    assert (folder / "evolve.png").stat().st_size > 5000
+    assert (folder / "fitness.png").stat().st_size > 5000
     assert not (folder / "gen_000" / "weights").exists()  # scored generations drop their weights by default
     assert V.evolve(data, **args).history.equals(result.history)  # finished: nothing left to do
     with pytest.raises(ValueError, match="other settings"):
-        V.evolve(data, **{**args, "epochs": 2})
+        V.evolve(data, **{**args, "epochs": 3})

@@ -28,11 +28,12 @@ def setup(tmp_path_factory):
     return root, records, weights, raw, cache
 
 
-def _as_detections_ref(reference):
+def _as_detections(reference, like):
+    """YOLOv5's (image id, tensor) pairs as Detections with the image sizes of ``like``."""
     from livestock.records import Detections
 
-    return [Detections(i, 1, 1, d[:, :4].double().numpy(), d[:, 4].double().numpy(), d[:, 5].long().numpy())
-            for i, d in reference]
+    return [Detections(i, o.width, o.height, d[:, :4].double().numpy(), d[:, 4].double().numpy(),
+                       d[:, 5].long().numpy()) for (i, d), o in zip(reference, like)]
 
 
 # ---------------------------------------------------------------- equality with YOLOv5 on a real head output
@@ -67,10 +68,7 @@ def test_every_setting_equals_yolov5(setup, mode, max_det):
     # the same detections make the same submission
     reference = yolov5_detections(raw, 0.001, 0.68, max_det=max_det, **kw)
     ours = grid[(0.001, 0.68)]
-    sizes = [(d.width, d.height) for d in ours]
-    ref_dets = [type(d)(d.image_id, w, h, d.boxes, d.scores, d.class_ids)
-                for d, (w, h) in zip(_as_detections_ref(reference), sizes)]
-    assert detections_to_submission(ref_dets).equals(detections_to_submission(ours))
+    assert detections_to_submission(_as_detections(reference, ours)).equals(detections_to_submission(ours))
 
 
 def test_candidates_are_plentiful_and_overlapping(setup):
@@ -264,8 +262,9 @@ def test_batched_run_groups_images_of_one_shape(setup, tmp_path, monkeypatch):
     batched = collect_candidates(weights, sources, IMGSZ, batch=4, progress=False)
     assert [b[0] for b in batches] == [2, 2]  # a shape change closes the batch
     assert [c.image_id for c in batched] == [s.name for s in sources]
-    for k, ref in enumerate(fresh[:2]):
-        a, b = batched[2 * k], batched[2 * k + 1]
+    by_id = {c.image_id: c for c in fresh}
+    for k, r in enumerate(records[:2]):
+        a, b, ref = batched[2 * k], batched[2 * k + 1], by_id[r.image_id]
         assert a.input_shape == b.input_shape == ref.input_shape
         assert (a.width, a.height) == (b.width, b.height) == (ref.width, ref.height)
         # batched convolutions round a little differently from single ones, even for two equal images

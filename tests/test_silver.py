@@ -284,3 +284,18 @@ def test_cli_silver_reports_bad_input(tmp_path: Path, capsys):
     weights.write_bytes(b"x")
     assert main(["silver", "--weights", str(weights), "--prepared", str(tmp_path), "--split", str(tmp_path)]) == 1
     assert "records.jsonl: records file not found" in capsys.readouterr().err
+
+
+def test_silver_threshold_sweep(gold, det):
+    truth = pd.DataFrame(
+        [("cow1.jpg", "cow", 0, 0, 10, 10, True), ("cow1.jpg", "cow", 20, 20, 30, 30, True),
+         ("cow1.jpg", "cow", 50, 50, 60, 60, False)],
+        columns=["image_id", "label", "x1", "y1", "x2", "y2", "labelled"])
+    sweep = silver.silver_threshold_sweep([gold], [det], truth, confs=(0.05, 0.75), modes=("union",), min_boxes=2)
+    assert list(sweep.columns[:2]) == ["conf", "mode"]
+    at = sweep.set_index("conf")
+    # 0.05: boxes 0.9 / 0.8 / 0.7 / 0.6 -> (50,50) recovered, (56,50) wrong
+    assert at.loc[0.05, ["silver_images", "recovered", "added", "wrong"]].tolist() == [1, 1, 2, 1]
+    # 0.75: only the 0.9 copy and the 0.8 shifted box remain, both overlap gold: nothing added or recovered
+    assert at.loc[0.75, ["silver_images", "recovered", "added", "wrong"]].tolist() == [1, 0, 0, 0]
+    assert np.isnan(at.loc[0.75, "wrong_share"])

@@ -251,7 +251,7 @@ def test_empty_frame_has_the_requested_size_and_no_animals():
 
 
 def test_large_labels_only_run_matches_the_real_statistics(tmp_path):
-    s = synth.generate_synthetic_dataset(tmp_path / "d", tmp_path / "t", train_counts={"cow": 500, "pig": 300},
+    s = synth.generate_synthetic_dataset(tmp_path / "d", tmp_path / "t", train_counts={"cow": 400, "pig": 250},
                                          test_counts={"cow": 0, "pig": 0}, image_scale=0.1, labels_only=True,
                                          progress=False)
     per_image = {}
@@ -269,12 +269,12 @@ def test_large_labels_only_run_matches_the_real_statistics(tmp_path):
     # pig frame sizes in the real proportion 3,131 : 1,172
     with zipfile.ZipFile(s.train_dir / TRAIN_ZIPS[("pig", "labels")]) as z:
         widths = Counter(json.loads(z.read(n))["label_info"]["image"]["width"] for n in z.namelist())
-    assert abs(widths[192] / 300 - 3131 / 4303) < 0.01 and widths[192] + widths[128] == 300
+    assert abs(widths[192] / 250 - 3131 / 4303) < 0.01 and widths[192] + widths[128] == 250
 
 
 def test_compare_with_the_real_answer(tmp_path, real_answer_csv):
     s = synth.generate_synthetic_dataset(tmp_path / "d", tmp_path / "t", train_counts={"cow": 1, "pig": 1},
-                                         test_counts={"cow": 300, "pig": 150}, image_scale=0.5, labels_only=True,
+                                         test_counts={"cow": 200, "pig": 100}, image_scale=0.5, labels_only=True,
                                          progress=False)
     table = synth.compare_with_answer(s.answer_csv, real_answer_csv)
     assert list(table.columns) == ["a", "b", "ratio"]

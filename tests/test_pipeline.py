@@ -1,0 +1,93 @@
+"""The main job end to end on a tiny synthetic set: every notebook it runs executes headless, the executed
+copies keep their outputs, and the answer file it leaves passes the submission validator and is scored."""
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from livestock import paths
+from livestock.pipeline import PipelineConfig, repo_root, run_notebook, run_pipeline
+from livestock.submission import validate_submission
+
+TINY = PipelineConfig(n_train=48, n_test=12, imgsz=128, batch=16, evolve_generations=2, evolve_epochs=1, epochs=3,
+                      workers=0)
+
+
+def _outputs_text(nb_path) -> str:
+    nb = nbformat.read(nb_path, as_version=4)
+    chunks = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            chunks.append(out.get("text", ""))
+            chunks.extend(str(v) for k, v in out.get("data", {}).items() if k == "text/plain")
+    return "\n".join(chunks)
+
+
+def _has_image(nb_path) -> bool:
+    nb = nbformat.read(nb_path, as_version=4)
+    return any("image/png" in out.get("data", {}) for c in nb.cells for out in c.get("outputs", []))
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory):
+    work = tmp_path_factory.mktemp("pipeline")
+    summary = run_pipeline(TINY, workdir=work)
+    return work, summary
+
+
+@pytest.mark.slow
+def test_pipeline_runs_every_stage_and_leaves_a_valid_scored_answer(tiny_pipeline):
+    work, summary = tiny_pipeline
+    assert list(summary["timings_s"]) == ["synth", "prepare", "eda", "split_multilabel", "split_full", "split_mini",
+                                          "evolve", "train", "inference"]
+    answer = work / "answer.csv"
+    frame = validate_submission(answer, answer=work / paths.TEST_ANSWER, unknown_images="warn")
+    assert len(frame) > 0
+    score = json.loads((work / "runs/inference/score.json").read_text())
+    assert 0.0 <= score["map_75"] <= 1.0 and set(score["per_class"]) <= {"pig", "cow"}
+    assert summary["score"]["map_75"] == score["map_75"]
+    assert (work / "runs/pipeline/summary.json").is_file()
+
+
+@pytest.mark.slow
+def test_pipeline_keeps_executed_notebooks_with_their_outputs(tiny_pipeline):
+    work, _ = tiny_pipeline
+    executed = work / "runs/pipeline"
+    assert _has_image(executed / "EDA/EDA.ipynb")
+    assert "little" in _outputs_text(executed / "EDA/Make_Dataset_Multilabel.ipynb")
+    evolve_text = _outputs_text(executed / "exp/YOLOv5_hyp_evolution.ipynb")
+    assert "best hyp" in evolve_text and "lr0" in evolve_text
+    assert (work / "runs/evolve/mini/best_hyp.yaml").is_file()
+    assert "mAP@0.5" in _outputs_text(executed / "train/YOLOv5_MultiLabelSplit.ipynb")
+    inference_text = _outputs_text(executed / "YOLOv5_inference.ipynb")
+    assert "inference setting: conf" in inference_text and "test mAP@0.75" in inference_text
+    assert (work / "runs/tune/multilabel/heatmap.png").is_file()
+
+
+@pytest.mark.slow
+def test_pipeline_resumes_from_a_stage_without_redoing_earlier_ones(tiny_pipeline):
+    work, _ = tiny_pipeline
+    before = (work / "answer.csv").stat().st_mtime_ns
+    summary = run_pipeline(TINY, workdir=work, only=["inference"])
+    assert list(summary["timings_s"]) == ["inference"]
+    assert (work / "answer.csv").stat().st_mtime_ns >= before
+
+
+@pytest.mark.slow
+def test_full_dataset_notebook_trains_the_final_model(tiny_pipeline, tmp_path):
+    work, _ = tiny_pipeline
+    out = tmp_path / "full.ipynb"
+    run_notebook(repo_root() / "train/YOLOv5_FullDataset_hp_tune.ipynb", out, {
+        "ROOT": str(work), "IMGSZ": 128, "EPOCHS": 1, "BATCH": 16, "WORKERS": 0, "NAME": "full_test",
+        "OUT_WEIGHTS": "trained_model/full_test.pt",
+    }, cwd=work)
+    assert (work / "trained_model/full_test.pt").is_file()
+    text = _outputs_text(out)
+    assert "within_limit" in text and "mAP@0.5" in text
+
+
+def test_unknown_stage_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown stage 'trian'"):
+        run_pipeline(TINY, workdir=tmp_path, only=["trian"])
