@@ -3,6 +3,7 @@ user opens, in order, and keeping the executed copies (with their tables and plo
 ``runs/pipeline/``.
 
 synth -> prepare -> EDA -> splits (multilabel, full, mini) -> evolution on mini -> training ->
+error analysis -> silver (pseudo-label) sets [-> gold vs gold+silver training, with --expand] ->
 threshold tuning on validation -> inference on the test zips -> answer.csv -> score.
 
 Each notebook reads the previous stage's files from disk, so a stage can be re-run alone
@@ -67,6 +68,8 @@ class PipelineConfig:
     conf: float = 0.001
     iou: float = 0.68
     workers: int = 2
+    silver_modes: str = "replace,union"
+    expand: bool = False  # also train gold vs gold+silver under the same budget (one training run per set)
 
 
 def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Callable[[], Any] | dict]]:
@@ -94,6 +97,13 @@ def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Call
             **model, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "BATCH": cfg.batch, "WORKERS": cfg.workers,
             "EPOCHS": cfg.epochs, "HYP": f"{evolve_dir}/best_hyp.yaml", "OUT_WEIGHTS": weights_out,
         }),
+        ("analysis", "EDA/Data_Checking.ipynb", {**model, "WEIGHTS": weights_out}),
+        ("silver", "EDA/Data_Augmentation.ipynb", {**model, "WEIGHTS": weights_out, "MODES": cfg.silver_modes}),
+        *([("expand", "train/YOLOv5_ExpandDataset_hp_tune.ipynb", {
+            **model, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "BATCH": cfg.batch, "WORKERS": cfg.workers,
+            "EPOCHS": cfg.epochs, "HYP": f"{evolve_dir}/best_hyp.yaml", "MODES": cfg.silver_modes,
+            "CONF": cfg.conf, "IOU": cfg.iou, "SEED": cfg.seed,
+        })] if cfg.expand else []),
         ("inference", "YOLOv5_inference.ipynb", {
             **model, "WEIGHTS": weights_out, "TUNE": cfg.tune, "CONF": cfg.conf, "IOU": cfg.iou,
             "ANSWER_OUT": "answer.csv",
@@ -129,6 +139,8 @@ def run_pipeline(cfg: PipelineConfig, workdir: str | Path | None = None, only: l
     stages = _stages(cfg, work)
     names = [s[0] for s in stages]
     for n in (only or []) + ([start_from] if start_from else []):
+        if n == "expand" and not cfg.expand:
+            raise ValueError("the expand stage (gold vs gold+silver training) runs only with --expand")
         if n not in names:
             raise ValueError(f"unknown stage {n!r}; stages: {', '.join(names)}")
     if start_from:

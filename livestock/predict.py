@@ -226,6 +226,11 @@ class _Detector:
         from yolov5.utils.general import check_img_size
 
         self.device = select_device(device)
+        if weights.suffix.lower() == ".onnx":
+            from livestock.export import check_onnx_model
+
+            # A clear error naming the file (truncated, not ours, wrong size or classes) before ONNX Runtime's own.
+            check_onnx_model(weights, imgsz, len(CLASS_NAMES))
         self.model = DetectMultiBackend(str(weights), device=self.device, fp16=False)
         if self.model.onnx:
             # An FP16 export wants FP16 input; DetectMultiBackend casts the input when its fp16 flag is set.

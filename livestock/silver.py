@@ -193,23 +193,19 @@ def silver_threshold_sweep(gold: Sequence[ImageRecord], detections: Sequence[Det
 
 
 def render_background(rng: np.random.Generator, label: str, width: int, height: int) -> np.ndarray:
-    """A barn frame without animals (BGR uint8) in the synthetic generator's style: its scene planner and
-    renderer (walls, floor, pens, fences, posts, lighting, blur, noise) with the animals taken out. The frame
-    is planned at the calibrated full size of the same aspect ratio and drawn at ``width`` x ``height``."""
+    """A barn frame without animals (BGR uint8) in the synthetic generator's style
+    (:func:`livestock.synth.render_empty_frame`), planned at the calibrated full size closest in aspect ratio
+    and drawn at ``width`` x ``height``."""
+    import cv2
+
     from livestock import synth
 
     sizes = [tuple(int(v) for v in k.split("_", 1)[1].split("x")) for k in synth.CALIBRATION if k.startswith(label)]
     if not sizes:
         raise ValueError(f"no synthetic scene style for class {label!r}")
     full = min(sizes, key=lambda s: abs(s[0] / s[1] - width / height))
-    # The generator has no public empty-frame renderer: plan a scene and drop its animals (this also drops
-    # their shadows, which are drawn from the animal list).
-    scene = synth._plan_scene(rng, label, full, "test", 0.0, min(1.0, width / full[0]))
-    scene.animals = []
-    img, _, _ = synth._render(scene, rng)
+    img = synth.render_empty_frame(label, full, seed=int(rng.integers(2**31)), image_scale=min(1.0, width / full[0]))
     if img.shape[:2] != (height, width):
-        import cv2
-
         img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
     return img
 

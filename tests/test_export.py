@@ -300,13 +300,17 @@ def test_head_decode_found_on_a_p6_graph(tmp_path):
 
 
 @pytest.mark.slow
-def test_corrupt_and_missing_files_name_the_file(nano, tmp_path):
+def test_corrupt_and_missing_files_name_the_file(nano, toy, tmp_path):
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(nano["onnx"].read_bytes()[: 200_000])
     with pytest.raises(ValueError, match="truncated.onnx"):
         E.check_onnx_model(truncated)
     with pytest.raises(ValueError, match="truncated.onnx"):
         E.check_model_file(truncated, imgsz=IMG)
+    from livestock.predict import detect
+
+    with pytest.raises(ValueError, match="truncated.onnx"):
+        detect(truncated, _val_images(toy, 1), imgsz=IMG, device="cpu", progress=False)
     bad_pt = tmp_path / "broken.pt"
     bad_pt.write_bytes(nano["pt"].read_bytes()[:5000])
     with pytest.raises(ValueError, match="broken.pt"):

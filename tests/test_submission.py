@@ -1,6 +1,7 @@
 """Submission writer, detections CSV, validators and the submit / check-submission / score commands."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,10 @@ def test_write_is_atomic_and_replaces_the_old_file(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["answer.csv"]  # no temp files left behind
     back = pd.read_csv(out)
     assert back.XMax.tolist() == [1.0, 0.5]  # written at full precision
+    # the temp file's private 0600 mode does not leak into the output: it gets what open() would give
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_round_trip_to_pixel_detections_and_a_perfect_score(tmp_path):
