@@ -142,12 +142,17 @@ def mutate(parent: Mapping[str, float], keys: Sequence[str], bounds: Mapping[str
     """YOLOv5's mutation applied to ``keys`` only (see the module docstring); returns the mutated chosen keys."""
     gains = np.array([YOLOV5_EVOLVE_META[k][0] or 1.0 for k in keys], dtype=float)
     n = len(keys)
-    v = np.ones(n)
-    while np.all(v == 1):  # at least one key must change, or the generation would repeat its parent
+    key_bounds = {k: bounds[k] for k in keys}
+    start = constrain({k: float(parent[k]) for k in keys}, key_bounds)
+    for _ in range(1000):
         v = (gains * (rng.random(n) < mutation_prob) * rng.standard_normal(n) * rng.random() * sigma + 1)
         v = v.clip(*factor_clip)
-    mutated = {k: float(parent[k]) * float(v[i]) for i, k in enumerate(keys)}
-    return constrain(mutated, {k: bounds[k] for k in keys})
+        mutated = constrain({k: float(parent[k]) * float(v[i]) for i, k in enumerate(keys)}, key_bounds)
+        # At least one key must change after the bounds are applied (YOLOv5 checks before, so a key pushed
+        # past its bound, e.g. lrf below 0.01, could repeat the parent and waste a generation).
+        if any(mutated[k] != start[k] for k in keys):
+            return mutated
+    raise ValueError(f"cannot mutate {dict(start)} within bounds {key_bounds}: every key is pinned at a bound")
 
 
 def next_hyp(history: pd.DataFrame, base_hyp: Mapping[str, float], keys: Sequence[str],

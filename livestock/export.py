@@ -739,7 +739,8 @@ def _latency_runner(path: Path, x: np.ndarray, threads: int) -> Callable[[], np.
 
     check_model_file(path, imgsz=tuple(x.shape[2:]))
     with _quiet_yolov5():
-        model = attempt_load(str(path), device=torch.device("cpu"), inplace=True, fuse=True).eval()  # as DetectMultiBackend
+        # absolute: YOLOv5 takes a relative name that is not found from its cwd for a Hugging Face repository
+        model = attempt_load(str(path.resolve()), device=torch.device("cpu"), inplace=True, fuse=True).eval()  # as DetectMultiBackend
     tensor = torch.from_numpy(x)
 
     def run() -> np.ndarray:
@@ -930,7 +931,9 @@ def benchmark_models(
     jobs: list[tuple[str, int, Path | None]] = [(m, int(s), None) for m in models for s in imgsz]
     jobs += [(m, int(s), None) for m, s in extra if (m, int(s), None) not in jobs]
     if weights is not None:
-        jobs.append((Path(weights).stem, int(imgsz[0]), Path(weights)))
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"{weights}: trained weights not found")
+        jobs.append((Path(weights).stem, int(imgsz[0]), Path(weights).resolve()))
     if data_yaml is not None and weights is None:
         raise ValueError(f"{data_yaml}: mAP needs trained --weights; random-init models are timed only")
 

@@ -90,6 +90,17 @@ def test_mutation_factor_is_yolov5s():
     assert (factors[:, 0] == 1).mean() == pytest.approx(0.2, abs=0.04)  # mutation probability 0.8
 
 
+def test_mutation_changes_a_key_after_the_bounds_apply():
+    """A parent at a bound (lrf = 0.01, the lower bound) mutated downwards would be clipped back to itself;
+    the retry happens after clipping, so every generation tries a new value."""
+    rng = np.random.default_rng(0)
+    bounds = {"lrf": (0.01, 1.0)}
+    children = [V.mutate({"lrf": 0.01}, ["lrf"], bounds, rng)["lrf"] for _ in range(200)]
+    assert min(children) > 0.01 and max(children) <= 1.0
+    with pytest.raises(ValueError, match="pinned"):
+        V.mutate({"lrf": 0.5}, ["lrf"], {"lrf": (0.5, 0.5)}, rng)
+
+
 def test_parent_selection_is_weighted_among_the_top_n():
     history = _history([0.10, 0.90, 0.50, 0.30, 0.80, 0.05, 0.85], lr0=[0.001 * (i + 1) for i in range(7)])
     rng = np.random.default_rng(1)

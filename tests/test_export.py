@@ -466,9 +466,13 @@ def test_cli_bench_writes_table_csv_and_plot(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_bench_scores_a_trained_model(trained, tmp_path):
+def test_bench_scores_a_trained_model(trained, tmp_path, monkeypatch):
     weights, data_yaml = trained
-    df = E.benchmark_models(models=(), imgsz=(TRAINED_IMG,), extra=(), runs=2, repeats=1, weights=weights,
+    with pytest.raises(FileNotFoundError, match="absent.pt"):
+        E.benchmark_models(models=(), weights=tmp_path / "absent.pt")
+    # a path relative to the working folder, as a user types it (YOLOv5 alone would look it up on the Hub)
+    monkeypatch.chdir(weights.parent)
+    df = E.benchmark_models(models=(), imgsz=(TRAINED_IMG,), extra=(), runs=2, repeats=1, weights=Path(weights.name),
                             data_yaml=data_yaml, prune_sparsity=0.3, work_dir=tmp_path / "work",
                             max_val_images=4)
     assert len(df) == 7  # pytorch, onnx fp32 / fp16 / int8, and pruned pytorch / onnx fp32 / int8
