@@ -41,7 +41,7 @@ def tiny_pipeline(tmp_path_factory):
 def test_pipeline_runs_every_stage_and_leaves_a_valid_scored_answer(tiny_pipeline):
     work, summary = tiny_pipeline
     assert list(summary["timings_s"]) == ["synth", "prepare", "eda", "split_multilabel", "split_full", "split_mini",
-                                          "evolve", "train", "inference"]
+                                          "evolve", "train", "analysis", "silver", "inference"]
     answer = work / "answer.csv"
     frame = validate_submission(answer, answer=work / paths.TEST_ANSWER, unknown_images="warn")
     assert len(frame) > 0
@@ -64,6 +64,11 @@ def test_pipeline_keeps_executed_notebooks_with_their_outputs(tiny_pipeline):
     inference_text = _outputs_text(executed / "YOLOv5_inference.ipynb")
     assert "inference setting: conf" in inference_text and "test mAP@0.75" in inference_text
     assert (work / "runs/tune/multilabel/heatmap.png").is_file()
+    assert "mAP@0.75" in _outputs_text(executed / "EDA/Data_Checking.ipynb")
+    assert (work / "runs/analysis/per_class.csv").is_file()
+    assert "recover_share" in _outputs_text(executed / "EDA/Data_Augmentation.ipynb")
+    for mode in ("replace", "union"):
+        assert (work / "data/silver" / mode / "data.yaml").is_file()
 
 
 @pytest.mark.slow
@@ -91,3 +96,5 @@ def test_full_dataset_notebook_trains_the_final_model(tiny_pipeline, tmp_path):
 def test_unknown_stage_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="unknown stage 'trian'"):
         run_pipeline(TINY, workdir=tmp_path, only=["trian"])
+    with pytest.raises(ValueError, match="--expand"):
+        run_pipeline(TINY, workdir=tmp_path, only=["expand"])
