@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,11 +39,26 @@ def run_notebook(notebook: str | Path, output: str | Path, parameters: dict[str,
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"kernel_manager_class": _local_kernel_manager()} if os.name == "posix" else {}
     papermill.execute_notebook(
         str(notebook), str(output), parameters=parameters, cwd=str(cwd), kernel_name="python3",
-        progress_bar=False, log_output=False, execution_timeout=timeout_s,
+        progress_bar=False, log_output=False, execution_timeout=timeout_s, **extra,
     )
     return output
+
+
+def _local_kernel_manager() -> type:
+    """A kernel manager that talks to its kernel over Unix sockets instead of TCP on localhost: nothing
+    listens on a port, and the kernel has no reason to warn about unencrypted TCP on every notebook."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IpcKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self) -> str:
+            return "ipc"
+
+    return IpcKernelManager
 
 
 @dataclass

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from livestock.pipeline import run_notebook
 from synthetic_records import write_tiny_prepared
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,14 +23,11 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def _execute(notebook: str, work: Path, monkeypatch, **parameters) -> dict:
-    import papermill
-
     # the kernel is a child process: let it import the package from this checkout
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     out = work / "executed" / notebook
     out.parent.mkdir(exist_ok=True)
-    papermill.execute_notebook(str(REPO / "EDA" / notebook), str(out), parameters=parameters,
-                               kernel_name="python3", cwd=str(work), progress_bar=False)
+    run_notebook(REPO / "EDA" / notebook, out, parameters, cwd=work)
     return json.loads(out.read_text())
 
 

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from livestock.pipeline import run_notebook
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["EDA/Data_Checking.ipynb", "EDA/Data_Augmentation.ipynb", "train/YOLOv5_ExpandDataset_hp_tune.ipynb"]
 TINY = {"IMGSZ": 64, "DEVICE": "cpu", "CACHE_DIR": ""}
@@ -46,14 +48,11 @@ def work(tmp_path_factory, request) -> Path:
 
 
 def _execute(notebook: str, work: Path, monkeypatch, **parameters) -> dict:
-    import papermill
-
     # the kernel is a child process: let it import the package from this checkout
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     out = work / "executed" / Path(notebook).name
     out.parent.mkdir(exist_ok=True)
-    papermill.execute_notebook(str(REPO / notebook), str(out), parameters={"ROOT": str(work), **parameters},
-                               kernel_name="python3", cwd=str(work), progress_bar=False)
+    run_notebook(REPO / notebook, out, {"ROOT": str(work), **parameters}, cwd=work)
     return json.loads(out.read_text())
 
 
