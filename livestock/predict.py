@@ -227,10 +227,9 @@ class _Detector:
 
         self.device = select_device(device)
         if weights.suffix.lower() == ".onnx":
-            from livestock.export import check_onnx_model
+            from livestock.export import load_onnx
 
-            # A clear error naming the file (truncated, not ours, wrong size or classes) before ONNX Runtime's own.
-            check_onnx_model(weights, imgsz, len(CLASS_NAMES))
+            load_onnx(weights)  # a truncated or foreign file: an error naming it, before ONNX Runtime's own
         self.model = DetectMultiBackend(str(weights), device=self.device, fp16=False)
         if self.model.onnx:
             # An FP16 export wants FP16 input; DetectMultiBackend casts the input when its fp16 flag is set.
