@@ -375,7 +375,7 @@ def collect_candidates(weights: str | Path, images: str | Path | Sequence[ImageS
             if cached is not None:
                 results[i] = cached
                 n_cached += 1
-                bar.set_postfix(cached=n_cached)
+                bar.set_postfix(cached=n_cached, refresh=False)  # shown with the next update, not one line per hit
                 continue
         if detector is None:
             detector = _Detector(wpath, imgsz, device)
