@@ -109,11 +109,15 @@ class Detections:
 # ---------------------------------------------------------------- persistence
 
 
-def _default_file_mode() -> int:
-    # mkstemp creates 0600 files; a finished output should get the mode open() would give it (0666 & ~umask).
-    mask = os.umask(0)
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+# mkstemp creates 0600 files; a finished output gets the mode open() would give it. Read once, at import: setting
+# the umask on every write would briefly change it for every other thread of the process.
+_FILE_MODE = 0o666 & ~_umask()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -129,7 +133,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, _default_file_mode())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
