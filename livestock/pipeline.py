@@ -97,6 +97,9 @@ def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Call
         base_hyp = repo_root() / base_hyp  # the hyp files ship with the repository
     common = {"ROOT": str(work)}
     model = {**common, "DEVICE": cfg.device, "IMGSZ": cfg.imgsz}
+    # What every training notebook (evolution, the split model, gold vs silver) shares.
+    training = {**model, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "BATCH": cfg.batch, "WORKERS": cfg.workers}
+    evolved_hyp = f"{evolve_dir}/best_hyp.yaml"
     return [
         ("synth", None, lambda: _synth_if_missing(cfg, work)),
         ("prepare", None, lambda: _prepare(work)),
@@ -105,20 +108,17 @@ def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Call
         ("split_full", "EDA/Make_Dataset_Full.ipynb", {**common}),
         ("split_mini", "EDA/Make_Dataset_Mini.ipynb", {**common}),
         ("evolve", "exp/YOLOv5_hyp_evolution.ipynb", {
-            **model, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "BATCH": cfg.batch, "WORKERS": cfg.workers,
-            "EPOCHS": cfg.evolve_epochs, "GENERATIONS": cfg.evolve_generations, "KEYS": cfg.evolve_keys,
+            **training, "EPOCHS": cfg.evolve_epochs, "GENERATIONS": cfg.evolve_generations, "KEYS": cfg.evolve_keys,
             "BASE_HYP": str(base_hyp), "OUT_DIR": evolve_dir,
         }),
         ("train", "train/YOLOv5_MultiLabelSplit.ipynb", {
-            **model, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "BATCH": cfg.batch, "WORKERS": cfg.workers,
-            "EPOCHS": cfg.epochs, "HYP": f"{evolve_dir}/best_hyp.yaml", "OUT_WEIGHTS": weights_out,
+            **training, "EPOCHS": cfg.epochs, "HYP": evolved_hyp, "OUT_WEIGHTS": weights_out,
         }),
         ("analysis", "EDA/Data_Checking.ipynb", {**model, "WEIGHTS": weights_out}),
         ("silver", "EDA/Data_Augmentation.ipynb", {**model, "WEIGHTS": weights_out, "MODES": cfg.silver_modes}),
         *([("expand", "train/YOLOv5_ExpandDataset_hp_tune.ipynb", {
-            **model, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "BATCH": cfg.batch, "WORKERS": cfg.workers,
-            "EPOCHS": cfg.epochs, "HYP": f"{evolve_dir}/best_hyp.yaml", "MODES": cfg.silver_modes,
-            "CONF": cfg.conf, "IOU": cfg.iou, "SEED": cfg.seed,
+            **training, "EPOCHS": cfg.epochs, "HYP": evolved_hyp, "MODES": cfg.silver_modes, "CONF": cfg.conf,
+            "IOU": cfg.iou, "SEED": cfg.seed,
         })] if cfg.expand else []),
         ("inference", "YOLOv5_inference.ipynb", {
             **model, "WEIGHTS": weights_out, "TUNE": cfg.tune, "CONF": cfg.conf, "IOU": cfg.iou,
