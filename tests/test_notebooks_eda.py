@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from livestock.pipeline import run_notebook
+from notebook_runner import REPO, execute_notebook
 from synthetic_records import write_tiny_prepared
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["EDA.ipynb", "Make_Dataset_Multilabel.ipynb", "Make_Dataset_Full.ipynb", "Make_Dataset_Mini.ipynb"]
 
 
@@ -23,12 +21,7 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def _execute(notebook: str, work: Path, monkeypatch, **parameters) -> dict:
-    # the kernel is a child process: let it import the package from this checkout
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    out = work / "executed" / notebook
-    out.parent.mkdir(exist_ok=True)
-    run_notebook(REPO / "EDA" / notebook, out, parameters, cwd=work)
-    return json.loads(out.read_text())
+    return execute_notebook(f"EDA/{notebook}", work / "executed" / notebook, parameters, work, monkeypatch)
 
 
 def _outputs(nb: dict, kind: str) -> list:

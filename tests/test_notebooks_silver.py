@@ -3,16 +3,14 @@ synthetic set (small frames, a model trained for a moment): outputs exist and th
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from livestock.pipeline import run_notebook
+from notebook_runner import REPO, execute_notebook
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["EDA/Data_Checking.ipynb", "EDA/Data_Augmentation.ipynb", "train/YOLOv5_ExpandDataset_hp_tune.ipynb"]
 TINY = {"IMGSZ": 64, "DEVICE": "cpu", "CACHE_DIR": ""}
 
@@ -48,12 +46,8 @@ def work(tmp_path_factory, request) -> Path:
 
 
 def _execute(notebook: str, work: Path, monkeypatch, **parameters) -> dict:
-    # the kernel is a child process: let it import the package from this checkout
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    out = work / "executed" / Path(notebook).name
-    out.parent.mkdir(exist_ok=True)
-    run_notebook(REPO / notebook, out, {"ROOT": str(work), **parameters}, cwd=work)
-    return json.loads(out.read_text())
+    return execute_notebook(notebook, work / "executed" / Path(notebook).name, {"ROOT": str(work), **parameters},
+                            work, monkeypatch)
 
 
 def _text_outputs(nb: dict) -> str:
