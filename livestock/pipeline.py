@@ -128,7 +128,7 @@ def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Call
 
 
 def _synth_if_missing(cfg: PipelineConfig, root: Path) -> None:
-    from livestock.synth import generate_synthetic_dataset
+    from livestock.data.synth import generate_synthetic_dataset
 
     data_dir, test_dir = root / paths.DATA_DIR, root / paths.TEST_DIR
     if all((data_dir / z).is_file() for z in paths.TRAIN_ZIPS.values()):
@@ -139,7 +139,7 @@ def _synth_if_missing(cfg: PipelineConfig, root: Path) -> None:
 
 
 def _prepare(root: Path) -> None:
-    from livestock.yolo_format import prepare_dataset
+    from livestock.data.yolo_format import prepare_dataset
 
     prepare_dataset(root / paths.DATA_DIR, root / paths.PREPARED_DIR)
     if any((root / paths.TEST_DIR / z).is_file() for z in paths.TEST_ZIPS.values()):

@@ -22,7 +22,7 @@ class SynthData:
     test_dir: Path  # the two test image zips + answer.csv
     answer_csv: Path
     truth_csv: Path
-    summary: object  # livestock.synth.SynthSummary
+    summary: object  # livestock.data.synth.SynthSummary
 
 
 # 40 training and 12 test images at a quarter of the real size (480x270 / 320x240): a few seconds.
@@ -31,7 +31,7 @@ SYNTH_DATA_ARGS = dict(n_train=40, n_test=12, seed=0, missing_cow_rate=0.15, ima
 
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory: pytest.TempPathFactory) -> SynthData:
-    from livestock.synth import generate_synthetic_dataset
+    from livestock.data.synth import generate_synthetic_dataset
 
     root = tmp_path_factory.mktemp("synth")
     summary = generate_synthetic_dataset(root / "data", root / "data_test", progress=False, **SYNTH_DATA_ARGS)
@@ -45,7 +45,7 @@ def real_answer_csv() -> Path:
     return REAL_ANSWER_CSV
 
 
-# ---------------------------------------------------------------- a tiny trained YOLOv5 model (livestock.engine)
+# ---------------------------------------------------------------- a tiny trained YOLOv5 model (livestock.model.yolov5_engine)
 
 # YOLOv5n from scratch on 64 toy frames (tests/toy_yolo.py) at 64 px, 40 epochs = 160 iterations. YOLOv5 warms up
 # for at least 100 iterations and then steps once per 64 images, so the run must be long in iterations and cheap in
@@ -57,10 +57,10 @@ TINY_TRAIN_ARGS = dict(model="yolov5n", hyp="hyp_scratch_cpu", optimizer="Adam",
 
 @pytest.fixture(scope="session")
 def tiny_train_result(tmp_path_factory: pytest.TempPathFactory):
-    """The ``livestock.engine.TrainResult`` of one short training run, shared by the whole session."""
+    """The ``livestock.model.yolov5_engine.TrainResult`` of one short training run, shared by the whole session."""
     from toy_yolo import make_toy_yolo_dataset
 
-    from livestock.engine import train
+    from livestock.model.yolov5_engine import train
 
     root = tmp_path_factory.mktemp("tiny_model")
     data_yaml = make_toy_yolo_dataset(root / "toy", n_train=64, n_val=16)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from aihub_builders import cow_name, label_json, pig_name, tiny_jpeg, write_basic_set, write_zip
-from livestock.aihub import (
+from livestock.data.aihub import (
     PROBLEM_COLUMNS,
     class_from_path,
     classes_named,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from livestock import analysis
+from livestock.evaluation import analysis
 from livestock.records import CLASS_TO_ID, Detections, ImageRecord
 
 COW, PIG = CLASS_TO_ID["cow"], CLASS_TO_ID["pig"]

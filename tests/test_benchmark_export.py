@@ -17,7 +17,7 @@ import platform
 
 import pytest
 
-from livestock import export as E
+from livestock.deploy import export as E
 
 
 def _cpu_name() -> str:

@@ -68,7 +68,7 @@ def write_full_scale_set(data: Path, seed: int = 0) -> int:
 
 @pytest.mark.benchmark
 def test_benchmark_prepare_full_scale(tmp_path):
-    from livestock.yolo_format import prepare_dataset
+    from livestock.data.yolo_format import prepare_dataset
 
     t0 = time.perf_counter()
     n_boxes = write_full_scale_set(tmp_path / "data")
@@ -86,8 +86,8 @@ def test_benchmark_prepare_full_scale(tmp_path):
 
     # The next stage on the same files: stratified split (read records.jsonl, stratify, write three sets).
     t_split = None
-    if importlib.util.find_spec("livestock.split") is not None:
-        from livestock.split import make_all_splits
+    if importlib.util.find_spec("livestock.data.split") is not None:
+        from livestock.data.split import make_all_splits
 
         t0 = time.perf_counter()
         sets = make_all_splits(tmp_path / "prepared", tmp_path / "splits")
@@ -98,6 +98,6 @@ def test_benchmark_prepare_full_scale(tmp_path):
           f"({1e3 * t_prepare / len(res.records):.2f} ms/image)")
     print(f"prepare again (idempotent, nothing rewritten): {t_again:.1f} s")
     if t_split is None:
-        print("stratified split: livestock.split not available, not timed")
+        print("stratified split: livestock.data.split not available, not timed")
     else:
         print(f"stratified split (make_all_splits): {t_split:.1f} s; prepare + split: {t_prepare + t_split:.1f} s")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from candidate_helpers import assert_same, make_checkpoint, write_frames
-from livestock.metrics import mean_average_precision_for_boxes
-from livestock.predict import GridStats, collect_candidates, grid_detections
-from livestock.submission import detections_to_submission, records_to_answer
-from livestock.tune import grid_settings
+from livestock.evaluation.metrics import mean_average_precision_for_boxes
+from livestock.evaluation.detect import GridStats, collect_candidates, grid_detections
+from livestock.evaluation.submission import detections_to_submission, records_to_answer
+from livestock.evaluation.tune import grid_settings
 
 N_IMAGES = 4
 IMGSZ = 256

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from livestock import cli, eda
+from livestock import cli
+from livestock.data import eda
 from livestock.records import ImageRecord, save_records
 from synthetic_records import synthetic_records, write_tiny_prepared
 

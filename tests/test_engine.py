@@ -1,4 +1,4 @@
-"""livestock.engine: the four YOLOv5 compatibility fixes, weights / hyp / model resolution, the weight-size
+"""livestock.model.yolov5_engine: the four YOLOv5 compatibility fixes, weights / hyp / model resolution, the weight-size
 guard, training and validation (a short run must clearly beat the untrained model), and the CLI."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-import livestock.engine as E
+import livestock.model.yolov5_engine as E
 from livestock.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]

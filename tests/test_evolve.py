@@ -1,4 +1,4 @@
-"""livestock.evolve: mutation of chosen keys only and within bounds, parent selection, determinism, the contest
+"""livestock.model.evolve: mutation of chosen keys only and within bounds, parent selection, determinism, the contest
 fitness, and an evolution that survives being killed mid-generation."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import livestock.evolve as V
-from livestock.engine import HYP_KEYS, load_hyp
+import livestock.model.evolve as V
+from livestock.model.yolov5_engine import HYP_KEYS, load_hyp
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = load_hyp("experiment_hyp_v1")
@@ -144,7 +144,7 @@ def test_resume_refuses_other_settings(tmp_path):
 
 @pytest.mark.slow
 def test_contest_fitness_of_the_tiny_model(tiny_trained_model, tiny_train_result, tmp_path):
-    from livestock.metrics import mean_average_precision_for_boxes
+    from livestock.evaluation.metrics import mean_average_precision_for_boxes
 
     weights, data_yaml = tiny_trained_model
     answer, pred = V.validation_frames(weights, data_yaml, imgsz=tiny_train_result.imgsz, device="cpu", workers=0)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livestock import export as E
+from livestock.deploy import export as E
 
 IMG = 128  # export size for the random-init models: multiple of 64, so P6 models fit too
 TRAINED_IMG = 64  # the size tests/conftest.py trains tiny_trained_model at; exported at that size
@@ -307,7 +307,7 @@ def test_corrupt_and_missing_files_name_the_file(nano, toy, tmp_path):
         E.check_onnx_model(truncated)
     with pytest.raises(ValueError, match="truncated.onnx"):
         E.check_model_file(truncated, imgsz=IMG)
-    from livestock.predict import detect
+    from livestock.evaluation.detect import detect
 
     with pytest.raises(ValueError, match="truncated.onnx"):
         detect(truncated, _val_images(toy, 1), imgsz=IMG, device="cpu", progress=False)
@@ -323,7 +323,7 @@ def test_corrupt_and_missing_files_name_the_file(nano, toy, tmp_path):
 
 @pytest.mark.slow
 def test_mismatched_model_names_the_file(nano, toy, tmp_path):
-    from livestock.predict import detect
+    from livestock.evaluation.detect import detect
 
     with pytest.raises(ValueError, match=rf"{nano['onnx'].name}.*exported for a fixed {IMG}x{IMG}"):
         E.check_onnx_model(nano["onnx"], imgsz=IMG + 32)
@@ -341,12 +341,12 @@ def test_mismatched_model_names_the_file(nano, toy, tmp_path):
 
 @pytest.mark.slow
 def test_exported_onnx_runs_through_predict_detect(nano, toy):
-    """``livestock.predict.detect`` (DetectMultiBackend) on the export gives the boxes of this module's letterbox +
+    """``livestock.evaluation.detect.detect`` (DetectMultiBackend) on the export gives the boxes of this module's letterbox +
     raw output + YOLOv5 NMS: the calibration input is the inference input."""
     import torch
     from yolov5.utils.general import scale_boxes
 
-    from livestock.predict import detect
+    from livestock.evaluation.detect import detect
 
     images = _val_images(toy, 2)
     for fmt in ("onnx", "onnx-int8"):

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from livestock import metrics
-from livestock.metrics import mean_average_precision_for_boxes
+from livestock.evaluation import metrics
+from livestock.evaluation.metrics import mean_average_precision_for_boxes
 
 map_boxes = pytest.importorskip("map_boxes")
 

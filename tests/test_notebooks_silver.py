@@ -21,9 +21,9 @@ def work(tmp_path_factory, request) -> Path:
     a tiny model's weights at trained_model/tiny.pt, laid out as in the repository. The model is the suite's
     shared ``tiny_trained_model`` when there is one, else a YOLOv5n trained here for one epoch (its quality does
     not matter: these tests check that the notebooks run and show their tables)."""
-    from livestock.split import make_all_splits
-    from livestock.synth import generate_synthetic_dataset
-    from livestock.yolo_format import prepare_dataset
+    from livestock.data.split import make_all_splits
+    from livestock.data.synth import generate_synthetic_dataset
+    from livestock.data.yolo_format import prepare_dataset
 
     root = tmp_path_factory.mktemp("nb_silver")
     generate_synthetic_dataset(root / "data", root / "data_test", train_counts={"cow": 24, "pig": 6},
@@ -35,7 +35,7 @@ def work(tmp_path_factory, request) -> Path:
     try:
         weights, _ = request.getfixturevalue("tiny_trained_model")
     except pytest.FixtureLookupError:
-        from livestock.engine import train
+        from livestock.model.yolov5_engine import train
 
         weights = train(root / "data/splits/multilabel/data.yaml", model="yolov5n", hyp="hyp_scratch_cpu",
                         imgsz=64, epochs=1, batch_size=8, device="cpu", workers=0, project=root / "runs/train",

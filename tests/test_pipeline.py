@@ -9,7 +9,7 @@ import pytest
 
 from livestock import paths
 from livestock.pipeline import PipelineConfig, repo_root, run_notebook, run_pipeline
-from livestock.submission import validate_submission
+from livestock.evaluation.submission import validate_submission
 
 TINY = PipelineConfig(n_train=48, n_test=12, imgsz=128, batch=16, evolve_generations=2, evolve_epochs=1, epochs=3,
                       workers=0)

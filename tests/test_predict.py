@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from candidate_helpers import assert_same, make_checkpoint, write_frames, yolov5_detections, yolov5_raw_outputs
-from livestock import predict
-from livestock.predict import (Candidates, GridStats, collect_candidates, detect, detections_for_setting,
+from livestock.evaluation import detect as predict
+from livestock.evaluation.detect import (Candidates, GridStats, collect_candidates, detect, detections_for_setting,
                                grid_detections, nms_from_candidates)
-from livestock.submission import detections_to_submission, load_detections
+from livestock.evaluation.submission import detections_to_submission, load_detections
 
 IMGSZ = 256
 
@@ -323,7 +323,7 @@ def test_bad_input_is_named(setup, tmp_path):
 
 @pytest.mark.slow
 def test_onnx_export_goes_through_the_same_pipeline(setup, tmp_path):
-    from livestock.engine import ensure_yolov5
+    from livestock.model.yolov5_engine import ensure_yolov5
 
     ensure_yolov5()
     from yolov5.export import run as export_run

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from livestock import silver
-from livestock.analysis import pairwise_iou
+from livestock.evaluation import silver
+from livestock.evaluation.analysis import pairwise_iou
 from livestock.records import CLASS_TO_ID, Detections, ImageRecord, load_records
-from livestock.yolo_format import label_path_for, read_label_file
+from livestock.data.yolo_format import label_path_for, read_label_file
 
 COW, PIG = CLASS_TO_ID["cow"], CLASS_TO_ID["pig"]
 GOLD = [[0, 0, 10, 10], [20, 20, 30, 30]]

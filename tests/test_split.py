@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from livestock import cli, split
+from livestock import cli
+from livestock.data import split
 from livestock.records import ImageRecord, save_records
 from synthetic_records import synthetic_records
 

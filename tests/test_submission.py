@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from livestock import cli, metrics
+from livestock import cli
+from livestock.evaluation import metrics
 from livestock.records import Detections, ImageRecord
-from livestock.submission import (
+from livestock.evaluation.submission import (
     ANSWER_COLUMNS,
     DETECTION_COLUMNS,
     ORIGINAL_NORMALISATION,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from livestock import synth
+from livestock.data import synth
 from livestock.cli import main as cli_main
 from livestock.paths import TEST_ZIPS, TRAIN_ZIPS
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from livestock.synth import generate_synthetic_dataset, render_image
+from livestock.data.synth import generate_synthetic_dataset, render_image
 
 # (folder, zip name) -> digest over (member name, sha256 of member bytes), in name order
 ZIP_DIGESTS = {

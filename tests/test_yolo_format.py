@@ -12,7 +12,7 @@ import yaml
 from aihub_builders import cow_name, label_json, pig_name, tiny_jpeg, write_basic_set, write_zip
 from livestock.cli import main as cli_main
 from livestock.records import ImageRecord, load_records
-from livestock.yolo_format import (
+from livestock.data.yolo_format import (
     label_path_for,
     label_text,
     pixel_to_yolo,

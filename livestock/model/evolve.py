@@ -1,6 +1,6 @@
 """Genetic evolution of chosen hyper-parameters, YOLOv5-style, resumable.
 
-Each generation is one short training run (``livestock.engine.train``) with one hyp set. Generation 0 trains
+Each generation is one short training run (``livestock.model.yolov5_engine.train``) with one hyp set. Generation 0 trains
 the base hyp; every later one mutates a parent drawn from the history, as YOLOv5 7.0's ``train.py --evolve``
 does, but **only the keys the user names** change (the original entry's change to YOLOv5's loop):
 
@@ -24,7 +24,7 @@ training runs), ``best_hyp.yaml`` (the best generation's full hyp, ready for ``l
 the last finished generation; a generation that was interrupted is simply trained again.
 
 Fitness: ``yolov5`` = 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95 from YOLOv5's validation of the generation's best.pt;
-``contest`` = mAP@0.75 by the contest's metric (:mod:`livestock.metrics`) on the validation set's predictions
+``contest`` = mAP@0.75 by the contest's metric (:mod:`livestock.evaluation.metrics`) on the validation set's predictions
 (:func:`contest_fitness`).
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from livestock.engine import DEFAULT_HYP, HYP_KEYS, fitness_yolov5, load_data_yaml, load_hyp, train, validate
+from livestock.model.yolov5_engine import DEFAULT_HYP, HYP_KEYS, fitness_yolov5, load_data_yaml, load_hyp, train, validate
 from livestock.records import atomic_write_bytes, atomic_write_csv, atomic_write_text
 
 DEFAULT_KEYS: tuple[str, ...] = ("lr0", "lrf", "momentum")
@@ -216,7 +216,7 @@ def validation_frames(weights: str | os.PathLike, data_yaml: str | os.PathLike, 
     identified by file name, so names must be unique within the split."""
     import tempfile
 
-    from livestock.engine import _names, ensure_yolov5
+    from livestock.model.yolov5_engine import _names, ensure_yolov5
 
     ensure_yolov5()
     from yolov5.utils.dataloaders import img2label_paths
@@ -246,9 +246,9 @@ def validation_frames(weights: str | os.PathLike, data_yaml: str | os.PathLike, 
 def contest_fitness(weights: str | os.PathLike, data_yaml: str | os.PathLike, imgsz: int = 640,
                     device: str = "auto", iou_threshold: float = CONTEST_IOU, conf: float = 0.001, iou: float = 0.6,
                     batch_size: int = 32, workers: int = 8) -> float:
-    """The contest's metric (mAP at IoU ``iou_threshold``, 0.75, by :mod:`livestock.metrics`) of ``weights`` on
+    """The contest's metric (mAP at IoU ``iou_threshold``, 0.75, by :mod:`livestock.evaluation.metrics`) of ``weights`` on
     the validation split of ``data_yaml``, predicting with NMS ``conf``/``iou``. 0.0 when nothing is predicted."""
-    from livestock.metrics import mean_average_precision_for_boxes
+    from livestock.evaluation.metrics import mean_average_precision_for_boxes
 
     answer, pred = validation_frames(weights, data_yaml, imgsz=imgsz, conf=conf, iou=iou, device=device,
                                      batch_size=batch_size, workers=workers)
@@ -379,7 +379,7 @@ def evolve(
 
     Re-running the same call continues an interrupted evolution; raising ``generations`` extends a finished one.
     ``keep_weights=False`` deletes each generation's weights once it is scored (a yolov5m6 checkpoint is ~68 MB).
-    The training arguments mean what they mean for :func:`livestock.engine.train`.
+    The training arguments mean what they mean for :func:`livestock.model.yolov5_engine.train`.
     """
     from tqdm import tqdm
 

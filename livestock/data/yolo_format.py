@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from livestock import paths
-from livestock.aihub import read_aihub
+from livestock.data.aihub import read_aihub
 from livestock.records import CLASS_NAMES, ImageRecord, atomic_write_csv, atomic_write_text, save_records
 
 LABEL_DECIMALS = 6

@@ -5,7 +5,7 @@ matplotlib Figure; :func:`run_eda` computes them all for a prepared folder and s
 each plot as PNG. Figures are built with :class:`matplotlib.figure.Figure` (not ``pyplot``), so nothing is
 shown twice in a notebook and nothing piles up in pyplot's global state when run in a loop.
 
-Buckets used here and by :mod:`livestock.split`:
+Buckets used here and by :mod:`livestock.data.split`:
 
 - box-count groups per image, per class: cow little < 4, medium 4-5, many >= 6; pig little < 8,
   medium 8-12, many >= 13;

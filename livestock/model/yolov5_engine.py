@@ -118,7 +118,7 @@ MODEL_NAMES: tuple[str, ...] = tuple(f"yolov5{size}{p6}" for p6 in ("", "6") for
 PRETRAINED_URL = "https://github.com/ultralytics/yolov5/releases/download/v7.0/{name}"
 DOWNLOAD_TIMEOUT_S = 15.0
 DEFAULT_HYP = "hyp_scratch_cpu"
-PACKAGE_HYP_DIR = Path(__file__).resolve().parent / "hyp"
+PACKAGE_HYP_DIR = Path(__file__).resolve().parents[1] / "hyp"
 # Every key YOLOv5 7.0's train.py reads from a hyp file (``anchors`` is optional and may be added).
 HYP_KEYS: tuple[str, ...] = (
     "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr",

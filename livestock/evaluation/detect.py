@@ -218,7 +218,7 @@ class _Detector:
     letterbox settings ``detect.py`` would use for it."""
 
     def __init__(self, weights: Path, imgsz: int, device: str) -> None:
-        from livestock.engine import ensure_yolov5
+        from livestock.model.yolov5_engine import ensure_yolov5
 
         ensure_yolov5()
         import torch
@@ -227,7 +227,7 @@ class _Detector:
 
         self.device = select_device(device)
         if weights.suffix.lower() == ".onnx":
-            from livestock.export import load_onnx
+            from livestock.deploy.export import load_onnx
 
             load_onnx(weights)  # a truncated or foreign file: an error naming it, before ONNX Runtime's own
         self.model = DetectMultiBackend(str(weights), device=self.device, fp16=False)
@@ -468,7 +468,7 @@ def nms_from_candidates(cands: Candidates, conf: float = DEFAULT_CONF, iou: floa
                         ) -> Detections:
     """The detections YOLOv5's ``non_max_suppression(pred, conf, iou, agnostic=..., multi_label=...,
     max_det=...)`` gives for this image, scaled back to the original image (pixel corners, clipped)."""
-    from livestock.engine import ensure_yolov5
+    from livestock.model.yolov5_engine import ensure_yolov5
 
     ensure_yolov5()
     _check_setting(cands, conf, iou)
@@ -539,7 +539,7 @@ def grid_detections(cache: Sequence[Candidates], settings: Iterable[tuple[float,
     """Yield ``(conf, iou, detections of every image)`` for each ``(conf, iou)`` setting, each equal to
     :func:`detections_for_setting` at that setting, with one NMS per image and IoU value (see module docstring).
     Settings are grouped by IoU (in order of first appearance), confidences in the order given."""
-    from livestock.engine import ensure_yolov5
+    from livestock.model.yolov5_engine import ensure_yolov5
     from tqdm.auto import tqdm
 
     ensure_yolov5()
@@ -624,7 +624,7 @@ def cli_detect_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_detect(args: argparse.Namespace) -> int:
-    from livestock.submission import save_detections
+    from livestock.evaluation.submission import save_detections
 
     floor = min(args.conf_floor, args.conf)
     dets = detect(args.weights, args.source, args.imgsz, args.conf, args.iou, max_det=args.max_det,

@@ -3,7 +3,7 @@ labels themselves are probably wrong.
 
 - :func:`per_class_table`: precision and recall at a stated confidence (IoU 0.5, computed here from
   :class:`~livestock.records.Detections` against :class:`~livestock.records.ImageRecord`), and the contest
-  metric's mAP@0.5, mAP@0.75 and mAP@0.5:0.95 per class (``livestock.metrics``), with a mean row.
+  metric's mAP@0.5, mAP@0.75 and mAP@0.5:0.95 per class (``livestock.evaluation.metrics``), with a mean row.
 - :func:`boxes_per_image` / :func:`plot_boxes_per_image`: how many boxes the labels and the detector see per image.
 - :func:`plot_overlays`: ground truth (green) against predictions (red) on chosen images.
 - :func:`missing_label_candidates` / :func:`rank_missing_label_images`: confident predictions that overlap no
@@ -190,7 +190,7 @@ def per_class_table(records: Sequence[ImageRecord], detections: Sequence[Detecti
 
     P and R are taken at confidence ``conf`` and IoU ``iou_threshold`` (see :func:`precision_recall`); the APs
     use every detection and the contest metric (map-boxes semantics) at IoU 0.5, 0.75 and 0.5:0.05:0.95."""
-    from livestock.metrics import COCO_IOU_THRESHOLDS, mean_average_precision_for_boxes
+    from livestock.evaluation.metrics import COCO_IOU_THRESHOLDS, mean_average_precision_for_boxes
 
     detections = list(detections)
     pr = precision_recall(records, detections, conf=conf, iou_threshold=iou_threshold).set_index("class")
@@ -532,7 +532,7 @@ def analysis_inputs(weights: str | Path, prepared_dir: str | Path = paths.PREPAR
                     imgsz: int = 640, det_conf: float = 0.001, nms_iou: float = 0.6, device: str = "auto",
                     cache_dir: str | Path | None = "runs/cache") -> tuple[list[ImageRecord], list[Detections]]:
     """The split's ``subset`` records (from ``<prepared_dir>/records.jsonl``) and ``weights``' detections on them."""
-    from livestock.predict import detect
+    from livestock.evaluation.detect import detect
 
     records = select_records(load_records(Path(prepared_dir) / "records.jsonl"), split_image_ids(split_dir, subset),
                              where=str(Path(split_dir) / f"{subset}.txt"))

@@ -2,10 +2,10 @@
 
 A peer entry tuned its inference thresholds by running the detector once per setting: 10 confidences
 (0.0001 ... 0.001) x 21 NMS IoU values (0.30 ... 0.70), 210 full inference passes. Here the detector runs once
-(:func:`livestock.predict.collect_candidates`), and every setting is computed from the cached candidates with
-one NMS per IoU value and a filter per confidence (:func:`livestock.predict.grid_detections`), each setting
+(:func:`livestock.evaluation.detect.collect_candidates`), and every setting is computed from the cached candidates with
+one NMS per IoU value and a filter per confidence (:func:`livestock.evaluation.detect.grid_detections`), each setting
 identical to what YOLOv5 would have produced. Each setting is scored with the contest metric
-(:func:`livestock.metrics.mean_average_precision_for_boxes`, mAP at IoU 0.75 by default). The original entry's
+(:func:`livestock.evaluation.metrics.mean_average_precision_for_boxes`, mAP at IoU 0.75 by default). The original entry's
 own setting (conf 0.001, NMS IoU 0.68) lies inside that grid and is marked in the table.
 
 Outputs of :func:`write_tuning` in ``runs/tune/<name>/``: ``scores.csv`` (one row per setting), ``best.json``
@@ -24,11 +24,11 @@ from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from livestock.metrics import CONTEST_IOU, mean_average_precision_for_boxes
-from livestock.predict import (DEFAULT_CONF_FLOOR, DEFAULT_MAX_DET, Candidates, GridStats, add_detector_args,
+from livestock.evaluation.metrics import CONTEST_IOU, mean_average_precision_for_boxes
+from livestock.evaluation.detect import (DEFAULT_CONF_FLOOR, DEFAULT_MAX_DET, Candidates, GridStats, add_detector_args,
                                cache_dir_arg, collect_candidates, grid_detections, resolve_images)
 from livestock.records import ImageRecord, atomic_write_bytes, atomic_write_csv, atomic_write_text, load_records
-from livestock.submission import ORIGINAL_NORMALISATION, detections_to_submission, read_answer, records_to_answer
+from livestock.evaluation.submission import ORIGINAL_NORMALISATION, detections_to_submission, read_answer, records_to_answer
 
 # The peer entry's grid, as the nearest doubles to the decimals (np.arange would give 0.30000000000000004 etc.).
 DEFAULT_CONFS: tuple[float, ...] = tuple(round(0.0001 * k, 4) for k in range(1, 11))

@@ -1,7 +1,7 @@
 """Multilabel-stratified train / validation splits, and the full and mini sets built from them.
 
 Each image gets the labels {cow, pig, little, medium, many} (its class and its box-count group, see
-:mod:`livestock.eda`) and ``MultilabelStratifiedKFold(n_splits=5, shuffle=True, random_state=42)`` spreads
+:mod:`livestock.data.eda`) and ``MultilabelStratifiedKFold(n_splits=5, shuffle=True, random_state=42)`` spreads
 the images over five folds so that every label keeps its share in each fold. Optionally the presence of each
 box-shape bucket (``ratio``) and box-size bucket (``size``) in an image are stratified too. The stratifier
 balances every label at once, so on small sets (a few hundred images) extra labels loosen the balance of the
@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 
 from livestock import paths
-from livestock.eda import COUNT_GROUPS, SHAPES, SIZES, box_frame, image_frame, load_prepared_records
+from livestock.data.eda import COUNT_GROUPS, SHAPES, SIZES, box_frame, image_frame, load_prepared_records
 from livestock.records import CLASS_NAMES, ImageRecord, atomic_write_csv
-from livestock.yolo_format import write_data_yaml, write_image_list
+from livestock.data.yolo_format import write_data_yaml, write_image_list
 
 BASE_LABELS: tuple[str, ...] = ("cow", "pig") + COUNT_GROUPS
 EXTRA_LABEL_KINDS: dict[str, tuple[str, str, tuple[str, ...]]] = {

@@ -153,7 +153,7 @@ def load_checkpoint_model(weights: str | os.PathLike):
 
     Loading unpickles the file (runs code from it): only for files the user names.
     """
-    from livestock.engine import load_checkpoint
+    from livestock.model.yolov5_engine import load_checkpoint
 
     path = Path(weights)
     try:
@@ -251,7 +251,7 @@ def letterbox_input(image: str | os.PathLike | np.ndarray, imgsz: int | Sequence
     """
     import cv2
 
-    from livestock.engine import ensure_yolov5
+    from livestock.model.yolov5_engine import ensure_yolov5
 
     ensure_yolov5()
     from yolov5.utils.augmentations import letterbox
@@ -359,7 +359,7 @@ def export_onnx_fp32(weights: str | os.PathLike, imgsz: int, out_path: str | os.
     weights folder is left alone. With torch >= 2.9 the exporter emits opset 18 and an external ``.onnx.data``
     file; the model is reloaded with its data and saved again as a single self-contained ``.onnx``.
     """
-    from livestock.engine import ensure_yolov5
+    from livestock.model.yolov5_engine import ensure_yolov5
 
     weights = Path(weights).resolve()
     out_path = Path(out_path)
@@ -650,7 +650,7 @@ def prune_weights(
 def random_init_weights(name: str, out_path: str | os.PathLike, nc: int = 2, seed: int = 0) -> Path:
     """A checkpoint of an untrained ``name`` model (``nc`` classes, fixed seed): enough to time a model and to
     check an export, meaningless for accuracy."""
-    from livestock.engine import ensure_yolov5, model_cfg
+    from livestock.model.yolov5_engine import ensure_yolov5, model_cfg
     from livestock.records import CLASS_NAMES
 
     cfg = model_cfg(name)
@@ -731,7 +731,7 @@ def _latency_runner(path: Path, x: np.ndarray, threads: int) -> Callable[[], np.
         session = ort_session(path, threads)
         feed = {session.get_inputs()[0].name: x}
         return lambda: session.run(None, feed)[0]
-    from livestock.engine import ensure_yolov5
+    from livestock.model.yolov5_engine import ensure_yolov5
 
     ensure_yolov5()
     import torch
@@ -790,7 +790,7 @@ def time_latency(
 
 def ground_truth_frame(images: Sequence[str | os.PathLike], names: dict[int, str]) -> pd.DataFrame:
     """The contest answer format (ImageID, LabelName, XMin, XMax, YMin, YMax, normalised) from YOLO label files."""
-    from livestock.yolo_format import label_path_for, read_label_file
+    from livestock.data.yolo_format import label_path_for, read_label_file
 
     rows = []
     for image in images:
@@ -818,14 +818,14 @@ def evaluate_map(
     weights: str | os.PathLike, data_yaml: str | os.PathLike, imgsz: int, iou_threshold: float = 0.75,
     conf: float = 0.001, nms_iou: float = 0.68, max_images: int | None = None,
 ) -> float:
-    """Contest mAP (``livestock.metrics``, IoU 0.75 by default) of ``weights`` (.pt or .onnx) on the validation
-    images of ``data_yaml``, through the deployment path (``livestock.predict.detect``: DetectMultiBackend,
+    """Contest mAP (``livestock.evaluation.metrics``, IoU 0.75 by default) of ``weights`` (.pt or .onnx) on the validation
+    images of ``data_yaml``, through the deployment path (``livestock.evaluation.detect.detect``: DetectMultiBackend,
     YOLOv5's letterbox and NMS; conf 0.001 and NMS IoU 0.68 as the original entry's inference).
 
     As in YOLOv5's ``detect.py``, ``.pt`` weights see a minimal-rectangle letterbox and fixed-shape exports the
     full ``imgsz`` square: part of a difference between a ``.pt`` and its ONNX FP32 score comes from that."""
-    from livestock.metrics import mean_average_precision_for_boxes
-    from livestock.predict import detect
+    from livestock.evaluation.metrics import mean_average_precision_for_boxes
+    from livestock.evaluation.detect import detect
 
     images = images_from(data_yaml, split="val")
     if max_images:
@@ -895,7 +895,7 @@ def _noise_images(size: int, n: int = 4) -> list[np.ndarray]:
 
 def _stored_precision(weights: Path) -> str:
     """Precision the checkpoint stores its weights in (YOLOv5 saves trained weights FP16, computes FP32)."""
-    from livestock.engine import load_checkpoint
+    from livestock.model.yolov5_engine import load_checkpoint
 
     ckpt = load_checkpoint(weights)
     module = ckpt.get("ema") or ckpt["model"]

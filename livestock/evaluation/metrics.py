@@ -399,7 +399,7 @@ def cli_score_args(parser: argparse.ArgumentParser) -> None:
 
 def cli_score(args: argparse.Namespace) -> int:
     # Validation lives with the submission format; imported here so this module stays at the bottom of the graph.
-    from livestock.submission import read_answer, validate_submission
+    from livestock.evaluation.submission import read_answer, validate_submission
 
     if not 0.0 < args.iou <= 1.0:
         raise ValueError(f"--iou must be in (0, 1], got {args.iou}")

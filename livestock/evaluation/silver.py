@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from livestock import paths
-from livestock.analysis import (
+from livestock.evaluation.analysis import (
     default_truth_csv,
     load_truth,
     max_iou,
@@ -194,11 +194,11 @@ def silver_threshold_sweep(gold: Sequence[ImageRecord], detections: Sequence[Det
 
 def render_background(rng: np.random.Generator, label: str, width: int, height: int) -> np.ndarray:
     """A barn frame without animals (BGR uint8) in the synthetic generator's style
-    (:func:`livestock.synth.render_empty_frame`), planned at the calibrated full size closest in aspect ratio
+    (:func:`livestock.data.synth.render_empty_frame`), planned at the calibrated full size closest in aspect ratio
     and drawn at ``width`` x ``height``."""
     import cv2
 
-    from livestock import synth
+    from livestock.data import synth
 
     sizes = [tuple(int(v) for v in k.split("_", 1)[1].split("x")) for k in synth.CALIBRATION if k.startswith(label)]
     if not sizes:
@@ -324,7 +324,7 @@ def write_plus_dataset(gold_train: Sequence[ImageRecord], silver: Sequence[Image
 
     from tqdm.auto import tqdm
 
-    from livestock.yolo_format import label_text, write_data_yaml
+    from livestock.data.yolo_format import label_text, write_data_yaml
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -433,7 +433,7 @@ def plot_silver_examples(gold: Sequence[ImageRecord], silver: Mapping[str, Seque
                          image_ids: Sequence[str], truth: pd.DataFrame | None = None, max_side: int = 480):
     """One row per image: the gold labels, then each mode's silver labels (boxes not in gold in orange). With
     ``truth``, the boxes left out of the gold labels are drawn dashed in white on every panel."""
-    from livestock.analysis import GT_COLOUR, MISSING_COLOUR, draw_boxes, read_rgb
+    from livestock.evaluation.analysis import GT_COLOUR, MISSING_COLOUR, draw_boxes, read_rgb
 
     from matplotlib.figure import Figure
 
@@ -514,7 +514,7 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
     if background_source not in BACKGROUND_SOURCES:
         raise ValueError(f"background source must be one of {BACKGROUND_SOURCES}, got {background_source!r}")
 
-    from livestock.predict import detect
+    from livestock.evaluation.detect import detect
 
     # The detector's raw candidates are cached by weights hash and image hash (``cache_dir``), so a rerun with
     # other merge settings costs no network pass.
@@ -557,7 +557,7 @@ BUDGETS: tuple[str, ...] = ("epochs", "images")
 
 def count_train_images(data_yaml: str | Path) -> int:
     """Training entries of a dataset yaml (lines of its list files, or images of its folders)."""
-    from livestock.engine import load_data_yaml
+    from livestock.model.yolov5_engine import load_data_yaml
 
     data, _ = load_data_yaml(data_yaml)
     entries = data["train"] if isinstance(data["train"], list) else [data["train"]]
@@ -584,8 +584,8 @@ def epochs_for_budget(epochs: int, base_images: int, images: int, budget: str = 
 
 def score_detections(detections: Sequence[Detections], answer: str | Path | pd.DataFrame) -> dict[str, float]:
     """Contest mAP of detections against an answer file: mAP@0.5, mAP@0.75 (the contest's) and mAP@0.5:0.95."""
-    from livestock.metrics import COCO_IOU_THRESHOLDS, map_at_thresholds
-    from livestock.submission import detections_to_submission
+    from livestock.evaluation.metrics import COCO_IOU_THRESHOLDS, map_at_thresholds
+    from livestock.evaluation.submission import detections_to_submission
 
     if not isinstance(answer, pd.DataFrame):
         if not Path(answer).is_file():
@@ -608,8 +608,8 @@ def compare_training_sets(data_yamls: Mapping[str, str | Path], test_images: Seq
     images against ``answer`` with the contest metric. Returns one row per set: set, train_images, epochs,
     images_seen, val mAP@0.5 (YOLOv5's, on the set's own validation list), test mAP@0.5 / @0.75 / @0.5:0.95,
     weights."""
-    from livestock.engine import DEFAULT_HYP, train
-    from livestock.predict import detect
+    from livestock.model.yolov5_engine import DEFAULT_HYP, train
+    from livestock.evaluation.detect import detect
 
     if not data_yamls:
         raise ValueError("no dataset to train on")

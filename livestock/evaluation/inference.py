@@ -1,7 +1,7 @@
 """The last stage: detect on the test images at the chosen NMS setting, write the contest ``answer.csv``,
 validate it, and score it when ground truth exists (the synthetic set has it; the real test set does not).
 
-Detection goes through :mod:`livestock.predict`, so an exported ``.onnx`` model (``livestock export``) is
+Detection goes through :mod:`livestock.evaluation.detect`, so an exported ``.onnx`` model (``livestock export``) is
 judged by the same code and the same contest metric as its PyTorch checkpoint.
 """
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Sequence
 
 import pandas as pd
 
-from livestock.metrics import CONTEST_IOU, per_class_table
-from livestock.predict import detect
+from livestock.evaluation.metrics import CONTEST_IOU, per_class_table
+from livestock.evaluation.detect import detect
 from livestock.records import ImageRecord, atomic_write_text
-from livestock.submission import read_answer, submission_summary, validate_submission, write_submission
+from livestock.evaluation.submission import read_answer, submission_summary, validate_submission, write_submission
 
 
 def write_answer(weights: str | os.PathLike, images: Sequence[ImageRecord] | str | os.PathLike,

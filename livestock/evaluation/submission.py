@@ -39,8 +39,8 @@ from typing import Iterable, Mapping, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from livestock.metrics import ANSWER_COLUMNS
-from livestock.metrics import PREDICTION_COLUMNS as SUBMISSION_COLUMNS
+from livestock.evaluation.metrics import ANSWER_COLUMNS
+from livestock.evaluation.metrics import PREDICTION_COLUMNS as SUBMISSION_COLUMNS
 from livestock.records import CLASS_NAMES, Detections, ImageRecord, atomic_write_csv
 
 DETECTION_COLUMNS: tuple[str, ...] = ("image_id", "width", "height", "label", "conf", "x1", "y1", "x2", "y2")
