@@ -14,6 +14,7 @@ from livestock.evaluation import detect as predict
 from livestock.evaluation.detect import (Candidates, GridStats, collect_candidates, detect, detections_for_setting,
                                grid_detections, nms_from_candidates)
 from livestock.evaluation.submission import detections_to_submission, load_detections
+from livestock.model.yolov5_engine import Yolov5Detector, head_rows_to_candidates
 
 IMGSZ = 256
 
@@ -75,10 +76,10 @@ def test_candidates_are_plentiful_and_overlapping(setup):
     """Guard on the fixture itself: the equality above is only worth something with many overlapping boxes."""
     *_, raw, cache = setup
     for c in cache:
-        conf = (c.rows[:, 5:] * c.rows[:, 4:5]).max(1)
+        conf = c.confidences()
         assert len(c) > 1000 and (conf > 0.001).sum() > 200 and (conf > 0.1).sum() > 3
     nms_kept = sum(len(d) for _, d in yolov5_detections(raw, 0.001, 0.9))
-    assert nms_kept < sum(int(((c.rows[:, 5:] * c.rows[:, 4:5]).max(1) > 0.001).sum()) for c in cache)
+    assert nms_kept < sum(int((c.confidences() > 0.001).sum()) for c in cache)
 
 
 # ---------------------------------------------------------------- equality on built head outputs: caps and ties
@@ -104,7 +105,7 @@ def _built_prediction(n: int, seed: int, levels: int | None = None):
 
 
 def _candidates_from(pred, floor=1e-4, size=(1280, 720)) -> Candidates:
-    return Candidates("built.jpg", size[0], size[1], (640, 640), predict._filter_rows(pred[0], floor), floor)
+    return Candidates("built.jpg", size[0], size[1], (640, 640), *head_rows_to_candidates(pred[0], floor), floor)
 
 
 def _reference(pred, conf, iou, size=(1280, 720), **kw):
@@ -118,7 +119,7 @@ def test_caps_and_ties_equal_yolov5(case):
                              levels=None if case == "max_nms_binds" else 50)
     cands = _candidates_from(pred)
     if case == "max_nms_binds":
-        assert ((cands.rows[:, 4] > 1e-4) & ((cands.rows[:, 5:] * cands.rows[:, 4:5]).max(1) > 1e-4)).sum() > 30000
+        assert ((cands.objectness > 1e-4) & (cands.confidences() > 1e-4)).sum() > 30000
     if case == "max_nms_binds":  # NMS over 30000 boxes: a few settings suffice
         settings, max_dets = [(0.0001, 0.45), (0.0001, 0.7), (0.001, 0.45), (0.3, 0.7)], (300,)
     else:
@@ -140,7 +141,7 @@ def test_confidence_filter_is_a_prefix_when_nothing_ties():
     """Without ties, all settings share one NMS per IoU (no setting needs its own)."""
     pred = _built_prediction(3000, seed=2)
     cands = _candidates_from(pred)
-    conf = (cands.rows[:, 5:] * cands.rows[:, 4:5]).max(1)
+    conf = cands.confidences()
     assert len(np.unique(conf)) == len(conf)
     stats = GridStats()
     settings = [(c, t) for t in (0.3, 0.5, 0.7) for c in (0.0001, 0.0003, 0.001, 0.01)]
@@ -161,21 +162,21 @@ def test_setting_below_the_floor_is_refused(setup):
 
 
 class _CountingRaw:
-    """Wraps ``_Detector.raw`` to count the images that went through the network."""
+    """Wraps ``Yolov5Detector.candidates`` to count the images that went through the network."""
 
     def __init__(self, monkeypatch):
         self.images = 0
-        original = predict._Detector.raw
+        original = Yolov5Detector.candidates
 
-        def raw(det, batch):
+        def candidates(det, batch, conf_floor):
             self.images += len(batch)
-            return original(det, batch)
+            return original(det, batch, conf_floor)
 
-        monkeypatch.setattr(predict._Detector, "raw", raw)
+        monkeypatch.setattr(Yolov5Detector, "candidates", candidates)
 
 
 def _rows(cache):
-    return [c.rows for c in cache]
+    return [np.concatenate([c.boxes, c.scores, c.objectness[:, None]], 1) for c in cache]
 
 
 def test_cache_resumes_and_skips_the_network(setup, tmp_path, monkeypatch):
@@ -194,7 +195,7 @@ def test_cache_resumes_and_skips_the_network(setup, tmp_path, monkeypatch):
     for a, b in zip(_rows(first), _rows(fresh)):
         np.testing.assert_array_equal(a, b)
     # everything cached: the model is not even loaded
-    monkeypatch.setattr(predict._Detector, "__init__", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(Yolov5Detector, "__init__", lambda *a, **k: pytest.fail("model loaded"))
     cached = collect_candidates(weights, records, IMGSZ, cache_dir=tmp_path, progress=False)
     assert [c.image_id for c in cached] == [r.image_id for r in records]
     by_id = {d.image_id: d for d in detections_for_setting(cached, 0.001, 0.68)}
@@ -242,7 +243,7 @@ def test_stale_cache_is_never_used(setup, tmp_path, monkeypatch):
     assert counter.images == 3
     for a, b in zip(_rows(again)[:2], _rows(uncached)[:2]):
         np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(again[2].rows, uncached[2].rows)
+    assert not np.array_equal(_rows(again)[2], _rows(uncached)[2])
 
     # a different image size or floor is a different key as well
     assert predict.cache_folder(tmp_path, weights, 320, 1e-4) != predict.cache_folder(tmp_path, weights, 256, 1e-4)
@@ -257,8 +258,9 @@ def test_batched_run_groups_images_of_one_shape(setup, tmp_path, monkeypatch):
         shutil.copyfile(r.image_path, twin)
         sources += [Path(r.image_path), twin]
     batches = []
-    original = predict._Detector.raw
-    monkeypatch.setattr(predict._Detector, "raw", lambda det, b: batches.append(b.shape) or original(det, b))
+    original = Yolov5Detector.candidates
+    monkeypatch.setattr(Yolov5Detector, "candidates",
+                        lambda det, b, floor: batches.append(b.shape) or original(det, b, floor))
     batched = collect_candidates(weights, sources, IMGSZ, batch=4, progress=False)
     assert [b[0] for b in batches] == [2, 2]  # a shape change closes the batch
     assert [c.image_id for c in batched] == [s.name for s in sources]
@@ -270,7 +272,7 @@ def test_batched_run_groups_images_of_one_shape(setup, tmp_path, monkeypatch):
         # batched convolutions round a little differently from single ones, even for two equal images
         for c in (a, b):
             assert abs(len(c) - len(ref)) <= 0.01 * len(ref)
-            np.testing.assert_allclose(np.sort(c.rows[:, 4])[-50:], np.sort(ref.rows[:, 4])[-50:], rtol=1e-4)
+            np.testing.assert_allclose(np.sort(c.objectness)[-50:], np.sort(ref.objectness)[-50:], rtol=1e-4)
 
 
 # ---------------------------------------------------------------- detect() and the CLI

@@ -258,3 +258,10 @@ def cli_split(args: argparse.Namespace) -> int:
         print("label shares (%) per fold:")
         print(stratification_report(manifest).to_string())
     return 0
+
+
+def pick_evenly(items: Sequence, n: int) -> list:
+    """``n`` items spread evenly over ``items`` (all of them when there are fewer), for reproducible subsets."""
+    if n >= len(items):
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]

@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from livestock import paths
-from livestock.data.aihub import read_aihub
+from livestock.data.aihub import class_from_path, read_aihub
 from livestock.records import CLASS_NAMES, ImageRecord, atomic_write_csv, atomic_write_text, save_records
 
 LABEL_DECIMALS = 6
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # image files a dataset may hold
 
 
 # ---------------------------------------------------------------- coordinates
@@ -239,3 +240,95 @@ def cli_prepare(args: argparse.Namespace) -> int:
     print(f"wrote {len(res.records)} records to {res.out_dir} (report: {res.report_path}"
           + (f", data.yaml: {res.data_yaml})" if res.data_yaml else ")"))
     return 0
+
+
+# ---------------------------------------------------------------- dataset yaml files
+
+
+def load_data_yaml(data_yaml: str | os.PathLike) -> tuple[dict, bool]:
+    """A YOLOv5 dataset file with every ``train``/``val``/``test`` entry made absolute, and whether YOLOv5 would
+    read the file differently. Relative entries resolve against ``path``, and a missing or relative ``path``
+    against the yaml's own folder, where YOLOv5 would take its own package folder."""
+    import yaml
+
+    data_yaml = Path(data_yaml)
+    if not data_yaml.is_file():
+        raise FileNotFoundError(f"{data_yaml}: dataset yaml not found (run `livestock split` or `livestock prepare`)")
+    try:
+        data = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"{data_yaml}: not valid YAML: {e}") from e
+    if not isinstance(data, dict) or any(k not in data for k in ("train", "val", "names")):
+        raise ValueError(f"{data_yaml}: a YOLOv5 dataset yaml needs 'train', 'val' and 'names'")
+    root = Path(data.get("path") or ".")
+    root_is_ours = not root.is_absolute()
+    if root_is_ours:
+        root = (data_yaml.parent / root).resolve()
+    data["path"] = str(root)
+    changed = False
+
+    def absolute(entry: str) -> str:
+        p = Path(entry)
+        return str(p if p.is_absolute() else (root / p).resolve())
+
+    for key in ("train", "val", "test"):
+        entry = data.get(key)
+        if not entry:
+            continue
+        new = absolute(entry) if isinstance(entry, str) else [absolute(e) for e in entry]
+        changed |= root_is_ours and new != entry
+        data[key] = new
+        for p in [new] if isinstance(new, str) else new:
+            if not Path(p).exists():
+                raise FileNotFoundError(f"{data_yaml}: {key} entry {p} does not exist")
+    return data, changed
+
+
+def yaml_class_names(data: dict) -> dict[int, str]:
+    """Class id -> name of a dataset yaml's ``names`` (a list or a mapping)."""
+    names = data["names"]
+    return dict(enumerate(names)) if isinstance(names, (list, tuple)) else {int(k): str(v) for k, v in names.items()}
+
+
+def split_image_paths(data_yaml: str | os.PathLike, split: str = "val") -> list[Path]:
+    """The image files of one split of a dataset yaml (folders searched recursively, list files read line by
+    line relative to their folder), in the order YOLOv5 reads them."""
+    data, _ = load_data_yaml(data_yaml)
+    if not data.get(split):
+        raise ValueError(f"{data_yaml}: no {split!r} entry")
+    out: list[Path] = []
+    for item in [data[split]] if isinstance(data[split], str) else data[split]:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            for line in p.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    f = Path(line.strip())
+                    out.append(f if f.is_absolute() else (p.parent / line.strip().removeprefix("./")).resolve())
+    return out
+
+
+def split_records(data_yaml: str | os.PathLike, split: str = "val") -> list[ImageRecord]:
+    """The labelled images of one split of a dataset yaml as records: boxes from their YOLO label files (none
+    when a label file is missing), size from the image header, class from the labels (each image holds one
+    class in this contest) or, for an image without boxes, from its file name."""
+    from PIL import Image
+
+
+    data, _ = load_data_yaml(data_yaml)
+    names = yaml_class_names(data)
+    records = []
+    for image in split_image_paths(data_yaml, split):
+        with Image.open(image) as im:
+            width, height = im.size
+        label_file = label_path_for(image)
+        class_ids, yolo = read_label_file(label_file) if label_file.is_file() else (np.zeros(0), np.zeros((0, 4)))
+        classes = {names[int(c)] for c in class_ids}
+        if len(classes) > 1:
+            raise ValueError(f"{label_file}: boxes of several classes {sorted(classes)} in one image")
+        label = classes.pop() if classes else class_from_path([image.name])[0]
+        if label is None:
+            continue  # no boxes and no class in its name: nothing to score it by
+        records.append(ImageRecord(image.name, str(image), width, height, label, yolo_to_pixel(yolo, width, height)))
+    return records

@@ -50,6 +50,8 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
+from livestock.data.yolo_format import IMAGE_SUFFIXES
+from livestock.model.engine import Candidates, engine_of_weights, get_engine, parse_device
 from livestock.records import CLASS_NAMES, Detections, ImageRecord, atomic_write_bytes, load_records
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,37 +65,13 @@ DEFAULT_CONF_FLOOR = 1e-4  # the loosest confidence the cache can serve
 # Fixed settings inside yolov5.utils.general.non_max_suppression (7.0.x); local variables there, so restated here.
 MAX_NMS = 30000
 MAX_WH = 7680
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 WEIGHT_SUFFIXES = (".pt", ".onnx")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: boxes / scores / objectness arrays (engine-neutral)
 
 ImageSource = Union[str, Path, ImageRecord]
 
 
 # ---------------------------------------------------------------- containers
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """The raw head output of one image above the confidence floor.
-
-    ``rows``: ``(n, 5 + nc)`` float32, in the head's anchor order: centre x, centre y, width, height (pixels of
-    the letterboxed network input of shape ``input_shape`` = (height, width)), objectness, class probabilities.
-    ``width`` / ``height``: the original image, where the detections are reported."""
-
-    image_id: str
-    width: int
-    height: int
-    input_shape: tuple[int, int]
-    rows: np.ndarray
-    conf_floor: float
-
-    @property
-    def n_classes(self) -> int:
-        return int(self.rows.shape[1]) - 5
-
-    def __len__(self) -> int:
-        return int(self.rows.shape[0])
 
 
 @dataclass(frozen=True)
@@ -195,90 +173,6 @@ def _check_weights(weights: str | Path) -> Path:
     return path.resolve()  # absolute: YOLOv5 would otherwise take a bare name for a Hugging Face repository
 
 
-def select_device(device: str = "auto") -> "torch.device":
-    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or a bare GPU index ``N``."""
-    import torch
-
-    device = (device or "auto").strip().lower()
-    if device == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    if device.isdigit():
-        device = f"cuda:{device}"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or N") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
-    return dev
-
-
-class _Detector:
-    """A YOLOv5 model behind ``DetectMultiBackend`` (PyTorch ``.pt`` or ONNX Runtime ``.onnx``) with the
-    letterbox settings ``detect.py`` would use for it."""
-
-    def __init__(self, weights: Path, imgsz: int, device: str) -> None:
-        from livestock.model.yolov5_engine import ensure_yolov5
-
-        ensure_yolov5()
-        import torch
-        from yolov5.models.common import DetectMultiBackend
-        from yolov5.utils.general import check_img_size
-
-        self.device = select_device(device)
-        if weights.suffix.lower() == ".onnx":
-            from livestock.deploy.export import load_onnx
-
-            load_onnx(weights)  # a truncated or foreign file: an error naming it, before ONNX Runtime's own
-        self.model = DetectMultiBackend(str(weights), device=self.device, fp16=False)
-        if self.model.onnx:
-            # An FP16 export wants FP16 input; DetectMultiBackend casts the input when its fp16 flag is set.
-            self.model.fp16 = self.model.session.get_inputs()[0].type == "tensor(float16)"
-        self.stride = int(self.model.stride)
-        self.pt = bool(self.model.pt)
-        names = self.model.names
-        self.n_classes = len(names)
-        if self.n_classes != len(CLASS_NAMES):
-            raise ValueError(f"{weights}: the model predicts {self.n_classes} classes, expected {len(CLASS_NAMES)} "
-                             f"{CLASS_NAMES}")
-        self.max_batch: int | None = None
-        if self.pt:
-            self.imgsz: tuple[int, int] = tuple(check_img_size([imgsz, imgsz], s=self.stride))  # type: ignore
-            self.auto = True  # minimal rectangle, as detect.py does for PyTorch weights
-        else:
-            shape = self.model.session.get_inputs()[0].shape  # [batch, 3, height, width], ints when fixed
-            b, h, w = shape[0], shape[2], shape[3]
-            self.max_batch = b if isinstance(b, int) else None
-            if isinstance(h, int) and isinstance(w, int):
-                if (h, w) != (imgsz, imgsz):
-                    raise ValueError(f"{weights}: exported for input {w}x{h}, asked for --imgsz {imgsz}")
-                self.imgsz = (h, w)
-            else:
-                self.imgsz = tuple(check_img_size([imgsz, imgsz], s=self.stride))  # type: ignore
-            self.auto = False  # fixed-shape input, as detect.py does for exported models
-        self._torch = torch
-
-    def letterbox(self, im: np.ndarray) -> np.ndarray:
-        from yolov5.utils.augmentations import letterbox
-
-        out = letterbox(im, self.imgsz, stride=self.stride, auto=self.auto)[0]
-        return np.ascontiguousarray(out.transpose((2, 0, 1))[::-1])  # HWC BGR -> CHW RGB
-
-    def raw(self, batch: np.ndarray) -> "torch.Tensor":
-        """Head output ``(b, anchors, 5 + nc)`` in float32 on the CPU, for uint8 CHW input ``(b, 3, h, w)``."""
-        torch = self._torch
-        with torch.inference_mode():
-            im = torch.from_numpy(batch).to(self.model.device)
-            im = im.half() if self.model.fp16 else im.float()
-            im /= 255
-            pred = self.model(im)
-        if isinstance(pred, (list, tuple)):
-            pred = pred[0]
-        if pred.shape[-1] != 5 + self.n_classes:
-            raise ValueError(f"unexpected head output of shape {tuple(pred.shape)} (a segmentation model?)")
-        return pred.float().cpu()
-
-
 # ---------------------------------------------------------------- the cache
 
 
@@ -294,12 +188,17 @@ def _cache_key(sha: str, imgsz: int, conf_floor: float) -> str:
 
 
 def save_candidates(cands: Candidates, path: str | Path, key: str = "", image_sha256: str = "") -> Path:
-    """One image's candidates as ``.npz`` (rows + a JSON header), written atomically."""
+    """One image's candidates as ``.npz`` (boxes, scores, objectness + a JSON header), written atomically."""
     meta = {"format": CACHE_FORMAT, "key": key, "image_sha256": image_sha256, "image_id": cands.image_id,
             "width": cands.width, "height": cands.height, "input_shape": list(cands.input_shape),
-            "conf_floor": cands.conf_floor}
+            "conf_floor": cands.conf_floor, "end_to_end": cands.end_to_end,
+            "has_objectness": cands.objectness is not None}
+    arrays = {"boxes": np.ascontiguousarray(cands.boxes, dtype=np.float32),
+              "scores": np.ascontiguousarray(cands.scores, dtype=np.float32)}
+    if cands.objectness is not None:
+        arrays["objectness"] = np.ascontiguousarray(cands.objectness, dtype=np.float32)
     buf = io.BytesIO()
-    np.savez(buf, rows=np.ascontiguousarray(cands.rows, dtype=np.float32), meta=np.array(json.dumps(meta)))
+    np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
     return atomic_write_bytes(path, buf.getvalue())
 
 
@@ -309,24 +208,25 @@ def load_candidates(path: str | Path) -> tuple[Candidates, dict]:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            rows = np.asarray(z["rows"], dtype=np.float32)
-        cands = Candidates(meta["image_id"], int(meta["width"]), int(meta["height"]),
-                           (int(meta["input_shape"][0]), int(meta["input_shape"][1])), rows,
-                           float(meta["conf_floor"]))
+            if meta.get("format") != CACHE_FORMAT:
+                raise ValueError(f"cache format {meta.get('format')}, expected {CACHE_FORMAT}")
+            obj = np.asarray(z["objectness"], dtype=np.float32) if meta["has_objectness"] else None
+            cands = Candidates(meta["image_id"], int(meta["width"]), int(meta["height"]),
+                               (int(meta["input_shape"][0]), int(meta["input_shape"][1])),
+                               np.asarray(z["boxes"], dtype=np.float32), np.asarray(z["scores"], dtype=np.float32),
+                               obj, float(meta["conf_floor"]), bool(meta["end_to_end"]))
     except FileNotFoundError:
         raise
     except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path}: not a readable candidate file ({e})") from e
-    if rows.ndim != 2 or rows.shape[1] < 6:
-        raise ValueError(f"{path}: candidate rows have shape {rows.shape}, expected (n, 5 + classes)")
     return cands, meta
 
 
-def _filter_rows(pred: "torch.Tensor", conf_floor: float) -> np.ndarray:
-    # Same float32 arithmetic and comparisons as non_max_suppression: obj > floor, then obj * cls > floor.
-    obj = pred[:, 4]
-    best = (pred[:, 5:] * pred[:, 4:5]).max(1).values
-    return pred[(obj > conf_floor) & (best > conf_floor)].numpy().astype(np.float32, copy=True)
+def load_detector(weights: str | Path, imgsz: int, device: str = "auto"):
+    """The detector of the engine that wrote ``weights`` (a checkpoint or an ONNX export) on ``device``."""
+    path = _check_weights(weights)
+    engine = get_engine(engine_of_weights(path))
+    return engine.load_detector(path, imgsz, parse_device(device).torch(), len(CLASS_NAMES))
 
 
 def collect_candidates(weights: str | Path, images: str | Path | Sequence[ImageSource], imgsz: int = DEFAULT_IMGSZ,
@@ -352,16 +252,16 @@ def collect_candidates(weights: str | Path, images: str | Path | Sequence[ImageS
     folder = cache_folder(cache_dir, wpath, imgsz, conf_floor, sha) if cache_dir is not None else None
 
     results: list[Candidates | None] = [None] * len(items)
-    detector: _Detector | None = None
+    detector = None
     pending: list[tuple[int, tuple[int, int], str, np.ndarray]] = []  # (index, (h0, w0), image sha, CHW input)
 
     def flush() -> None:
         if not pending:
             return
-        pred = detector.raw(np.stack([p[3] for p in pending]))  # type: ignore[union-attr]
-        for k, (i, (h0, w0), img_sha, chw) in enumerate(pending):
-            cands = Candidates(items[i].image_id, w0, h0, (int(chw.shape[1]), int(chw.shape[2])),
-                               _filter_rows(pred[k], conf_floor), float(conf_floor))
+        found = detector.candidates(np.stack([p[3] for p in pending]), conf_floor)
+        for (i, (h0, w0), img_sha, chw), (boxes, scores, obj, end_to_end) in zip(pending, found):
+            cands = Candidates(items[i].image_id, w0, h0, (int(chw.shape[1]), int(chw.shape[2])), boxes, scores,
+                               obj, float(conf_floor), end_to_end)
             if folder is not None:
                 save_candidates(cands, folder / f"{cands.image_id}.npz", key, img_sha)
             results[i] = cands
@@ -378,7 +278,7 @@ def collect_candidates(weights: str | Path, images: str | Path | Sequence[ImageS
                 bar.set_postfix(cached=n_cached, refresh=False)  # shown with the next update, not one line per hit
                 continue
         if detector is None:
-            detector = _Detector(wpath, imgsz, device)
+            detector = load_detector(wpath, imgsz, device)
         im0, img_sha = _read_image(item)
         chw = detector.letterbox(im0)
         limit = min(batch, detector.max_batch or batch)
@@ -421,44 +321,65 @@ def _check_setting(cands: Candidates, conf: float, iou: float) -> None:
 
 
 def _candidate_matrix(cands: Candidates, multi_label: bool) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """YOLOv5's detections matrix ``(m, 6)`` [x1, y1, x2, y2, conf, cls] over all cached rows, in the row order
-    non_max_suppression builds it (anchor order; multi-label: (anchor, class) row-major), and each row's
-    objectness. At a setting ``conf`` YOLOv5 works on the rows with ``obj > conf`` and ``conf > conf``, in
-    this order."""
+    """The detections matrix ``(m, 6)`` [x1, y1, x2, y2, conf, cls] over all cached rows, in the row order
+    YOLOv5's ``non_max_suppression`` builds it (anchor order; multi-label: (anchor, class) row-major), and each
+    row's objectness (1 for heads without one). At a setting ``conf`` NMS works on the rows with
+    ``obj > conf`` and ``conf > conf``, in this order."""
     import torch
-    from yolov5.utils.general import xywh2xyxy
 
-    x = torch.from_numpy(np.ascontiguousarray(cands.rows, dtype=np.float32)).clone()
-    nc = x.shape[1] - 5
-    obj = x[:, 4].clone()
-    x[:, 5:] *= x[:, 4:5]  # conf = obj_conf * cls_conf
-    box = xywh2xyxy(x[:, :4])
-    if multi_label and nc > 1:
-        i, j = (x[:, 5:] > cands.conf_floor).nonzero(as_tuple=False).T
-        return torch.cat((box[i], x[i, 5 + j, None], j[:, None].float()), 1), obj[i]
-    conf, j = x[:, 5:].max(1, keepdim=True)
+    scores = torch.from_numpy(np.ascontiguousarray(cands.scores, dtype=np.float32))
+    if cands.objectness is None:
+        obj = torch.ones(len(cands), dtype=torch.float32)
+    else:
+        obj = torch.from_numpy(np.ascontiguousarray(cands.objectness, dtype=np.float32))
+        scores = scores * obj[:, None]  # conf = obj_conf * cls_conf, the same float32 product YOLOv5 takes
+    box = torch.from_numpy(np.ascontiguousarray(cands.boxes, dtype=np.float32))
+    if multi_label and scores.shape[1] > 1 and not cands.end_to_end:
+        i, j = (scores > cands.conf_floor).nonzero(as_tuple=False).T
+        return torch.cat((box[i], scores[i, j, None], j[:, None].float()), 1), obj[i]
+    conf, j = scores.max(1, keepdim=True)
     return torch.cat((box, conf, j.float()), 1), obj
 
 
-def _yolov5_order(mat: "torch.Tensor", obj: "torch.Tensor", conf: float) -> "torch.Tensor":
-    """Indices into ``mat`` of the rows YOLOv5 passes to NMS at ``conf``, in its order: the rows it keeps,
-    sorted with its own (unstable) ``argsort(descending=True)`` on the very same values, cut at ``max_nms``."""
+def _nms_order(mat: "torch.Tensor", obj: "torch.Tensor", conf: float, end_to_end: bool) -> "torch.Tensor":
+    """Indices into ``mat`` of the rows NMS sees at ``conf``, in YOLOv5's order: the rows it keeps, sorted with
+    its own (unstable) ``argsort(descending=True)`` on the very same values, cut at ``max_nms``. An end-to-end
+    head's rows keep the head's own order (it already ranked them)."""
     sel = ((obj > conf) & (mat[:, 4] > conf)).nonzero(as_tuple=False).view(-1)
+    if end_to_end:
+        return sel
     x = mat[sel]
     return sel[x[:, 4].argsort(descending=True)[:MAX_NMS]]
 
 
-def _nms(rows: "torch.Tensor", iou: float, agnostic: bool) -> "torch.Tensor":
+def _nms(rows: "torch.Tensor", iou: float, agnostic: bool, end_to_end: bool) -> "torch.Tensor":
+    import torch
     import torchvision
 
+    if end_to_end:  # NMS-free head: its rows are already one per object
+        return torch.arange(len(rows))
     c = rows[:, 5:6] * (0 if agnostic else MAX_WH)  # class offset: batched NMS as YOLOv5 does it
     return torchvision.ops.nms(rows[:, :4] + c, rows[:, 4], iou)
 
 
-def _to_detections(cands: Candidates, rows: "torch.Tensor") -> Detections:
-    from yolov5.utils.general import scale_boxes
+def scale_boxes_to_image(input_shape: tuple[int, int], boxes: "torch.Tensor", image_hw: tuple[int, int]
+                         ) -> "torch.Tensor":
+    """Corner boxes in letterboxed-input pixels -> pixels of the original image, clipped to it (the same float
+    operations as YOLOv5's ``scale_boxes``, so detections match its ``detect.py`` exactly)."""
+    gain = min(input_shape[0] / image_hw[0], input_shape[1] / image_hw[1])
+    pad = (input_shape[1] - image_hw[1] * gain) / 2, (input_shape[0] - image_hw[0] * gain) / 2
+    boxes[..., [0, 2]] -= pad[0]
+    boxes[..., [1, 3]] -= pad[1]
+    boxes[..., :4] /= gain
+    boxes[..., 0].clamp_(0, image_hw[1])
+    boxes[..., 1].clamp_(0, image_hw[0])
+    boxes[..., 2].clamp_(0, image_hw[1])
+    boxes[..., 3].clamp_(0, image_hw[0])
+    return boxes
 
-    boxes = scale_boxes(cands.input_shape, rows[:, :4].clone(), (cands.height, cands.width))
+
+def _to_detections(cands: Candidates, rows: "torch.Tensor") -> Detections:
+    boxes = scale_boxes_to_image(cands.input_shape, rows[:, :4].clone(), (cands.height, cands.width))
     return Detections(cands.image_id, cands.width, cands.height, boxes.double().numpy(),
                       rows[:, 4].double().numpy(), rows[:, 5].long().numpy())
 
@@ -468,13 +389,10 @@ def nms_from_candidates(cands: Candidates, conf: float = DEFAULT_CONF, iou: floa
                         ) -> Detections:
     """The detections YOLOv5's ``non_max_suppression(pred, conf, iou, agnostic=..., multi_label=...,
     max_det=...)`` gives for this image, scaled back to the original image (pixel corners, clipped)."""
-    from livestock.model.yolov5_engine import ensure_yolov5
-
-    ensure_yolov5()
     _check_setting(cands, conf, iou)
     mat, obj = _candidate_matrix(cands, multi_label)
-    x = mat[_yolov5_order(mat, obj, conf)]
-    keep = _nms(x, iou, agnostic)[:max_det]
+    x = mat[_nms_order(mat, obj, conf, cands.end_to_end)]
+    keep = _nms(x, iou, agnostic, cands.end_to_end)[:max_det]
     return _to_detections(cands, x[keep])
 
 
@@ -495,13 +413,15 @@ class _GridImage:
 
         self.cands = cands
         mat, obj = _candidate_matrix(cands, multi_label)
-        order = torch.sort(mat[:, 4], descending=True, stable=True)[1][:MAX_NMS]
+        self.end_to_end = cands.end_to_end
+        order = (torch.arange(len(mat)) if cands.end_to_end
+                 else torch.sort(mat[:, 4], descending=True, stable=True)[1][:MAX_NMS])
         self.sorted = mat[order]
         self.prefix: dict[float, int] = {}
         self.own_order: dict[float, torch.Tensor] = {}  # conf -> rows in YOLOv5's order, where not the prefix
         for c in confs:
             _check_setting(cands, c, 0.0)
-            yolo = _yolov5_order(mat, obj, c)
+            yolo = _nms_order(mat, obj, c, cands.end_to_end)
             if torch.equal(yolo, order[: len(yolo)]):
                 self.prefix[c] = len(yolo)
             else:
@@ -509,14 +429,14 @@ class _GridImage:
 
     def detections(self, confs: Sequence[float], iou: float, max_det: int, agnostic: bool) -> list[Detections]:
         out = []
-        keep = _nms(self.sorted, iou, agnostic) if any(c in self.prefix for c in confs) else None
+        keep = _nms(self.sorted, iou, agnostic, self.end_to_end) if any(c in self.prefix for c in confs) else None
         for c in confs:
             if c in self.prefix:
                 k = keep[keep < self.prefix[c]][:max_det]  # type: ignore[index]
                 rows = self.sorted[k]
             else:
                 x = self.own_order[c]
-                rows = x[_nms(x, iou, agnostic)[:max_det]]
+                rows = x[_nms(x, iou, agnostic, self.end_to_end)[:max_det]]
             out.append(_to_detections(self.cands, rows))
         return out
 
@@ -539,10 +459,8 @@ def grid_detections(cache: Sequence[Candidates], settings: Iterable[tuple[float,
     """Yield ``(conf, iou, detections of every image)`` for each ``(conf, iou)`` setting, each equal to
     :func:`detections_for_setting` at that setting, with one NMS per image and IoU value (see module docstring).
     Settings are grouped by IoU (in order of first appearance), confidences in the order given."""
-    from livestock.model.yolov5_engine import ensure_yolov5
     from tqdm.auto import tqdm
 
-    ensure_yolov5()
     by_iou: dict[float, list[float]] = {}
     for conf, iou in settings:
         conf, iou = float(conf), float(iou)

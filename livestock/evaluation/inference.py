@@ -13,10 +13,13 @@ from typing import Sequence
 
 import pandas as pd
 
-from livestock.evaluation.metrics import CONTEST_IOU, per_class_table
-from livestock.evaluation.detect import detect
+from livestock.data.yolo_format import split_records
+from livestock.evaluation.detect import DEFAULT_CONF, DEFAULT_IOU, detect
+from livestock.evaluation.metrics import CONTEST_IOU, mean_average_precision_for_boxes, per_class_table
+from livestock.data.split import pick_evenly
 from livestock.records import ImageRecord, atomic_write_text
-from livestock.evaluation.submission import read_answer, submission_summary, validate_submission, write_submission
+from livestock.evaluation.submission import (detections_to_submission, read_answer, records_to_answer,
+                                             submission_summary, validate_submission, write_submission)
 
 
 def write_answer(weights: str | os.PathLike, images: Sequence[ImageRecord] | str | os.PathLike,
@@ -65,3 +68,23 @@ def score_table(result: dict) -> pd.DataFrame:
     table.loc["all"] = {**means.to_dict(), "n_annotations": table["n_annotations"].sum(),
                         "n_predictions": table["n_predictions"].sum()}
     return table
+
+
+def split_map(weights: str | os.PathLike, data_yaml: str | os.PathLike, *, split: str = "val", imgsz: int,
+              conf: float = DEFAULT_CONF, iou: float = DEFAULT_IOU, device: str = "auto",
+              metric_iou: float = CONTEST_IOU, max_images: int | None = None,
+              cache_dir: str | os.PathLike | None = None, progress: bool = False) -> float:
+    """Contest mAP (at ``metric_iou``, 0.75) of ``weights`` on one split of a dataset yaml, through the very
+    path of the final score: detection -> NMS at ``conf`` / ``iou`` -> submission frame -> contest metric.
+    ``max_images`` scores that many images spread evenly over the split. 0.0 when nothing is detected."""
+    records = split_records(data_yaml, split)
+    if max_images:
+        records = pick_evenly(records, max_images)
+    answer = records_to_answer(records)
+    if answer.empty:
+        raise ValueError(f"{data_yaml}: the {split} split has no labelled boxes to score against")
+    detections = detect(weights, records, imgsz, conf, iou, device=device, cache_dir=cache_dir, progress=progress)
+    submission = detections_to_submission(detections)
+    if submission.empty:
+        return 0.0
+    return float(mean_average_precision_for_boxes(answer, submission, iou_threshold=metric_iou)[0])

@@ -172,91 +172,14 @@ def next_hyp(history: pd.DataFrame, base_hyp: Mapping[str, float], keys: Sequenc
 # ---------------------------------------------------------------- contest fitness
 
 
-def _split_images(entry: str | list[str]) -> list[Path]:
-    """Image files of a dataset split entry (a folder, a list file, or a list of either), as YOLOv5 reads them."""
-    from yolov5.utils.dataloaders import IMG_FORMATS
-
-    out: list[Path] = []
-    for item in [entry] if isinstance(entry, str) else entry:
-        p = Path(item)
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.suffix[1:].lower() in IMG_FORMATS)
-        elif p.is_file():
-            for line in p.read_text().splitlines():
-                line = line.strip()
-                if line:
-                    f = Path(line)
-                    out.append(f if f.is_absolute() else (p.parent / line.removeprefix("./")).resolve())
-        else:
-            raise FileNotFoundError(f"{p}: split entry not found")
-    return out
-
-
-def _yolo_rows_to_frame(rows: np.ndarray, image_id: str, names: Mapping[int, str], with_conf: bool) -> pd.DataFrame:
-    x, y, w, h = rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4]
-    frame = {"ImageID": image_id, "LabelName": [names[int(c)] for c in rows[:, 0]]}
-    if with_conf:
-        frame["Conf"] = rows[:, 5]
-    frame.update(XMin=x - w / 2, XMax=x + w / 2, YMin=y - h / 2, YMax=y + h / 2)
-    return pd.DataFrame(frame)
-
-
-def _read_rows(path: Path, n: int) -> np.ndarray:
-    if not path.is_file() or path.stat().st_size == 0:
-        return np.zeros((0, n))
-    return np.loadtxt(path, ndmin=2)[:, :n]
-
-
-def validation_frames(weights: str | os.PathLike, data_yaml: str | os.PathLike, imgsz: int = 640,
-                      conf: float = 0.001, iou: float = 0.6, device: str = "auto", batch_size: int = 32,
-                      workers: int = 8, work_dir: str | os.PathLike | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(answer, predictions) of a dataset's validation split in the contest's format (normalised corners;
-    predictions sorted by confidence within each image, the order the contest's scorer needs). Predictions come
-    from YOLOv5's validation with ``save_txt``; ground truth from the split's YOLO label files. Images are
-    identified by file name, so names must be unique within the split."""
-    import tempfile
-
-    from livestock.model.yolov5_engine import _names, ensure_yolov5
-
-    ensure_yolov5()
-    from yolov5.utils.dataloaders import img2label_paths
-
-    data, _ = load_data_yaml(data_yaml)
-    names = _names(data)
-    images = _split_images(data["val"])
-    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        table = validate(weights, data_yaml, imgsz=imgsz, conf=conf, iou=iou, device=device, batch_size=batch_size,
-                         workers=workers, project=tmp, name="val", exist_ok=True, plots=False, save_txt=True)
-        pred_dir = Path(table.attrs["save_dir"]) / "labels"
-        answers, preds = [], []
-        for image, label in zip(images, img2label_paths([str(p) for p in images])):
-            gt = _read_rows(Path(label), 5)
-            if len(gt):
-                answers.append(_yolo_rows_to_frame(gt, image.name, names, with_conf=False))
-            det = _read_rows(pred_dir / f"{image.stem}.txt", 6)
-            if len(det):
-                det = det[np.argsort(-det[:, 5], kind="stable")]
-                preds.append(_yolo_rows_to_frame(det, image.name, names, with_conf=True))
-    answer_cols = ["ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax"]
-    answer = pd.concat(answers, ignore_index=True) if answers else pd.DataFrame(columns=answer_cols)
-    pred = pd.concat(preds, ignore_index=True) if preds else pd.DataFrame(columns=answer_cols[:2] + ["Conf"] + answer_cols[2:])
-    return answer, pred
-
-
 def contest_fitness(weights: str | os.PathLike, data_yaml: str | os.PathLike, imgsz: int = 640,
-                    device: str = "auto", iou_threshold: float = CONTEST_IOU, conf: float = 0.001, iou: float = 0.6,
-                    batch_size: int = 32, workers: int = 8) -> float:
-    """The contest's metric (mAP at IoU ``iou_threshold``, 0.75, by :mod:`livestock.evaluation.metrics`) of ``weights`` on
-    the validation split of ``data_yaml``, predicting with NMS ``conf``/``iou``. 0.0 when nothing is predicted."""
-    from livestock.evaluation.metrics import mean_average_precision_for_boxes
+                    device: str = "auto", iou_threshold: float = CONTEST_IOU) -> float:
+    """The contest's metric (mAP at IoU ``iou_threshold``, 0.75) of ``weights`` on the validation split of
+    ``data_yaml``, by the same detection -> NMS -> metric path as the final score
+    (:func:`livestock.evaluation.inference.split_map`), so the best generation is the best by the reported number."""
+    from livestock.evaluation.inference import split_map
 
-    answer, pred = validation_frames(weights, data_yaml, imgsz=imgsz, conf=conf, iou=iou, device=device,
-                                     batch_size=batch_size, workers=workers)
-    if answer.empty:
-        raise ValueError(f"{data_yaml}: the validation split has no labelled boxes to score against")
-    if pred.empty:
-        return 0.0
-    return float(mean_average_precision_for_boxes(answer, pred, iou_threshold=iou_threshold)[0])
+    return split_map(weights, data_yaml, imgsz=imgsz, device=device, metric_iou=iou_threshold)
 
 
 # ---------------------------------------------------------------- the loop
@@ -416,8 +339,7 @@ def evolve(
         all_row = result.metrics.loc["all"]
         map75 = math.nan
         if fitness == "contest":
-            map75 = contest_fitness(result.best, data_yaml, imgsz=imgsz, device=device, batch_size=batch_size * 2,
-                                    workers=workers)
+            map75 = contest_fitness(result.best, data_yaml, imgsz=imgsz, device=device)
         score = map75 if fitness == "contest" else fitness_yolov5(result.metrics)
         row = {"generation": gen, "fitness": score, "P": all_row["P"], "R": all_row["R"],
                "mAP@0.5": all_row["mAP@0.5"], "mAP@0.5:0.95": all_row["mAP@0.5:0.95"], "mAP@0.75": map75,

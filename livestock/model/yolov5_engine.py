@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from livestock.data.yolo_format import load_data_yaml, yaml_class_names
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -305,45 +307,6 @@ def load_hyp(hyp: str | os.PathLike | dict) -> dict:
 # ================================================================ datasets
 
 
-def load_data_yaml(data_yaml: str | os.PathLike) -> tuple[dict, bool]:
-    """A YOLOv5 dataset file with every ``train``/``val``/``test`` entry made absolute, and whether YOLOv5 would
-    read the file differently. Relative entries resolve against ``path``, and a missing or relative ``path``
-    against the yaml's own folder, where YOLOv5 would take its own package folder."""
-    import yaml
-
-    data_yaml = Path(data_yaml)
-    if not data_yaml.is_file():
-        raise FileNotFoundError(f"{data_yaml}: dataset yaml not found (run `livestock split` or `livestock prepare`)")
-    try:
-        data = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ValueError(f"{data_yaml}: not valid YAML: {e}") from e
-    if not isinstance(data, dict) or any(k not in data for k in ("train", "val", "names")):
-        raise ValueError(f"{data_yaml}: a YOLOv5 dataset yaml needs 'train', 'val' and 'names'")
-    root = Path(data.get("path") or ".")
-    root_is_ours = not root.is_absolute()
-    if root_is_ours:
-        root = (data_yaml.parent / root).resolve()
-    data["path"] = str(root)
-    changed = False
-
-    def absolute(entry: str) -> str:
-        p = Path(entry)
-        return str(p if p.is_absolute() else (root / p).resolve())
-
-    for key in ("train", "val", "test"):
-        entry = data.get(key)
-        if not entry:
-            continue
-        new = absolute(entry) if isinstance(entry, str) else [absolute(e) for e in entry]
-        changed |= root_is_ours and new != entry
-        data[key] = new
-        for p in [new] if isinstance(new, str) else new:
-            if not Path(p).exists():
-                raise FileNotFoundError(f"{data_yaml}: {key} entry {p} does not exist")
-    return data, changed
-
-
 def _data_yaml_for_yolov5(data_yaml: str | os.PathLike, run_dir: Path) -> str:
     """The yaml path to hand to YOLOv5: the user's file when already absolute, else a resolved copy in the run."""
     import yaml
@@ -461,11 +424,6 @@ class _ValCapture:
         rows += [(self.names[c], self.images_with[c], self.instances[c], *per[c]) for c in self.names]
         df = pd.DataFrame(rows, columns=["class", *METRIC_COLUMNS]).set_index("class")
         return df.astype({"images": int, "instances": int})
-
-
-def _names(data: dict) -> dict[int, str]:
-    names = data["names"]
-    return dict(enumerate(names)) if isinstance(names, (list, tuple)) else {int(k): str(v) for k, v in names.items()}
 
 
 def fitness_yolov5(metrics: pd.DataFrame) -> float:
@@ -674,7 +632,7 @@ def train(
         cos_lr=not linear_lr, optimizer=optimizer, seed=int(seed), patience=int(patience), cache=cache,
         noplots=not plots, **options,
     )
-    capture = _ValCapture(_names(data))
+    capture = _ValCapture(yaml_class_names(data))
     # A fresh Callbacks object per run: YOLOv5's `run()` reuses one default instance, so every earlier run's
     # loggers would keep writing into their old folders (and slow down) when training several times in a process.
     with _yolov5_output(verbose), capture.active():
@@ -743,7 +701,7 @@ def validate(
 
     save_dir = _run_dir(project, name, exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
-    capture = _ValCapture(_names(data))
+    capture = _ValCapture(yaml_class_names(data))
     with _yolov5_output(verbose), capture.active():
         yolov5.val.run(
             data=_data_yaml_for_yolov5(data_yaml, save_dir), weights=str(weights.resolve()), batch_size=batch_size,
@@ -826,3 +784,93 @@ def cli_val(args: argparse.Namespace) -> int:
     print(table.round(4).to_string())
     print(f"saved to {table.attrs['save_dir']}")
     return 0
+
+
+# ================================================================ detection: raw candidates
+
+
+def head_rows_to_candidates(pred: "torch.Tensor", conf_floor: float) -> tuple:
+    """``(boxes, scores, objectness)`` of one image's head output ``(anchors, 5 + nc)`` above ``conf_floor``.
+
+    The filter is YOLOv5's own first step of ``non_max_suppression`` with the same float32 operations
+    (``obj > floor``, then ``obj * cls > floor``), and boxes go to corners with its ``xywh2xyxy``, so the NMS
+    replay on these arrays matches YOLOv5 bit for bit."""
+    ensure_yolov5()
+    from yolov5.utils.general import xywh2xyxy
+
+    obj = pred[:, 4]
+    best = (pred[:, 5:] * pred[:, 4:5]).max(1).values
+    kept = pred[(obj > conf_floor) & (best > conf_floor)]
+    boxes = xywh2xyxy(kept[:, :4])
+    return (boxes.numpy().astype("float32", copy=True), kept[:, 5:].numpy().astype("float32", copy=True),
+            kept[:, 4].numpy().astype("float32", copy=True))
+
+
+class Yolov5Detector:
+    """A YOLOv5 model behind ``DetectMultiBackend`` (PyTorch ``.pt`` or ONNX Runtime ``.onnx``) with the
+    letterbox settings YOLOv5's ``detect.py`` uses for it: a minimal rectangle for PyTorch weights, the fixed
+    exported shape for ONNX. Loading a ``.pt`` runs pickled code: only for files you trust."""
+
+    def __init__(self, weights: Path, imgsz: int, device: "torch.device", n_classes: int) -> None:
+        ensure_yolov5()
+        from yolov5.models.common import DetectMultiBackend
+        from yolov5.utils.general import check_img_size
+
+        if weights.suffix.lower() == ".onnx":
+            from livestock.deploy.export import load_onnx
+
+            load_onnx(weights)  # a truncated or foreign file: an error naming it, before ONNX Runtime's own
+        else:
+            load_checkpoint(weights)  # the same for a checkpoint: one line naming the file, not a traceback
+        self.model = DetectMultiBackend(str(weights), device=device, fp16=False)
+        if self.model.onnx:
+            # An FP16 export wants FP16 input; DetectMultiBackend casts the input when its fp16 flag is set.
+            self.model.fp16 = self.model.session.get_inputs()[0].type == "tensor(float16)"
+        self.stride = int(self.model.stride)
+        self.n_classes = len(self.model.names)
+        if self.n_classes != n_classes:
+            raise ValueError(f"{weights}: the model predicts {self.n_classes} classes, expected {n_classes}")
+        self.max_batch: int | None = None
+        if self.model.pt:
+            self.imgsz: tuple[int, int] = tuple(check_img_size([imgsz, imgsz], s=self.stride))  # type: ignore
+            self.auto = True
+        else:
+            shape = self.model.session.get_inputs()[0].shape  # [batch, 3, height, width], ints when fixed
+            b, h, w = shape[0], shape[2], shape[3]
+            self.max_batch = b if isinstance(b, int) else None
+            if isinstance(h, int) and isinstance(w, int):
+                if (h, w) != (imgsz, imgsz):
+                    raise ValueError(f"{weights}: exported for input {w}x{h}, asked for --imgsz {imgsz}")
+                self.imgsz = (h, w)
+            else:
+                self.imgsz = tuple(check_img_size([imgsz, imgsz], s=self.stride))  # type: ignore
+            self.auto = False
+
+    def letterbox(self, image_bgr: "np.ndarray") -> "np.ndarray":
+        """The network input of one BGR image: CHW RGB uint8, letterboxed as ``detect.py`` does."""
+        import numpy as np
+        from yolov5.utils.augmentations import letterbox
+
+        out = letterbox(image_bgr, self.imgsz, stride=self.stride, auto=self.auto)[0]
+        return np.ascontiguousarray(out.transpose((2, 0, 1))[::-1])  # HWC BGR -> CHW RGB
+
+    def candidates(self, batch: "np.ndarray", conf_floor: float) -> list[tuple]:
+        """Per image of a uint8 batch ``(b, 3, h, w)``: ``(boxes, scores, objectness, end_to_end=False)``."""
+        import torch
+
+        with torch.inference_mode():
+            im = torch.from_numpy(batch).to(self.model.device)
+            im = im.half() if self.model.fp16 else im.float()
+            im /= 255
+            pred = self.model(im)
+        if isinstance(pred, (list, tuple)):
+            pred = pred[0]
+        if pred.shape[-1] != 5 + self.n_classes:
+            raise ValueError(f"unexpected head output of shape {tuple(pred.shape)} (a segmentation model?)")
+        pred = pred.float().cpu()
+        return [(*head_rows_to_candidates(p, conf_floor), False) for p in pred]
+
+
+def load_detector(weights: Path, imgsz: int, device: "torch.device", n_classes: int) -> Yolov5Detector:
+    """A :class:`Yolov5Detector` for a checkpoint or an exported ONNX file."""
+    return Yolov5Detector(Path(weights), imgsz, device, n_classes)

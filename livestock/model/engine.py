@@ -1,0 +1,192 @@
+"""The seam between the pipeline's stages and a detection engine.
+
+Stages never import an engine package (``yolov5``, ``ultralytics``); they ask :func:`get_engine` for one by name
+and talk to it through :class:`Engine`: train, validate, load a :class:`Detector` that yields raw candidates,
+export to ONNX. What an engine gives back is engine-neutral: a per-class metrics table, and :class:`Candidates`.
+
+The raw-candidate type has to describe three kinds of detection head without losing what the exact NMS replay
+(:mod:`livestock.evaluation.detect`) needs:
+
+- **objectness x class** (YOLOv5): per anchor a box, an objectness and class probabilities; a detection's
+  confidence is ``objectness * class``, and the candidates above a confidence are a prefix of them sorted by it;
+- **class only** (anchor-free heads such as YOLO11, or YOLO26's one-to-many head): a box and class scores, no
+  objectness; confidence is the class score and NMS follows exactly as above with the objectness taken as 1;
+- **end-to-end** (YOLO26's one-to-one head): the head's own top-k detections, already free of duplicates; a
+  confidence threshold is the only setting, no NMS runs on them.
+
+Boxes are corner coordinates ``(x1, y1, x2, y2)`` in pixels of the letterboxed network input of shape
+``input_shape``; mapping them back to the original image happens once, after NMS.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import torch
+
+# engine name -> module implementing it (imported only when asked for: each pulls in a large package)
+ENGINES: dict[str, str] = {"yolov5": "livestock.model.yolov5_engine"}
+DEFAULT_ENGINE = "yolov5"
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """A detection head's raw output for one image, above a confidence floor (see the module docstring).
+
+    ``boxes``: ``(n, 4)`` float32 corners in network-input pixels; ``scores``: ``(n, classes)`` float32 class
+    scores; ``objectness``: ``(n,)`` float32, or None for heads without one; ``end_to_end``: the rows are final
+    detections (one class score set per row, NMS-free). ``width`` / ``height``: the original image."""
+
+    image_id: str
+    width: int
+    height: int
+    input_shape: tuple[int, int]  # (height, width) of the letterboxed network input
+    boxes: np.ndarray
+    scores: np.ndarray
+    objectness: np.ndarray | None
+    conf_floor: float
+    end_to_end: bool = False
+
+    def __post_init__(self) -> None:
+        n = len(self.boxes)
+        if self.boxes.shape != (n, 4) or self.scores.ndim != 2 or len(self.scores) != n:
+            raise ValueError(f"{self.image_id}: boxes {self.boxes.shape} and scores {self.scores.shape} do not match")
+        if self.objectness is not None and self.objectness.shape != (n,):
+            raise ValueError(f"{self.image_id}: objectness {self.objectness.shape} for {n} boxes")
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes the head scores."""
+        return int(self.scores.shape[1])
+
+    def confidences(self) -> np.ndarray:
+        """Each row's best confidence (objectness x class score where the head has an objectness), float32."""
+        scores = self.scores if self.objectness is None else self.scores * self.objectness[:, None]
+        return scores.max(1) if len(scores) else np.zeros(0, np.float32)
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+
+class Detector(Protocol):
+    """A loaded model that turns images into :class:`Candidates`, letterboxing them as its engine does."""
+
+    n_classes: int
+    max_batch: int | None  # a fixed batch size of an exported model, else None
+
+    def letterbox(self, image_bgr: np.ndarray) -> np.ndarray:
+        """The network input of one BGR image: CHW RGB uint8, letterboxed to the detector's size."""
+
+    def candidates(self, batch: np.ndarray, conf_floor: float) -> list[tuple[np.ndarray, np.ndarray,
+                                                                             np.ndarray | None, bool]]:
+        """For a uint8 batch ``(b, 3, h, w)``: per image ``(boxes, scores, objectness, end_to_end)`` above the
+        floor, in the head's own row order (see :class:`Candidates`)."""
+
+
+class Engine(Protocol):
+    """What a detection engine offers the stages (a module implementing these names)."""
+
+    NAME: str
+    MODEL_NAMES: tuple[str, ...]
+    DEFAULT_MODEL: str
+    DEFAULT_HYP: str
+
+    def train(self, data_yaml: str | os.PathLike, **settings) -> object:
+        """Train and return a result with ``best``, ``save_dir`` and a per-class ``metrics`` table."""
+
+    def validate(self, weights: str | os.PathLike, data_yaml: str | os.PathLike, **settings) -> "pd.DataFrame":
+        """Per-class validation table: index ``all`` and class names; images, instances, P, R, mAP columns."""
+
+    def load_detector(self, weights: Path, imgsz: int, device: "torch.device") -> Detector:
+        """A :class:`Detector` over a checkpoint or an exported ONNX file."""
+
+    def load_hyp(self, hyp: str | os.PathLike | dict) -> dict:
+        """The engine's hyper-parameters from a dict, a path or a shipped name, validated."""
+
+
+def get_engine(name: str = DEFAULT_ENGINE) -> ModuleType:
+    """The module implementing engine ``name`` (see :data:`ENGINES`)."""
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    return importlib.import_module(ENGINES[name])
+
+
+def engine_of_weights(weights: str | os.PathLike) -> str:
+    """The engine that wrote a weight file: from an ONNX file's ``engine`` metadata (exports before it was
+    recorded are YOLOv5's), from a checkpoint's pickled classes otherwise."""
+    path = Path(weights)
+    if path.suffix.lower() == ".onnx":
+        import onnx
+
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: weights not found")
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as e:  # protobuf's DecodeError on a truncated or foreign file
+            raise ValueError(f"{path}: not a valid ONNX model (corrupt or truncated file?): {e}") from e
+        return {p.key: p.value for p in model.metadata_props}.get("engine", "yolov5")
+    return "yolov5"
+
+
+# ---------------------------------------------------------------- devices
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A parsed device request: ``cpu``, ``mps`` or CUDA with one or more GPU indices."""
+
+    kind: str  # "cpu" | "cuda" | "mps"
+    indices: tuple[int, ...] = ()
+
+    def torch(self) -> "torch.device":
+        """The torch device this process computes on (the first GPU of a list)."""
+        import torch
+
+        return torch.device(f"cuda:{self.indices[0]}" if self.kind == "cuda" else self.kind)
+
+    def engine_string(self) -> str:
+        """The form YOLOv5 and Ultralytics take: ``cpu``, ``mps``, ``0`` or ``0,1``."""
+        return ",".join(map(str, self.indices)) if self.kind == "cuda" else self.kind
+
+
+def parse_device(device: str | None = "auto") -> DeviceSpec:
+    """Parse ``auto`` (GPU 0 when CUDA is available, else CPU), ``cpu``, ``mps``, ``cuda``, ``cuda:N``, ``N`` or
+    ``N,M,...``; a CUDA request where CUDA is missing is a ValueError."""
+    import torch
+
+    text = (device or "auto").strip().lower().replace(" ", "")
+    if text == "auto":
+        return DeviceSpec("cuda", (0,)) if torch.cuda.is_available() else DeviceSpec("cpu")
+    if text in ("cpu", "mps"):
+        return DeviceSpec(text)
+    if text == "cuda":
+        text = "0"
+    text = text.removeprefix("cuda:")
+    parts = text.split(",")
+    if not all(p.isdigit() for p in parts):
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, mps, cuda, cuda:N, N or N,M")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+    indices = tuple(int(p) for p in parts)
+    if max(indices) >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) here")
+    return DeviceSpec("cuda", indices)
+
+
+def distributed_rank() -> int:
+    """This process's global rank under ``torch.distributed.run`` (``RANK``), -1 when not distributed."""
+    return int(os.environ.get("RANK", -1))
+
+
+def is_main_process() -> bool:
+    """True in a single-process run and in rank 0 of a distributed one: the process that writes outputs."""
+    return distributed_rank() in (-1, 0)
+
