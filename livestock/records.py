@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
+
+from livestock.fileio import atomic_write_text
 
 # Index = YOLO class id, as in the original entry's data.yaml.
 CLASS_NAMES: tuple[str, ...] = ("pig", "cow")
@@ -107,43 +108,6 @@ class Detections:
 
 
 # ---------------------------------------------------------------- persistence
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
-    os.umask(mask)
-    return mask
-
-
-# mkstemp creates 0600 files; a finished output gets the mode open() would give it. Read once, at import: setting
-# the umask on every write would briefly change it for every other thread of the process.
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename, so a reader
-    never sees a half-written file and an interruption leaves the old file intact."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_csv(df: pd.DataFrame, path: str | os.PathLike, **kwargs) -> Path:
-    kwargs.setdefault("index", False)
-    return atomic_write_text(path, df.to_csv(**kwargs))
 
 
 def save_records(records: Iterable[ImageRecord], path: str | os.PathLike) -> Path:

@@ -16,7 +16,6 @@ Buckets used here and by :mod:`livestock.data.split`:
 from __future__ import annotations
 
 import argparse
-import io
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -25,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from livestock import paths
-from livestock.records import CLASS_NAMES, ImageRecord, atomic_write_bytes, atomic_write_csv, load_records
+from livestock.fileio import atomic_write_csv, atomic_write_figure
+from livestock.records import CLASS_NAMES, ImageRecord, load_records
 
 if TYPE_CHECKING:  # matplotlib is imported only by the plotting functions
     from matplotlib.figure import Figure
@@ -516,12 +516,6 @@ def compute_figures(records: Sequence[ImageRecord], samples: int = 3, seed: int 
     return figures
 
 
-def save_figure(fig: "Figure", path: str | os.PathLike, dpi: int = 100) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
 def run_eda(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, samples: int = 3,
             seed: int = 0) -> dict:
     """All tables and plots of a prepared folder, saved as ``out_dir/<name>.csv`` and ``out_dir/<name>.png``
@@ -540,7 +534,7 @@ def run_eda(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, samples
         keep_index = not isinstance(table.index, pd.RangeIndex)
         files.append(atomic_write_csv(table, out_dir / f"{name}.csv", index=keep_index))
     for name, fig in tqdm(figures.items(), desc="plots", unit="png", mininterval=0.5, leave=False):
-        files.append(save_figure(fig, out_dir / f"{name}.png"))
+        files.append(atomic_write_figure(fig, out_dir / f"{name}.png"))
     return {"records": len(records), "tables": tables, "figures": figures, "files": files}
 
 

@@ -31,8 +31,9 @@ import pandas as pd
 
 from livestock import paths
 from livestock.data.eda import COUNT_GROUPS, SHAPES, SIZES, box_frame, image_frame, load_prepared_records
-from livestock.records import CLASS_NAMES, ImageRecord, atomic_write_csv
 from livestock.data.yolo_format import write_data_yaml, write_image_list
+from livestock.fileio import atomic_write_csv
+from livestock.records import CLASS_NAMES, ImageRecord
 
 BASE_LABELS: tuple[str, ...] = ("cow", "pig") + COUNT_GROUPS
 EXTRA_LABEL_KINDS: dict[str, tuple[str, str, tuple[str, ...]]] = {

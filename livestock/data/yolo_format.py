@@ -17,7 +17,8 @@ import pandas as pd
 
 from livestock import paths
 from livestock.data.aihub import read_aihub
-from livestock.records import CLASS_NAMES, ImageRecord, atomic_write_csv, atomic_write_text, save_records
+from livestock.fileio import atomic_write_csv, atomic_write_text
+from livestock.records import CLASS_NAMES, ImageRecord, save_records
 
 LABEL_DECIMALS = 6
 
@@ -101,9 +102,7 @@ def write_yolo_labels(records: Iterable[ImageRecord], labels_dir: str | os.PathL
                 continue
         except FileNotFoundError:
             pass
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
         written += 1
     return written
 

@@ -50,7 +50,8 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
-from livestock.records import CLASS_NAMES, Detections, ImageRecord, atomic_write_bytes, load_records
+from livestock.fileio import atomic_write_bytes
+from livestock.records import CLASS_NAMES, Detections, ImageRecord, load_records
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -15,7 +15,8 @@ import pandas as pd
 
 from livestock.evaluation.metrics import CONTEST_IOU, per_class_table
 from livestock.evaluation.detect import detect
-from livestock.records import ImageRecord, atomic_write_text
+from livestock.fileio import atomic_write_text
+from livestock.records import ImageRecord
 from livestock.evaluation.submission import read_answer, submission_summary, validate_submission, write_submission
 
 

@@ -5,9 +5,9 @@ import argparse
 import json
 import math
 import os
-import tempfile
 import time
 import zipfile
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 
 from livestock.data.synth.calibration import CLASS_CODE, TEST_PIG_SIZES, TRAIN_PIG_SIZES, split_by_class_ratio
 from livestock.data.synth.render import SynthImage, render_image
+from livestock.fileio import atomic_output, atomic_write_csv
 from livestock.paths import DATA_DIR, SYNTH_TRUTH, TEST_ANSWER, TEST_DIR, TEST_ZIPS, TRAIN_ZIPS
-from livestock.records import atomic_write_csv
 
 # The label JSON's own categories are behaviours, not species. Their ids are chosen so that reading
 # category_id as a YOLO class id (pig = 0, cow = 1) gives the wrong species for most boxes.
@@ -91,37 +91,14 @@ def label_json(record: SynthImage) -> dict:
     }}
 
 
-
-class _ZipStream:
-    """A zip written member by member into a temp file, renamed into place only when complete."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        self.zf = zipfile.ZipFile(self.tmp, "w", allowZip64=True)
-
-    def add(self, arcname: str, data: bytes, compress: bool) -> None:
-        info = zipfile.ZipInfo(arcname, date_time=_ZIP_DATE)
-        info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-        info.flag_bits |= 0x800  # names are UTF-8 (the folders are Korean)
-        info.create_system = 3
-        info.external_attr = 0o644 << 16
-        self.zf.writestr(info, data)
-
-    def commit(self) -> None:
-        self.zf.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        if self.zf.fp is not None:
-            self.zf.close()
-        self.tmp.unlink(missing_ok=True)
+def _add_member(zf: zipfile.ZipFile, arcname: str, data: bytes, compress: bool) -> None:
+    """Add one member as the real zips have it: fixed timestamp (same seed, same bytes), UTF-8 name flag."""
+    info = zipfile.ZipInfo(arcname, date_time=_ZIP_DATE)
+    info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    info.flag_bits |= 0x800  # names are UTF-8 (the folders are Korean)
+    info.create_system = 3
+    info.external_attr = 0o644 << 16
+    zf.writestr(info, data)
 
 
 def _image_numbers(seed: int, label: str, n_train: int, n_test: int) -> tuple[list[int], list[int]]:
@@ -205,17 +182,21 @@ def generate_synthetic_dataset(
 
     # Every zip is written to a temp file and renamed into place only once the whole set is done, so an
     # interrupted run leaves the previous set (or nothing) rather than a mixture.
-    zips = {key: _ZipStream(train_dir / name) for key, name in TRAIN_ZIPS.items()}
-    zips.update({(label, "test"): _ZipStream(test_dir / name) for label, name in TEST_ZIPS.items()})
-    try:
+    targets = {key: train_dir / name for key, name in TRAIN_ZIPS.items()}
+    targets.update({(label, "test"): test_dir / name for label, name in TEST_ZIPS.items()})
+    with ExitStack() as stack:
+        zips: dict[tuple[str, str], zipfile.ZipFile] = {}
+        for key, path in targets.items():
+            tmp = stack.enter_context(atomic_output(path))
+            # entered after its temp file, so the zip is closed (complete) before that file is renamed into place
+            zips[key] = stack.enter_context(zipfile.ZipFile(tmp, "w", allowZip64=True))
         for label in ("cow", "pig"):
             folder = _ZIP_FOLDER[label]
             n_img = n_lab = n_true = 0
             for rec in images(label, "train"):
-                zips[(label, "images")].add(f"{folder}/{rec.image_id}", rec.jpeg, compress=labels_only)
-                zips[(label, "labels")].add(f"{folder}/{Path(rec.image_id).stem}.json",
-                                            json.dumps(label_json(rec), ensure_ascii=False).encode("utf-8"),
-                                            compress=True)
+                _add_member(zips[(label, "images")], f"{folder}/{rec.image_id}", rec.jpeg, compress=labels_only)
+                _add_member(zips[(label, "labels")], f"{folder}/{Path(rec.image_id).stem}.json",
+                            json.dumps(label_json(rec), ensure_ascii=False).encode("utf-8"), compress=True)
                 n_img += 1
                 n_true += len(rec.boxes)
                 n_lab += sum(rec.labelled)
@@ -224,21 +205,16 @@ def generate_synthetic_dataset(
             summary.train_labelled_boxes[label] = n_lab
             summary.train_true_boxes[label] = n_true
         for label in ("pig", "cow"):
+            folder = _ZIP_FOLDER[label]
             n_img = n_box = 0
             for rec in images(label, "test"):
-                zips[(label, "test")].add(f"{_ZIP_FOLDER[label]}/{rec.image_id}", rec.jpeg, compress=labels_only)
+                _add_member(zips[(label, "test")], f"{folder}/{rec.image_id}", rec.jpeg, compress=labels_only)
                 n_img += 1
                 n_box += len(rec.boxes)
                 answer_rows += [(rec.image_id, label, x1 / rec.width, x2 / rec.width, y1 / rec.height,
                                  y2 / rec.height) for x1, y1, x2, y2 in rec.boxes]
             summary.test_images[label] = n_img
             summary.test_boxes[label] = n_box
-        for z in zips.values():
-            z.commit()
-    except BaseException:
-        for z in zips.values():
-            z.abort()
-        raise
     summary.left_out_cow_boxes = summary.train_true_boxes["cow"] - summary.train_labelled_boxes["cow"]
     atomic_write_csv(pd.DataFrame(truth_rows, columns=["image_id", "label", "x1", "y1", "x2", "y2", "labelled"]),
                      summary.truth_csv)
