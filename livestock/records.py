@@ -11,10 +11,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
-import pandas as pd
 
 from livestock.fileio import atomic_write_text
 
@@ -130,30 +129,3 @@ def load_records(path: str | os.PathLike) -> list[ImageRecord]:
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{path}:{lineno}: malformed record: {e}") from e
     return out
-
-
-def iter_boxes(records: Iterable[ImageRecord]) -> Iterator[tuple[ImageRecord, np.ndarray]]:
-    for r in records:
-        for b in r.boxes:
-            yield r, b
-
-
-def records_to_frame(records: Iterable[ImageRecord]) -> pd.DataFrame:
-    """One row per image: image_id, image_path, width, height, label, n_boxes."""
-    return pd.DataFrame(
-        [
-            {"image_id": r.image_id, "image_path": r.image_path, "width": r.width, "height": r.height,
-             "label": r.label, "n_boxes": r.n_boxes}
-            for r in records
-        ],
-        columns=["image_id", "image_path", "width", "height", "label", "n_boxes"],
-    )
-
-
-def boxes_to_frame(records: Iterable[ImageRecord]) -> pd.DataFrame:
-    """One row per box: image_id, label, width, height (of the image), x1, y1, x2, y2 in pixels."""
-    rows = [
-        (r.image_id, r.label, r.width, r.height, *map(float, b))
-        for r, b in iter_boxes(records)
-    ]
-    return pd.DataFrame(rows, columns=["image_id", "label", "width", "height", "x1", "y1", "x2", "y2"])
