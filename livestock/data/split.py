@@ -48,16 +48,21 @@ MINI_VALID_FOLDS: tuple[int, ...] = (3,)
 MANIFEST_COLUMNS: tuple[str, ...] = ("image_id", "image_path", "label", "n_boxes", "group", "fold", "split")
 
 
+def _parse_names(value: str | Sequence[str] | None, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    """``"a,b"`` / ``["a"]`` / ``""`` / None -> the distinct names in order, each one of ``allowed``."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = tuple(dict.fromkeys(s.strip() for s in items if s and s.strip()))
+    for name in names:
+        if name not in allowed:
+            raise ValueError(f"unknown {what} {name!r}, expected some of {tuple(allowed)}")
+    return names
+
+
 def parse_extra_labels(extra_labels: str | Sequence[str] | None) -> tuple[str, ...]:
     """``"ratio,size"`` / ``["ratio"]`` / ``""`` / None -> a checked tuple of kinds."""
-    if extra_labels is None:
-        return ()
-    items = extra_labels.split(",") if isinstance(extra_labels, str) else list(extra_labels)
-    kinds = tuple(dict.fromkeys(s.strip() for s in items if s and s.strip()))
-    for k in kinds:
-        if k not in EXTRA_LABEL_KINDS:
-            raise ValueError(f"unknown extra label kind {k!r}, expected some of {tuple(EXTRA_LABEL_KINDS)}")
-    return kinds
+    return _parse_names(extra_labels, tuple(EXTRA_LABEL_KINDS), "extra label kind")
 
 
 def label_matrix(records: Sequence[ImageRecord], extra_labels: str | Sequence[str] = ()) -> pd.DataFrame:
@@ -244,10 +249,7 @@ def cli_split_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_split(args: argparse.Namespace) -> int:
-    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
-    for s in sets:
-        if s not in SETS:
-            raise ValueError(f"unknown set {s!r}, expected some of {SETS}")
+    sets = _parse_names(args.sets, SETS, "set")
     manifest = stratified_split(load_prepared_records(args.prepared_dir), n_splits=args.n_splits, seed=args.seed,
                                 extra_labels=args.extra_labels)
     with pd.option_context("display.width", 160, "display.max_columns", 30):

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from livestock.data.eda import COUNT_GROUPS, count_groups
+
 def _read_answer(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
@@ -39,11 +41,9 @@ def answer_statistics(answer_csv: str | os.PathLike, fix_pig_normalisation: bool
     stats = {}
     for label, g in df.groupby("LabelName"):
         per_image = g.groupby("ImageID").size()
-        little, many = (4, 6) if label == "cow" else (8, 13)  # the original's stratification groups
-        s = {"images": float(len(per_image)), "boxes": float(len(g)), "boxes_per_image_mean": float(per_image.mean()),
-             "share_little": float((per_image < little).mean()),
-             "share_medium": float(((per_image >= little) & (per_image < many)).mean()),
-             "share_many": float((per_image >= many).mean())}
+        groups = count_groups([label] * len(per_image), per_image.to_numpy())
+        s = {"images": float(len(per_image)), "boxes": float(len(g)), "boxes_per_image_mean": float(per_image.mean())}
+        s.update({f"share_{name}": float((groups == name).mean()) for name in COUNT_GROUPS})
         for q in (0.05, 0.25, 0.5, 0.75, 0.95):
             s[f"w_q{int(q * 100):02d}"] = float(w[g.index].quantile(q))
             s[f"h_q{int(q * 100):02d}"] = float(h[g.index].quantile(q))
