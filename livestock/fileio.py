@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pandas as pd
 
@@ -63,7 +63,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_csv(df: pd.DataFrame, path: str | os.PathLike, **kwargs) -> Path:
+def atomic_write_csv(df: pd.DataFrame, path: str | os.PathLike, **kwargs: Any) -> Path:
     """Write ``df`` to ``path`` as CSV atomically; ``kwargs`` go to ``DataFrame.to_csv`` (no index by default)."""
     kwargs.setdefault("index", False)
     return atomic_write_text(path, df.to_csv(**kwargs))

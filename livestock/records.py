@@ -49,17 +49,21 @@ class ImageRecord:
 
     @property
     def class_id(self) -> int:
+        """The YOLO class id of the label."""
         return CLASS_TO_ID[self.label]
 
     @property
     def n_boxes(self) -> int:
+        """How many boxes the image has."""
         return int(self.boxes.shape[0])
 
     @property
     def stem(self) -> str:
+        """The image file name without its extension."""
         return Path(self.image_id).stem
 
     def to_json(self) -> dict:
+        """The record as a JSON-ready dict (one line of ``records.jsonl``)."""
         return {
             "image_id": self.image_id,
             "image_path": self.image_path,
@@ -71,6 +75,7 @@ class ImageRecord:
 
     @classmethod
     def from_json(cls, d: dict) -> "ImageRecord":
+        """The record a :meth:`to_json` dict describes."""
         return cls(d["image_id"], d["image_path"], int(d["width"]), int(d["height"]), d["label"], d["boxes"])
 
 
@@ -103,6 +108,7 @@ class Detections:
         return Detections(self.image_id, self.width, self.height, self.boxes[order], self.scores[order], self.class_ids[order])
 
     def filter(self, keep: np.ndarray) -> "Detections":
+        """The detections ``keep`` selects (a boolean mask or indices)."""
         return Detections(self.image_id, self.width, self.height, self.boxes[keep], self.scores[keep], self.class_ids[keep])
 
 
@@ -116,6 +122,7 @@ def save_records(records: Iterable[ImageRecord], path: str | os.PathLike) -> Pat
 
 
 def load_records(path: str | os.PathLike) -> list[ImageRecord]:
+    """The records of a ``records.jsonl`` file; ValueError naming the line of a malformed one."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: records file not found (run `livestock prepare` first)")

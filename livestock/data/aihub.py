@@ -203,6 +203,8 @@ def _file_jpeg_size(path: Path) -> tuple[tuple[int, int], bool]:
 
 @dataclass
 class Problem:
+    """One row of the validation report."""
+
     file: str
     problem: str
     severity: str  # "error" (item left out) | "warning" (kept, changed or suspicious) | "info"
@@ -219,14 +221,17 @@ class ValidationLog:
         self.problems: list[Problem] = []
 
     def report(self, file: str, problem: str, severity: str, action: str, detail: str = "", location: str = "") -> None:
+        """Record one problem (raise instead in strict mode, unless it is only info)."""
         if self.strict and severity != "info":
             raise ValueError(f"{location or file}: {problem}: {detail} (strict mode)")
         self.problems.append(Problem(file, problem, severity, action, detail, location))
 
     def frame(self) -> pd.DataFrame:
+        """The problems as the validation report table."""
         return pd.DataFrame([p.__dict__ for p in self.problems], columns=PROBLEM_COLUMNS)
 
     def counts(self) -> Counter:
+        """Problems per kind."""
         return Counter(p.problem for p in self.problems)
 
 
@@ -270,6 +275,7 @@ class AIHubData:
     stats: dict = field(default_factory=dict)
 
     def summary(self) -> str:
+        """What was read, kept and dropped, and the problem counts, as printable lines."""
         s = self.stats
         head = (
             f"read {self.n_images_seen} images, {self.n_labels_seen} labels -> {len(self.records)} records "

@@ -237,6 +237,7 @@ def make_all_splits(prepared_dir: str | os.PathLike, splits_dir: str | os.PathLi
 
 
 def cli_split_args(parser: argparse.ArgumentParser) -> None:
+    """The ``livestock split`` options."""
     parser.add_argument("prepared_dir", nargs="?", default=str(paths.PREPARED_DIR),
                         help="prepared dataset folder with records.jsonl (default: %(default)s)")
     parser.add_argument("--out", default=str(paths.SPLITS_DIR),
@@ -249,6 +250,7 @@ def cli_split_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_split(args: argparse.Namespace) -> int:
+    """``livestock split``: write the chosen sets and print their tables and the label shares per fold."""
     sets = _parse_names(args.sets, SETS, "set")
     manifest = stratified_split(load_prepared_records(args.prepared_dir), n_splits=args.n_splits, seed=args.seed,
                                 extra_labels=args.extra_labels)

@@ -51,13 +51,16 @@ class SynthSummary:
 
     @property
     def n_images(self) -> int:
+        """Training and test images written."""
         return sum(self.train_images.values()) + sum(self.test_images.values())
 
     @property
     def seconds_per_image(self) -> float:
+        """Wall time per image written."""
         return self.seconds / max(self.n_images, 1)
 
     def format(self) -> str:
+        """The summary as printable lines."""
         lines = [
             f"train  {self.train_dir}: " + ", ".join(
                 f"{c} {self.train_images.get(c, 0)} images / {self.train_labelled_boxes.get(c, 0)} labelled boxes"

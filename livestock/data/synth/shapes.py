@@ -253,7 +253,8 @@ def fill_fraction(animal: Animal, size: int = 48) -> float:
     return float(np.count_nonzero(canvas)) / (w * h)
 
 
-def draw_part(canvas: np.ndarray, part: Part, colour, scale: float, aa: bool, pts: np.ndarray | None = None) -> None:
+def draw_part(canvas: np.ndarray, part: Part, colour: int | tuple[int, ...], scale: float, aa: bool,
+              pts: np.ndarray | None = None) -> None:
     """Draw one part (at ``pts``, else its own points): filled, or a polyline ``part.line * scale`` pixels thick."""
     pts = part.pts if pts is None else pts
     line_type = cv2.LINE_AA if aa else cv2.LINE_8
