@@ -12,7 +12,7 @@ import sys
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("livestock.data.synth", "write a synthetic AI Hub-format dataset (six zips + test answer)"),
+    "synth": ("livestock.data.synth.dataset", "write a synthetic AI Hub-format dataset (six zips + test answer)"),
     "prepare": ("livestock.data.yolo_format", "read + validate AI Hub zips/folders, write the YOLO-format dataset"),
     "eda": ("livestock.data.eda", "tables and plots of a prepared dataset"),
     "split": ("livestock.data.split", "multilabel-stratified split, full and mini sets (manifest + data.yaml)"),

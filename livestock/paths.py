@@ -14,7 +14,6 @@ SPLITS_DIR = DATA_DIR / "splits"  # multilabel/, full/, mini/: train.txt, val.tx
 SYNTH_TRUTH = DATA_DIR / "synth_truth.csv"  # every true box of the synthetic set, labelled or left out
 TEST_ANSWER = TEST_DIR / "answer.csv"  # ground truth of the test set in the contest answer format
 RUNS_DIR = Path("runs")  # runs/<task>/<name>, as YOLOv5
-HYP_DIR = Path("hyp")
 TRAINED_MODEL_DIR = Path("trained_model")
 
 # AI Hub zip names: 원천 = source images, 라벨 = labels, 소 = cow, 돼지 = pig.

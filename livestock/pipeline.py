@@ -179,7 +179,7 @@ def run_pipeline(cfg: PipelineConfig, workdir: str | Path | None = None, only: l
     score_file = work / paths.RUNS_DIR / "inference" / "score.json"
     if score_file.is_file():
         summary["score"] = json.loads(score_file.read_text())
-    from livestock.records import atomic_write_text
+    from livestock.fileio import atomic_write_text
 
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
     return summary

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
-import pandas as pd
+
+from livestock.fileio import atomic_write_text
 
 # Index = YOLO class id, as in the original entry's data.yaml.
 CLASS_NAMES: tuple[str, ...] = ("pig", "cow")
@@ -49,17 +49,21 @@ class ImageRecord:
 
     @property
     def class_id(self) -> int:
+        """The YOLO class id of the label."""
         return CLASS_TO_ID[self.label]
 
     @property
     def n_boxes(self) -> int:
+        """How many boxes the image has."""
         return int(self.boxes.shape[0])
 
     @property
     def stem(self) -> str:
+        """The image file name without its extension."""
         return Path(self.image_id).stem
 
     def to_json(self) -> dict:
+        """The record as a JSON-ready dict (one line of ``records.jsonl``)."""
         return {
             "image_id": self.image_id,
             "image_path": self.image_path,
@@ -71,6 +75,7 @@ class ImageRecord:
 
     @classmethod
     def from_json(cls, d: dict) -> "ImageRecord":
+        """The record a :meth:`to_json` dict describes."""
         return cls(d["image_id"], d["image_path"], int(d["width"]), int(d["height"]), d["label"], d["boxes"])
 
 
@@ -103,47 +108,11 @@ class Detections:
         return Detections(self.image_id, self.width, self.height, self.boxes[order], self.scores[order], self.class_ids[order])
 
     def filter(self, keep: np.ndarray) -> "Detections":
+        """The detections ``keep`` selects (a boolean mask or indices)."""
         return Detections(self.image_id, self.width, self.height, self.boxes[keep], self.scores[keep], self.class_ids[keep])
 
 
 # ---------------------------------------------------------------- persistence
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
-    os.umask(mask)
-    return mask
-
-
-# mkstemp creates 0600 files; a finished output gets the mode open() would give it. Read once, at import: setting
-# the umask on every write would briefly change it for every other thread of the process.
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename, so a reader
-    never sees a half-written file and an interruption leaves the old file intact."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_csv(df: pd.DataFrame, path: str | os.PathLike, **kwargs) -> Path:
-    kwargs.setdefault("index", False)
-    return atomic_write_text(path, df.to_csv(**kwargs))
 
 
 def save_records(records: Iterable[ImageRecord], path: str | os.PathLike) -> Path:
@@ -153,6 +122,7 @@ def save_records(records: Iterable[ImageRecord], path: str | os.PathLike) -> Pat
 
 
 def load_records(path: str | os.PathLike) -> list[ImageRecord]:
+    """The records of a ``records.jsonl`` file; ValueError naming the line of a malformed one."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: records file not found (run `livestock prepare` first)")
@@ -166,30 +136,3 @@ def load_records(path: str | os.PathLike) -> list[ImageRecord]:
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{path}:{lineno}: malformed record: {e}") from e
     return out
-
-
-def iter_boxes(records: Iterable[ImageRecord]) -> Iterator[tuple[ImageRecord, np.ndarray]]:
-    for r in records:
-        for b in r.boxes:
-            yield r, b
-
-
-def records_to_frame(records: Iterable[ImageRecord]) -> pd.DataFrame:
-    """One row per image: image_id, image_path, width, height, label, n_boxes."""
-    return pd.DataFrame(
-        [
-            {"image_id": r.image_id, "image_path": r.image_path, "width": r.width, "height": r.height,
-             "label": r.label, "n_boxes": r.n_boxes}
-            for r in records
-        ],
-        columns=["image_id", "image_path", "width", "height", "label", "n_boxes"],
-    )
-
-
-def boxes_to_frame(records: Iterable[ImageRecord]) -> pd.DataFrame:
-    """One row per box: image_id, label, width, height (of the image), x1, y1, x2, y2 in pixels."""
-    rows = [
-        (r.image_id, r.label, r.width, r.height, *map(float, b))
-        for r, b in iter_boxes(records)
-    ]
-    return pd.DataFrame(rows, columns=["image_id", "label", "width", "height", "x1", "y1", "x2", "y2"])

@@ -61,12 +61,19 @@ def write_zip(path: Path, members: dict[str, bytes] | list[tuple[str, bytes]], c
     return path
 
 
+def aihub_name(label: str, i: int, ext: str) -> str:
+    """AI Hub file name of image (``jpg``) or label (``json``) number ``i`` of class ``label``."""
+    return f"livestock_{label}_bbox_{i:06d}.{ext}"
+
+
 def cow_name(i: int, ext: str) -> str:
-    return f"livestock_cow_bbox_{i:06d}.{ext}"
+    """AI Hub file name of cow file number ``i``."""
+    return aihub_name("cow", i, ext)
 
 
 def pig_name(i: int, ext: str) -> str:
-    return f"livestock_pig_bbox_{i:06d}.{ext}"
+    """AI Hub file name of pig file number ``i``."""
+    return aihub_name("pig", i, ext)
 
 
 def write_basic_set(data_dir: Path) -> dict[str, dict]:

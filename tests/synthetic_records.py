@@ -27,6 +27,7 @@ def _boxes(rng: np.random.Generator, n: int, width: int, height: int) -> np.ndar
 
 
 def synthetic_records(n_images: int = 3000, seed: int = 0, image_dir: str = "/data/prepared/images") -> list[ImageRecord]:
+    """``n_images`` records with the real set's class ratio, frame sizes and box-count distributions (no files)."""
     rng = np.random.default_rng(seed)
     records = []
     n_cow = int(round(n_images * 12152 / 16455))

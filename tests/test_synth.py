@@ -14,6 +14,9 @@ import pandas as pd
 import pytest
 
 from livestock.data import synth
+from livestock.data.synth import dataset as synth_dataset
+from livestock.data.synth.render import draw_ids, visible_boxes
+from livestock.data.synth.scene import plan_scene
 from livestock.cli import main as cli_main
 from livestock.paths import TEST_ZIPS, TRAIN_ZIPS
 
@@ -213,9 +216,9 @@ def test_no_missing_labels_when_rate_is_zero(tmp_path):
 def test_boxes_are_tight_around_visible_pixels():
     rng = np.random.default_rng([5, 1, 0, 17, 0])
     for label, size in (("cow", (1920, 1080)), ("pig", (1280, 960)), ("pig", (1920, 1080))):
-        scene = synth._plan_scene(rng, label, size, "test", 0.0, 0.3)
-        idmap, rois = synth._draw_ids(scene)
-        visible = synth._visible_boxes(scene, idmap, rois)
+        scene = plan_scene(rng, label, size, "test", 0.0, 0.3)
+        idmap, rois = draw_ids(scene)
+        visible = visible_boxes(scene, idmap, rois)
         assert visible
         for k, _animal, (x1, y1, x2, y2) in visible:
             inside = idmap[y1:y2, x1:x2] == k
@@ -318,7 +321,7 @@ def test_bad_arguments_are_refused(tmp_path):
 
 
 def test_an_interrupted_run_leaves_no_partial_files(tmp_path, monkeypatch):
-    real_render = synth.render_image
+    real_render = synth_dataset.render_image
     calls = []
 
     def failing_render(*args, **kwargs):
@@ -327,7 +330,7 @@ def test_an_interrupted_run_leaves_no_partial_files(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_render(*args, **kwargs)
 
-    monkeypatch.setattr(synth, "render_image", failing_render)
+    monkeypatch.setattr(synth_dataset, "render_image", failing_render)
     with pytest.raises(KeyboardInterrupt):
         synth.generate_synthetic_dataset(tmp_path / "d", tmp_path / "t", n_train=8, n_test=2, image_scale=0.1,
                                          labels_only=True, progress=False)

@@ -61,6 +61,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from livestock.fileio import atomic_link_or_copy, atomic_write_bytes
 from livestock.records import CLASS_NAMES, ImageRecord
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg"})
@@ -202,6 +203,8 @@ def _file_jpeg_size(path: Path) -> tuple[tuple[int, int], bool]:
 
 @dataclass
 class Problem:
+    """One row of the validation report."""
+
     file: str
     problem: str
     severity: str  # "error" (item left out) | "warning" (kept, changed or suspicious) | "info"
@@ -218,14 +221,17 @@ class ValidationLog:
         self.problems: list[Problem] = []
 
     def report(self, file: str, problem: str, severity: str, action: str, detail: str = "", location: str = "") -> None:
+        """Record one problem (raise instead in strict mode, unless it is only info)."""
         if self.strict and severity != "info":
             raise ValueError(f"{location or file}: {problem}: {detail} (strict mode)")
         self.problems.append(Problem(file, problem, severity, action, detail, location))
 
     def frame(self) -> pd.DataFrame:
+        """The problems as the validation report table."""
         return pd.DataFrame([p.__dict__ for p in self.problems], columns=PROBLEM_COLUMNS)
 
     def counts(self) -> Counter:
+        """Problems per kind."""
         return Counter(p.problem for p in self.problems)
 
 
@@ -269,6 +275,7 @@ class AIHubData:
     stats: dict = field(default_factory=dict)
 
     def summary(self) -> str:
+        """What was read, kept and dropped, and the problem counts, as printable lines."""
         s = self.stats
         head = (
             f"read {self.n_images_seen} images, {self.n_labels_seen} labels -> {len(self.records)} records "
@@ -436,29 +443,6 @@ def validate_boxes(annotations: list, width: int, height: int, file: str, locati
 # ---------------------------------------------------------------- images
 
 
-def _write_atomic(dest: Path, data: bytes) -> None:
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _link_or_copy(src: Path, dest: Path, data: bytes) -> None:
-    """Hard-link an extracted image into place (no second copy on disk); copy where links are impossible."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-        os.replace(tmp, dest)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        _write_atomic(dest, data)
-
-
 def _read_entry(entry: _Entry, handles: list[zipfile.ZipFile | None]) -> bytes:
     zf = handles[entry.source]
     if zf is not None:
@@ -482,9 +466,9 @@ def _materialise_image(entry: _Entry, images_dir: Path,
     data = _read_entry(entry, handles)
     w, h = jpeg_size(data)  # before writing: an unreadable image is never extracted
     if entry.path is not None:
-        _link_or_copy(entry.path, dest, data)
+        atomic_link_or_copy(entry.path, dest)  # an extracted image needs no second copy on disk
     else:
-        _write_atomic(dest, data)
+        atomic_write_bytes(dest, data)
     return dest, w, h, data[-2:] == b"\xff\xd9"
 
 

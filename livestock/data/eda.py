@@ -16,7 +16,6 @@ Buckets used here and by :mod:`livestock.data.split`:
 from __future__ import annotations
 
 import argparse
-import io
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -25,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from livestock import paths
-from livestock.records import CLASS_NAMES, ImageRecord, atomic_write_bytes, atomic_write_csv, load_records
+from livestock.fileio import atomic_write_csv, atomic_write_figure
+from livestock.records import CLASS_NAMES, ImageRecord, load_records
 
 if TYPE_CHECKING:  # matplotlib is imported only by the plotting functions
     from matplotlib.figure import Figure
@@ -326,6 +326,7 @@ def _bar_by_class(ax, table: pd.DataFrame, ylabel: str, title: str) -> None:
 
 
 def plot_images_per_class(records: Iterable[ImageRecord]) -> "Figure":
+    """Bars of the images per class."""
     table = images_per_class(records)
     fig, (ax,) = _figure(width=4.5)
     bars = ax.bar(table.index, table["images"], color=[CLASS_COLORS.get(c) for c in table.index])
@@ -336,6 +337,7 @@ def plot_images_per_class(records: Iterable[ImageRecord]) -> "Figure":
 
 
 def plot_image_sizes(records: Iterable[ImageRecord]) -> "Figure":
+    """Bars of the images per frame size, one per class."""
     fig, (ax,) = _figure()
     _bar_by_class(ax, image_sizes(records).T, "images", "Image sizes per class")
     return fig
@@ -358,6 +360,7 @@ def plot_box_count_histograms(records: Iterable[ImageRecord]) -> "Figure":
 
 
 def plot_box_count_groups(records: Iterable[ImageRecord]) -> "Figure":
+    """Bars of the images per box-count group, one per class."""
     table = box_count_groups(records)[list(COUNT_GROUPS)]
     fig, (ax,) = _figure()
     _bar_by_class(ax, table, "images", "Box-count groups (cow 4 / 6, pig 8 / 13)")
@@ -365,12 +368,14 @@ def plot_box_count_groups(records: Iterable[ImageRecord]) -> "Figure":
 
 
 def plot_box_shapes(records: Iterable[ImageRecord]) -> "Figure":
+    """Bars of each class's share of boxes per shape bucket."""
     fig, (ax,) = _figure()
     _bar_by_class(ax, box_shape_table(records, normalize=True), "% of the class's boxes", "Box shape")
     return fig
 
 
 def plot_box_sizes(records: Iterable[ImageRecord]) -> "Figure":
+    """Bars of each class's share of boxes per size bucket."""
     fig, (ax,) = _figure(width=7.5)
     _bar_by_class(ax, box_size_table(records, normalize=True), "% of the class's boxes", "Box size (area in px^2)")
     return fig
@@ -516,12 +521,6 @@ def compute_figures(records: Sequence[ImageRecord], samples: int = 3, seed: int 
     return figures
 
 
-def save_figure(fig: "Figure", path: str | os.PathLike, dpi: int = 100) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
 def run_eda(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, samples: int = 3,
             seed: int = 0) -> dict:
     """All tables and plots of a prepared folder, saved as ``out_dir/<name>.csv`` and ``out_dir/<name>.png``
@@ -540,7 +539,7 @@ def run_eda(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, samples
         keep_index = not isinstance(table.index, pd.RangeIndex)
         files.append(atomic_write_csv(table, out_dir / f"{name}.csv", index=keep_index))
     for name, fig in tqdm(figures.items(), desc="plots", unit="png", mininterval=0.5, leave=False):
-        files.append(save_figure(fig, out_dir / f"{name}.png"))
+        files.append(atomic_write_figure(fig, out_dir / f"{name}.png"))
     return {"records": len(records), "tables": tables, "figures": figures, "files": files}
 
 
@@ -548,6 +547,7 @@ def run_eda(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, samples
 
 
 def cli_eda_args(parser: argparse.ArgumentParser) -> None:
+    """The ``livestock eda`` options."""
     parser.add_argument("prepared_dir", nargs="?", default=str(paths.PREPARED_DIR),
                         help="prepared dataset folder with records.jsonl and images/ (default: %(default)s)")
     parser.add_argument("--out", default=str(paths.RUNS_DIR / "eda"), help="output folder (default: %(default)s)")
@@ -556,6 +556,7 @@ def cli_eda_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_eda(args: argparse.Namespace) -> int:
+    """``livestock eda``: write every table and plot and print the two main tables."""
     result = run_eda(args.prepared_dir, args.out, samples=args.samples, seed=args.seed)
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(result["tables"]["summary"].to_string())

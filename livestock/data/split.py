@@ -31,8 +31,9 @@ import pandas as pd
 
 from livestock import paths
 from livestock.data.eda import COUNT_GROUPS, SHAPES, SIZES, box_frame, image_frame, load_prepared_records
-from livestock.records import CLASS_NAMES, ImageRecord, atomic_write_csv
 from livestock.data.yolo_format import write_data_yaml, write_image_list
+from livestock.fileio import atomic_write_csv
+from livestock.records import CLASS_NAMES, ImageRecord
 
 BASE_LABELS: tuple[str, ...] = ("cow", "pig") + COUNT_GROUPS
 EXTRA_LABEL_KINDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -47,16 +48,21 @@ MINI_VALID_FOLDS: tuple[int, ...] = (3,)
 MANIFEST_COLUMNS: tuple[str, ...] = ("image_id", "image_path", "label", "n_boxes", "group", "fold", "split")
 
 
+def _parse_names(value: str | Sequence[str] | None, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    """``"a,b"`` / ``["a"]`` / ``""`` / None -> the distinct names in order, each one of ``allowed``."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = tuple(dict.fromkeys(s.strip() for s in items if s and s.strip()))
+    for name in names:
+        if name not in allowed:
+            raise ValueError(f"unknown {what} {name!r}, expected some of {tuple(allowed)}")
+    return names
+
+
 def parse_extra_labels(extra_labels: str | Sequence[str] | None) -> tuple[str, ...]:
     """``"ratio,size"`` / ``["ratio"]`` / ``""`` / None -> a checked tuple of kinds."""
-    if extra_labels is None:
-        return ()
-    items = extra_labels.split(",") if isinstance(extra_labels, str) else list(extra_labels)
-    kinds = tuple(dict.fromkeys(s.strip() for s in items if s and s.strip()))
-    for k in kinds:
-        if k not in EXTRA_LABEL_KINDS:
-            raise ValueError(f"unknown extra label kind {k!r}, expected some of {tuple(EXTRA_LABEL_KINDS)}")
-    return kinds
+    return _parse_names(extra_labels, tuple(EXTRA_LABEL_KINDS), "extra label kind")
 
 
 def label_matrix(records: Sequence[ImageRecord], extra_labels: str | Sequence[str] = ()) -> pd.DataFrame:
@@ -231,6 +237,7 @@ def make_all_splits(prepared_dir: str | os.PathLike, splits_dir: str | os.PathLi
 
 
 def cli_split_args(parser: argparse.ArgumentParser) -> None:
+    """The ``livestock split`` options."""
     parser.add_argument("prepared_dir", nargs="?", default=str(paths.PREPARED_DIR),
                         help="prepared dataset folder with records.jsonl (default: %(default)s)")
     parser.add_argument("--out", default=str(paths.SPLITS_DIR),
@@ -243,10 +250,8 @@ def cli_split_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_split(args: argparse.Namespace) -> int:
-    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
-    for s in sets:
-        if s not in SETS:
-            raise ValueError(f"unknown set {s!r}, expected some of {SETS}")
+    """``livestock split``: write the chosen sets and print their tables and the label shares per fold."""
+    sets = _parse_names(args.sets, SETS, "set")
     manifest = stratified_split(load_prepared_records(args.prepared_dir), n_splits=args.n_splits, seed=args.seed,
                                 extra_labels=args.extra_labels)
     with pd.option_context("display.width", 160, "display.max_columns", 30):

@@ -17,7 +17,8 @@ import pandas as pd
 
 from livestock import paths
 from livestock.data.aihub import class_from_path, read_aihub
-from livestock.records import CLASS_NAMES, ImageRecord, atomic_write_csv, atomic_write_text, save_records
+from livestock.fileio import atomic_write_csv, atomic_write_text
+from livestock.records import CLASS_NAMES, ImageRecord, save_records
 
 LABEL_DECIMALS = 6
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # image files a dataset may hold
@@ -26,7 +27,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # 
 # ---------------------------------------------------------------- coordinates
 
 
-def pixel_to_yolo(boxes: np.ndarray, width, height) -> np.ndarray:
+def pixel_to_yolo(boxes: np.ndarray, width: float | np.ndarray, height: float | np.ndarray) -> np.ndarray:
     """Pixel corners ``(x1, y1, x2, y2)`` -> normalised ``(xc, yc, w, h)``.
 
     ``width``/``height`` are scalars or one value per box (vectorised over many images at once).
@@ -42,7 +43,7 @@ def pixel_to_yolo(boxes: np.ndarray, width, height) -> np.ndarray:
     return out
 
 
-def yolo_to_pixel(yolo: np.ndarray, width, height) -> np.ndarray:
+def yolo_to_pixel(yolo: np.ndarray, width: float | np.ndarray, height: float | np.ndarray) -> np.ndarray:
     """Normalised ``(xc, yc, w, h)`` -> pixel corners ``(x1, y1, x2, y2)``; the inverse of :func:`pixel_to_yolo`."""
     y = np.asarray(yolo, dtype=np.float64).reshape(-1, 4)
     w = np.asarray(width, dtype=np.float64)
@@ -102,9 +103,7 @@ def write_yolo_labels(records: Iterable[ImageRecord], labels_dir: str | os.PathL
                 continue
         except FileNotFoundError:
             pass
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
         written += 1
     return written
 
@@ -148,6 +147,8 @@ def write_data_yaml(
 
 @dataclass
 class PrepareResult:
+    """What :func:`prepare_dataset` kept and wrote."""
+
     records: list[ImageRecord]
     problems: pd.DataFrame  # the validation report
     out_dir: Path
@@ -222,6 +223,7 @@ def prepare_dataset(
 
 
 def cli_prepare_args(parser: argparse.ArgumentParser) -> None:
+    """The ``livestock prepare`` options."""
     parser.add_argument("data_dir", nargs="?", default=str(paths.DATA_DIR),
                         help="folder with the AI Hub zips, or with their extracted files (default: %(default)s)")
     parser.add_argument("--out", default=None, help=f"output folder (default: {paths.PREPARED_DIR}, "
@@ -233,6 +235,7 @@ def cli_prepare_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_prepare(args: argparse.Namespace) -> int:
+    """``livestock prepare``: read, validate and convert a set and print what was kept."""
     out = args.out or str(paths.PREPARED_TEST_DIR if args.images_only else paths.PREPARED_DIR)
     res = prepare_dataset(args.data_dir, out, strict=args.strict, images_only=args.images_only,
                           progress=not args.quiet)

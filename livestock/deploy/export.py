@@ -39,7 +39,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from livestock.records import Detections, atomic_write_bytes, atomic_write_csv
+from livestock.fileio import atomic_write_bytes, atomic_write_csv
+from livestock.records import Detections
 
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "onnx-fp16", "onnx-int8", "openvino")
 DEFAULT_FORMATS: tuple[str, ...] = ("onnx", "onnx-fp16", "onnx-int8")
@@ -513,7 +514,7 @@ def export_openvino(onnx_path: str | os.PathLike, out_dir: str | os.PathLike) ->
         raise ValueError("OpenVINO export needs the `openvino` package (pip install openvino); it is not installed") from e
     import yaml
 
-    from livestock.records import atomic_write_text
+    from livestock.fileio import atomic_write_text
 
     info = check_onnx_model(onnx_path)
     out_dir = Path(out_dir)

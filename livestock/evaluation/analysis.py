@@ -28,13 +28,11 @@ import numpy as np
 import pandas as pd
 
 from livestock import paths
+from livestock.fileio import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from livestock.records import (
     CLASS_NAMES,
     Detections,
     ImageRecord,
-    atomic_write_bytes,
-    atomic_write_csv,
-    atomic_write_text,
     load_records,
 )
 

@@ -51,8 +51,9 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence, Union
 import numpy as np
 
 from livestock.data.yolo_format import IMAGE_SUFFIXES
+from livestock.fileio import atomic_write_bytes
 from livestock.model.engine import Candidates, engine_of_weights, get_engine, parse_device
-from livestock.records import CLASS_NAMES, Detections, ImageRecord, atomic_write_bytes, load_records
+from livestock.records import CLASS_NAMES, Detections, ImageRecord, load_records
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

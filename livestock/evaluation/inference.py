@@ -13,13 +13,14 @@ from typing import Sequence
 
 import pandas as pd
 
+from livestock.data.split import pick_evenly
 from livestock.data.yolo_format import split_records
 from livestock.evaluation.detect import DEFAULT_CONF, DEFAULT_IOU, detect
 from livestock.evaluation.metrics import CONTEST_IOU, mean_average_precision_for_boxes, per_class_table
-from livestock.data.split import pick_evenly
-from livestock.records import ImageRecord, atomic_write_text
 from livestock.evaluation.submission import (detections_to_submission, read_answer, records_to_answer,
                                              submission_summary, validate_submission, write_submission)
+from livestock.fileio import atomic_write_text
+from livestock.records import ImageRecord
 
 
 def write_answer(weights: str | os.PathLike, images: Sequence[ImageRecord] | str | os.PathLike,

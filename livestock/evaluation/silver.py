@@ -55,11 +55,10 @@ from livestock.evaluation.analysis import (
     select_records,
     split_image_ids,
 )
+from livestock.fileio import atomic_write_csv, atomic_write_text
 from livestock.records import (
     Detections,
     ImageRecord,
-    atomic_write_csv,
-    atomic_write_text,
     load_records,
     save_records,
 )

@@ -41,7 +41,8 @@ import pandas as pd
 
 from livestock.evaluation.metrics import ANSWER_COLUMNS
 from livestock.evaluation.metrics import PREDICTION_COLUMNS as SUBMISSION_COLUMNS
-from livestock.records import CLASS_NAMES, Detections, ImageRecord, atomic_write_csv
+from livestock.fileio import atomic_write_csv
+from livestock.records import CLASS_NAMES, Detections, ImageRecord
 
 DETECTION_COLUMNS: tuple[str, ...] = ("image_id", "width", "height", "label", "conf", "x1", "y1", "x2", "y2")
 

@@ -27,7 +27,8 @@ import pandas as pd
 from livestock.evaluation.metrics import CONTEST_IOU, mean_average_precision_for_boxes
 from livestock.evaluation.detect import (DEFAULT_CONF_FLOOR, DEFAULT_MAX_DET, Candidates, GridStats, add_detector_args,
                                cache_dir_arg, collect_candidates, grid_detections, resolve_images)
-from livestock.records import ImageRecord, atomic_write_bytes, atomic_write_csv, atomic_write_text, load_records
+from livestock.fileio import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from livestock.records import ImageRecord, load_records
 from livestock.evaluation.submission import ORIGINAL_NORMALISATION, detections_to_submission, read_answer, records_to_answer
 
 # The peer entry's grid, as the nearest doubles to the decimals (np.arange would give 0.30000000000000004 etc.).

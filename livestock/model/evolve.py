@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from livestock.model.yolov5_engine import DEFAULT_HYP, HYP_KEYS, fitness_yolov5, load_data_yaml, load_hyp, train, validate
-from livestock.records import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from livestock.fileio import atomic_write_bytes, atomic_write_csv, atomic_write_text
 
 DEFAULT_KEYS: tuple[str, ...] = ("lr0", "lrf", "momentum")
 # Per key: (mutation gain, lower bound, upper bound), the table YOLOv5 7.0's train.py evolves with.

@@ -311,7 +311,7 @@ def _data_yaml_for_yolov5(data_yaml: str | os.PathLike, run_dir: Path) -> str:
     """The yaml path to hand to YOLOv5: the user's file when already absolute, else a resolved copy in the run."""
     import yaml
 
-    from livestock.records import atomic_write_text
+    from livestock.fileio import atomic_write_text
 
     data, changed = load_data_yaml(data_yaml)
     if not changed:
@@ -620,7 +620,7 @@ def train(
     import yaml
     import yolov5.train
 
-    from livestock.records import atomic_write_text
+    from livestock.fileio import atomic_write_text
 
     save_dir = _run_dir(project, name, exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -697,7 +697,7 @@ def validate(
 
     import yolov5.val
 
-    from livestock.records import atomic_write_csv
+    from livestock.fileio import atomic_write_csv
 
     save_dir = _run_dir(project, name, exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)

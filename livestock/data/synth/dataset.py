@@ -1,0 +1,253 @@
+"""Writing a synthetic AI Hub-format dataset: the six zips, the truth side file and the test answer, and its CLI."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+import zipfile
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from livestock.data.synth.calibration import CLASS_CODE, TEST_PIG_SIZES, TRAIN_PIG_SIZES, split_by_class_ratio
+from livestock.data.synth.render import SynthImage, render_image
+from livestock.fileio import atomic_output, atomic_write_csv
+from livestock.paths import DATA_DIR, SYNTH_TRUTH, TEST_ANSWER, TEST_DIR, TEST_ZIPS, TRAIN_ZIPS
+
+# The label JSON's own categories are behaviours, not species. Their ids are chosen so that reading
+# category_id as a YOLO class id (pig = 0, cow = 1) gives the wrong species for most boxes.
+BEHAVIOUR_CATEGORIES = (
+    {"id": 0, "name": "standing", "supercategory": "behaviour"},
+    {"id": 1, "name": "lying", "supercategory": "behaviour"},
+    {"id": 2, "name": "eating", "supercategory": "behaviour"},
+    {"id": 3, "name": "sitting", "supercategory": "behaviour"},
+)
+_CATEGORY_ID = {c["name"]: c["id"] for c in BEHAVIOUR_CATEGORIES}
+_ZIP_DATE = (2021, 7, 1, 0, 0, 0)  # fixed member timestamps: same seed, same zip bytes
+_ZIP_FOLDER = {"cow": "소_bbox", "pig": "돼지_bbox"}
+
+
+@dataclass
+class SynthSummary:
+    """What :func:`generate_synthetic_dataset` wrote."""
+
+    train_dir: Path
+    test_dir: Path
+    truth_csv: Path
+    answer_csv: Path
+    train_images: dict[str, int] = field(default_factory=dict)
+    train_labelled_boxes: dict[str, int] = field(default_factory=dict)  # boxes in the label JSONs
+    train_true_boxes: dict[str, int] = field(default_factory=dict)  # every visible animal
+    left_out_cow_boxes: int = 0
+    test_images: dict[str, int] = field(default_factory=dict)
+    test_boxes: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def n_images(self) -> int:
+        """Training and test images written."""
+        return sum(self.train_images.values()) + sum(self.test_images.values())
+
+    @property
+    def seconds_per_image(self) -> float:
+        """Wall time per image written."""
+        return self.seconds / max(self.n_images, 1)
+
+    def format(self) -> str:
+        """The summary as printable lines."""
+        lines = [
+            f"train  {self.train_dir}: " + ", ".join(
+                f"{c} {self.train_images.get(c, 0)} images / {self.train_labelled_boxes.get(c, 0)} labelled boxes"
+                f" ({self.train_true_boxes.get(c, 0)} true)" for c in ("cow", "pig")),
+            f"       left-out cow boxes: {self.left_out_cow_boxes}"
+            f" ({self.left_out_cow_boxes / max(self.train_true_boxes.get('cow', 0), 1):.1%} of true cow boxes)",
+            f"test   {self.test_dir}: " + ", ".join(
+                f"{c} {self.test_images.get(c, 0)} images / {self.test_boxes.get(c, 0)} boxes" for c in ("cow", "pig")),
+            f"truth  {self.truth_csv}",
+            f"answer {self.answer_csv}",
+            f"time   {self.seconds:.1f} s ({self.seconds_per_image * 1000:.1f} ms per image)",
+        ]
+        return "\n".join(lines)
+
+
+def label_json(record: SynthImage) -> dict:
+    """The AI Hub label JSON of one image: labelled boxes only, behaviour categories (not species)."""
+    number = int(Path(record.image_id).stem.rsplit("_", 1)[1])
+    annotations = []
+    for box, keep, behaviour in zip(record.boxes, record.labelled, record.behaviours):
+        if not keep:
+            continue
+        x1, y1, x2, y2 = box
+        annotations.append({"id": len(annotations) + 1, "image_id": number, "bbox": [x1, y1, x2, y2],
+                            "area": (x2 - x1) * (y2 - y1), "category_id": _CATEGORY_ID[behaviour]})
+    return {"label_info": {
+        "image": {"file_name": record.image_id, "id": number, "width": record.width, "height": record.height,
+                  "date_captured": "2021-07-01 00:00:00"},
+        "annotations": annotations,
+        "categories": [dict(c) for c in BEHAVIOUR_CATEGORIES],
+    }}
+
+
+def _add_member(zf: zipfile.ZipFile, arcname: str, data: bytes, compress: bool) -> None:
+    """Add one member as the real zips have it: fixed timestamp (same seed, same bytes), UTF-8 name flag."""
+    info = zipfile.ZipInfo(arcname, date_time=_ZIP_DATE)
+    info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    info.flag_bits |= 0x800  # names are UTF-8 (the folders are Korean)
+    info.create_system = 3
+    info.external_attr = 0o644 << 16
+    zf.writestr(info, data)
+
+
+def _image_numbers(seed: int, label: str, n_train: int, n_test: int) -> tuple[list[int], list[int]]:
+    """Disjoint 6-digit numbers for train and test images of one class. As in the real data, the test
+    numbers are scattered among the training numbers rather than forming a block."""
+    total = n_train + n_test
+    if total > 999_999:
+        raise ValueError(f"{total} {label} images do not fit the 6-digit AI Hub numbering")
+    rng = np.random.default_rng([int(seed), CLASS_CODE[label], 7])
+    is_test = np.zeros(total, bool)
+    is_test[rng.choice(total, size=n_test, replace=False)] = True
+    numbers = np.arange(1, total + 1)
+    return numbers[~is_test].tolist(), numbers[is_test].tolist()
+
+
+def _frame_sizes(label: str, n: int, split: str) -> list[tuple[int, int]]:
+    """Frame size per image; pig sizes interleaved so any prefix keeps the real proportion."""
+    if label == "cow":
+        return [(1920, 1080)] * n
+    real = TRAIN_PIG_SIZES if split == "train" else TEST_PIG_SIZES
+    share_wide = real[(1920, 1080)] / sum(real.values())
+    return [(1920, 1080) if math.floor((i + 1) * share_wide) > math.floor(i * share_wide) else (1280, 960)
+            for i in range(n)]
+
+
+
+def generate_synthetic_dataset(
+    train_dir: str | os.PathLike = DATA_DIR,
+    test_dir: str | os.PathLike = TEST_DIR,
+    n_train: int = 300,
+    n_test: int = 60,
+    seed: int = 0,
+    missing_cow_rate: float = 0.15,
+    image_scale: float = 1.0,
+    labels_only: bool = False,
+    train_counts: dict[str, int] | None = None,
+    test_counts: dict[str, int] | None = None,
+    progress: bool = True,
+) -> SynthSummary:
+    """Write a synthetic AI Hub-format dataset.
+
+    ``train_dir`` gets the four training zips (cow / pig images and label JSONs) and ``synth_truth.csv``
+    (every true box, with ``labelled`` False for the cow boxes left out of the JSONs); ``test_dir`` gets
+    the two test image zips and ``answer.csv`` (complete ground truth, contest format, coordinates
+    normalised by each image's own size). ``n_train`` / ``n_test`` are split cow : pig in the real ratio
+    unless ``train_counts`` / ``test_counts`` ({'cow': n, 'pig': n}) are given. ``image_scale`` < 1
+    renders smaller frames (labels match them); ``labels_only`` writes plain grey JPEGs of the right
+    size and the same labels as a full render. Same arguments, same bytes.
+    """
+    train_dir, test_dir = Path(train_dir), Path(test_dir)
+    if train_dir.resolve() == test_dir.resolve():
+        raise ValueError(f"{train_dir}: train and test folders must differ (their zip names coincide)")
+    if not 0.0 <= missing_cow_rate < 1.0:
+        raise ValueError(f"missing_cow_rate must be in [0, 1), got {missing_cow_rate}")
+    if not 0.0 < image_scale <= 1.0 or round(960 * image_scale) < 16:
+        raise ValueError(f"image_scale must be in (0, 1] and give frames of at least 16 px, got {image_scale}")
+    if train_counts is None:
+        if n_train < 2:
+            raise ValueError(f"n_train must be >= 2 (one image of each class), got {n_train}")
+        train_counts = split_by_class_ratio(n_train, "train")
+    if test_counts is None:
+        test_counts = split_by_class_ratio(n_test, "test")
+    for counts in (train_counts, test_counts):
+        if set(counts) != {"cow", "pig"} or min(counts.values()) < 0:
+            raise ValueError(f"per-class counts must be {{'cow': n, 'pig': n}} with n >= 0, got {counts}")
+
+    start = time.perf_counter()
+    summary = SynthSummary(train_dir, test_dir, train_dir / SYNTH_TRUTH.name, test_dir / TEST_ANSWER.name)
+    truth_rows: list[tuple] = []
+    answer_rows: list[tuple] = []
+    numbers = {c: _image_numbers(seed, c, train_counts[c], test_counts[c]) for c in ("cow", "pig")}
+
+    def images(label: str, split: str):
+        nums = numbers[label][0 if split == "train" else 1]
+        sizes = _frame_sizes(label, len(nums), split)
+        bar = tqdm(list(zip(nums, sizes)), desc=f"synth {split} {label}", unit="img", disable=not progress,
+                   leave=False)
+        for number, size in bar:
+            _, rec = render_image(label, number, split, seed, size, missing_cow_rate, image_scale, labels_only)
+            yield rec
+
+    # Every zip is written to a temp file and renamed into place only once the whole set is done, so an
+    # interrupted run leaves the previous set (or nothing) rather than a mixture.
+    targets = {key: train_dir / name for key, name in TRAIN_ZIPS.items()}
+    targets.update({(label, "test"): test_dir / name for label, name in TEST_ZIPS.items()})
+    with ExitStack() as stack:
+        zips: dict[tuple[str, str], zipfile.ZipFile] = {}
+        for key, path in targets.items():
+            tmp = stack.enter_context(atomic_output(path))
+            # entered after its temp file, so the zip is closed (complete) before that file is renamed into place
+            zips[key] = stack.enter_context(zipfile.ZipFile(tmp, "w", allowZip64=True))
+        for label in ("cow", "pig"):
+            folder = _ZIP_FOLDER[label]
+            n_img = n_lab = n_true = 0
+            for rec in images(label, "train"):
+                _add_member(zips[(label, "images")], f"{folder}/{rec.image_id}", rec.jpeg, compress=labels_only)
+                _add_member(zips[(label, "labels")], f"{folder}/{Path(rec.image_id).stem}.json",
+                            json.dumps(label_json(rec), ensure_ascii=False).encode("utf-8"), compress=True)
+                n_img += 1
+                n_true += len(rec.boxes)
+                n_lab += sum(rec.labelled)
+                truth_rows += [(rec.image_id, label, *b, keep) for b, keep in zip(rec.boxes, rec.labelled)]
+            summary.train_images[label] = n_img
+            summary.train_labelled_boxes[label] = n_lab
+            summary.train_true_boxes[label] = n_true
+        for label in ("pig", "cow"):
+            folder = _ZIP_FOLDER[label]
+            n_img = n_box = 0
+            for rec in images(label, "test"):
+                _add_member(zips[(label, "test")], f"{folder}/{rec.image_id}", rec.jpeg, compress=labels_only)
+                n_img += 1
+                n_box += len(rec.boxes)
+                answer_rows += [(rec.image_id, label, x1 / rec.width, x2 / rec.width, y1 / rec.height,
+                                 y2 / rec.height) for x1, y1, x2, y2 in rec.boxes]
+            summary.test_images[label] = n_img
+            summary.test_boxes[label] = n_box
+    summary.left_out_cow_boxes = summary.train_true_boxes["cow"] - summary.train_labelled_boxes["cow"]
+    atomic_write_csv(pd.DataFrame(truth_rows, columns=["image_id", "label", "x1", "y1", "x2", "y2", "labelled"]),
+                     summary.truth_csv)
+    atomic_write_csv(pd.DataFrame(answer_rows, columns=["ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax"]),
+                     summary.answer_csv)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def cli_synth_args(parser: argparse.ArgumentParser) -> None:
+    """The ``livestock synth`` options."""
+    parser.add_argument("--out", type=Path, default=DATA_DIR, help="folder for the four training zips (default: data)")
+    parser.add_argument("--test-out", type=Path, default=TEST_DIR,
+                        help="folder for the two test zips and answer.csv (default: data_test)")
+    parser.add_argument("--n-train", type=int, default=300, help="training images, split cow:pig in the real ratio")
+    parser.add_argument("--n-test", type=int, default=60, help="test images, split cow:pig as the real test set")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--missing-cow-rate", type=float, default=0.15,
+                        help="share of true cow boxes left out of the training labels (default 0.15)")
+    parser.add_argument("--image-scale", type=float, default=1.0,
+                        help="frame size factor: 1.0 gives 1920x1080 / 1280x960, 0.25 gives 480x270 / 320x240")
+    parser.add_argument("--labels-only", action="store_true",
+                        help="skip rendering: plain grey JPEGs of the right size, same labels")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cli_synth(args: argparse.Namespace) -> int:
+    """``livestock synth``: write the dataset and print its summary."""
+    summary = generate_synthetic_dataset(args.out, args.test_out, args.n_train, args.n_test, seed=args.seed,
+                                         missing_cow_rate=args.missing_cow_rate, image_scale=args.image_scale,
+                                         labels_only=args.labels_only, progress=not args.quiet)
+    print(summary.format())
+    return 0

@@ -1,0 +1,95 @@
+"""Atomic file writes: every output appears whole or not at all.
+
+A file is written to a temp file beside its destination (``.<name>.<random>.tmp``, so readers that walk a folder
+can pass over it) and renamed into place, so a reader never sees a half-written file and an interrupted write
+leaves the old file, or none, behind. Finished files get the mode ``open()`` would give them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import pandas as pd
+
+if TYPE_CHECKING:  # matplotlib is needed only by whoever makes the figure
+    from matplotlib.figure import Figure
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; a finished output gets the mode open() would give it. Read once, at import: setting
+# the umask on every write would briefly change it for every other thread of the process.
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def _temp_beside(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp file's path beside ``path``; on success it becomes ``path``, on any error it is removed."""
+    path = Path(path)
+    tmp = _temp_beside(path)
+    try:
+        yield tmp
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically, UTF-8 encoded."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_csv(df: pd.DataFrame, path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Write ``df`` to ``path`` as CSV atomically; ``kwargs`` go to ``DataFrame.to_csv`` (no index by default)."""
+    kwargs.setdefault("index", False)
+    return atomic_write_text(path, df.to_csv(**kwargs))
+
+
+def atomic_write_figure(fig: "Figure", path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Save a matplotlib figure to ``path`` as PNG atomically."""
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return Path(path)
+
+
+def atomic_link_or_copy(src: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Put file ``src`` at ``path`` atomically: a hard link where the file system allows it, else a copy."""
+    path = Path(path)
+    tmp = _temp_beside(path)
+    try:
+        tmp.unlink()  # os.link will not overwrite: free the random name for it
+        try:
+            os.link(src, tmp)
+        except OSError:
+            # another file system, or one without hard links; the copy is a new file of ours, so it gets our mode
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
