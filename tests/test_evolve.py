@@ -178,7 +178,7 @@ def test_evolution_resumes_after_being_killed(tmp_path):
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 600  # a hang detector only
-        while not (folder / "gen_001" / "hyp.yaml").exists():  # generation 2 (index 1) has started
+        while not (folder / "trial_001" / "hyp.yaml").exists():  # generation 2 (trial 1) has started
             assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
             assert time.monotonic() < deadline, "generation 2 never started"
             time.sleep(0.05)
@@ -209,7 +209,13 @@ def test_evolution_resumes_after_being_killed(tmp_path):
     assert result.best_generation == int(best["generation"]) and result.best_fitness == pytest.approx(best["fitness"])
     assert load_hyp(folder / "best_hyp.yaml") == pytest.approx({k: float(best[k]) for k in HYP_KEYS})
     assert (folder / "fitness.png").stat().st_size > 5000
-    assert not (folder / "gen_000" / "weights").exists()  # scored generations drop their weights by default
+    assert not (folder / "trial_000" / "weights").exists()  # scored generations drop their weights by default
+    # The interrupted trial 1 failed and was trained again, first, with the same hyp (as trial 2).
+    trials = pd.read_csv(folder / "trials.csv")
+    assert trials.loc[trials["number"] == 1, "state"].item() == "FAIL"
+    assert trials.loc[trials["number"] == 2, "retry_of"].item() == 1
+    assert list(history["trial"]) == [0, 2, 3]
+    assert history.loc[1, list(HYP_KEYS)].to_dict() == pytest.approx(load_hyp(folder / "trial_001" / "hyp.yaml"))
     assert V.evolve(data, **args).history.equals(result.history)  # finished: nothing left to do
     with pytest.raises(ValueError, match="other settings"):
         V.evolve(data, **{**args, "epochs": 3})
