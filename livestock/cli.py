@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("livestock.model.yolov5_engine", "train a YOLOv5 model on a data.yaml"),
     "val": ("livestock.model.yolov5_engine", "validate YOLOv5 weights on a data.yaml (per-class table)"),
     "evolve": ("livestock.model.evolve", "genetic evolution of chosen hyper-parameters"),
+    "search": ("livestock.model.search", "hyper-parameter search on Optuna (GA, TPE, CMA-ES), shared by many workers"),
     "detect": ("livestock.evaluation.detect", "run a detector on images, cache raw candidates, write detections"),
     "tune": ("livestock.evaluation.tune", "score a grid of NMS IoU x confidence from cached candidates"),
     "submit": ("livestock.evaluation.submission", "turn detections into a contest answer.csv"),

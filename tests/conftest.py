@@ -5,6 +5,7 @@ read it share it, tests that need to change data make their own copy or their ow
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,3 +72,22 @@ def tiny_train_result(tmp_path_factory: pytest.TempPathFactory):
 def tiny_trained_model(tiny_train_result) -> tuple[Path, Path]:
     """(weights, data.yaml): a 2-class (pig, cow) YOLOv5n that has learned its toy set, and that set."""
     return tiny_train_result.best, tiny_train_result.data_yaml
+
+
+# ---------------------------------------------------------------- a real PostgreSQL server (livestock.model.search)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server (tests/postgres_server.py) for the session, stopped at the end. Where it cannot
+    start the tests that need it skip with the reason, unless LIVESTOCK_REQUIRE_POSTGRES=1 (CI) makes that a failure."""
+    from postgres_server import PostgresUnavailable, start_postgres
+
+    try:
+        server = start_postgres()
+    except PostgresUnavailable as e:
+        if os.environ.get("LIVESTOCK_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL server could not start: {e}")
+        pytest.skip(f"PostgreSQL server could not start: {e}")
+    yield server
+    server.stop()

@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 
 import livestock.model.evolve as V
+import livestock.model.objective as O
+import livestock.model.genetic as G
 from livestock.model.yolov5_engine import HYP_KEYS, load_hyp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,38 +33,38 @@ def _history(fitness: list[float], **keys: list[float]) -> pd.DataFrame:
 
 
 def test_parse_keys_and_bounds():
-    assert V.parse_keys("lr0, lrf,momentum") == ("lr0", "lrf", "momentum")
-    assert V.parse_keys(["box"]) == ("box",)
+    assert G.parse_keys("lr0, lrf,momentum") == ("lr0", "lrf", "momentum")
+    assert G.parse_keys(["box"]) == ("box",)
     with pytest.raises(ValueError, match="unknown hyper-parameter keys \\['lr_0'\\]"):
-        V.parse_keys("lr_0")
+        G.parse_keys("lr_0")
     with pytest.raises(ValueError, match="repeated"):
-        V.parse_keys("lr0,lr0")
+        G.parse_keys("lr0,lr0")
     with pytest.raises(ValueError, match="no hyper-parameter keys"):
-        V.parse_keys(" , ")
-    assert V.parse_bounds("lr0=1e-4:1e-2, momentum=0.8:0.95") == {"lr0": (1e-4, 1e-2), "momentum": (0.8, 0.95)}
+        G.parse_keys(" , ")
+    assert G.parse_bounds("lr0=1e-4:1e-2, momentum=0.8:0.95") == {"lr0": (1e-4, 1e-2), "momentum": (0.8, 0.95)}
     with pytest.raises(ValueError, match="key=low:high"):
-        V.parse_bounds("lr0=0.1")
-    assert V.resolve_bounds(V.DEFAULT_KEYS) == {"lr0": (1e-5, 1e-1), "lrf": (0.01, 1.0), "momentum": (0.6, 0.98)}
-    assert V.resolve_bounds(["lr0"], {"lr0": (1e-3, 1e-2)}) == {"lr0": (1e-3, 1e-2)}
+        G.parse_bounds("lr0=0.1")
+    assert G.resolve_bounds(G.DEFAULT_KEYS) == {"lr0": (1e-5, 1e-1), "lrf": (0.01, 1.0), "momentum": (0.6, 0.98)}
+    assert G.resolve_bounds(["lr0"], {"lr0": (1e-3, 1e-2)}) == {"lr0": (1e-3, 1e-2)}
     with pytest.raises(ValueError, match="not evolved"):
-        V.resolve_bounds(["lr0"], {"lrf": (0.1, 0.2)})
+        G.resolve_bounds(["lr0"], {"lrf": (0.1, 0.2)})
     with pytest.raises(ValueError, match="lower"):
-        V.resolve_bounds(["lr0"], {"lr0": (0.2, 0.1)})
+        G.resolve_bounds(["lr0"], {"lr0": (0.2, 0.1)})
 
 
 # ---------------------------------------------------------------- mutation
 
 
 def test_mutation_changes_only_chosen_keys_within_bounds():
-    keys = V.DEFAULT_KEYS
-    bounds = V.resolve_bounds(keys)
+    keys = G.DEFAULT_KEYS
+    bounds = G.resolve_bounds(keys)
     # Parents at and near the bounds: mutations push past them and must be clipped back.
     history = _history([0.5, 0.7, 0.6, 0.2, 0.9, 0.1],
                        lr0=[1e-5, 0.1, 0.009, 0.05, 0.02, 0.001], lrf=[0.01, 1.0, 0.08, 0.5, 0.3, 0.02],
                        momentum=[0.6, 0.98, 0.94, 0.7, 0.9, 0.65])
     seen_change = {k: 0 for k in keys}
     for gen in range(1, 151):
-        hyp = V.next_hyp(history, BASE, keys, bounds, seed=7, generation=gen)
+        hyp = G.next_hyp(history, BASE, keys, bounds, seed=7, generation=gen)
         assert set(hyp) == set(BASE)
         for k in HYP_KEYS:
             if k not in keys:
@@ -80,7 +82,7 @@ def test_mutation_factor_is_yolov5s():
     """Factors are 1 + gain * N(0,1) * U(0,1) * sigma, clipped to [0.3, 3]: momentum (gain 0.3) moves less."""
     rng = np.random.default_rng(0)
     bounds = {"lr0": (0.0, 1e9), "momentum": (0.0, 1e9)}
-    factors = np.array([list(V.mutate({"lr0": 1.0, "momentum": 1.0}, ["lr0", "momentum"], bounds, rng).values())
+    factors = np.array([list(G.mutate({"lr0": 1.0, "momentum": 1.0}, ["lr0", "momentum"], bounds, rng).values())
                         for _ in range(4000)])
     assert factors.min() >= 0.3 and factors.max() <= 3.0
     lr_dev, mom_dev = np.abs(factors[:, 0] - 1), np.abs(factors[:, 1] - 1)
@@ -95,16 +97,16 @@ def test_mutation_changes_a_key_after_the_bounds_apply():
     the retry happens after clipping, so every generation tries a new value."""
     rng = np.random.default_rng(0)
     bounds = {"lrf": (0.01, 1.0)}
-    children = [V.mutate({"lrf": 0.01}, ["lrf"], bounds, rng)["lrf"] for _ in range(200)]
+    children = [G.mutate({"lrf": 0.01}, ["lrf"], bounds, rng)["lrf"] for _ in range(200)]
     assert min(children) > 0.01 and max(children) <= 1.0
     with pytest.raises(ValueError, match="pinned"):
-        V.mutate({"lrf": 0.5}, ["lrf"], {"lrf": (0.5, 0.5)}, rng)
+        G.mutate({"lrf": 0.5}, ["lrf"], {"lrf": (0.5, 0.5)}, rng)
 
 
 def test_parent_selection_is_weighted_among_the_top_n():
     history = _history([0.10, 0.90, 0.50, 0.30, 0.80, 0.05, 0.85], lr0=[0.001 * (i + 1) for i in range(7)])
     rng = np.random.default_rng(1)
-    picks = [V.select_parent(history, ["lr0"], rng, top_n=5)["lr0"] for _ in range(2000)]
+    picks = [G.select_parent(history, ["lr0"], rng, top_n=5)["lr0"] for _ in range(2000)]
     counts = pd.Series(picks).value_counts()
     top5 = {0.002, 0.007, 0.005, 0.003, 0.004}  # fitness 0.90, 0.85, 0.80, 0.50, 0.30
     assert set(counts.index) <= top5
@@ -114,19 +116,19 @@ def test_parent_selection_is_weighted_among_the_top_n():
     expected = w / w.sum() * 2000
     observed = np.array([counts.get(v, 0) for v in (0.002, 0.007, 0.005, 0.003)])
     assert np.allclose(observed, expected, rtol=0.2)
-    assert V.select_parent(history, ["lr0"], rng, top_n=1)["lr0"] == 0.002
+    assert G.select_parent(history, ["lr0"], rng, top_n=1)["lr0"] == 0.002
 
 
 def test_next_hyp_is_deterministic_and_generation_zero_is_the_base():
-    keys, bounds = V.DEFAULT_KEYS, V.resolve_bounds(V.DEFAULT_KEYS)
+    keys, bounds = G.DEFAULT_KEYS, G.resolve_bounds(G.DEFAULT_KEYS)
     history = _history([0.4, 0.6], lr0=[0.009, 0.02], lrf=[0.08, 0.1], momentum=[0.94, 0.9])
-    assert V.next_hyp(pd.DataFrame(), BASE, keys, bounds, seed=0, generation=0) == BASE
-    a = V.next_hyp(history, BASE, keys, bounds, seed=3, generation=2)
-    assert a == V.next_hyp(history, BASE, keys, bounds, seed=3, generation=2)
-    others = [V.next_hyp(history, BASE, keys, bounds, seed=s, generation=g) for s, g in ((4, 2), (3, 3))]
+    assert G.next_hyp(pd.DataFrame(), BASE, keys, bounds, seed=0, generation=0) == BASE
+    a = G.next_hyp(history, BASE, keys, bounds, seed=3, generation=2)
+    assert a == G.next_hyp(history, BASE, keys, bounds, seed=3, generation=2)
+    others = [G.next_hyp(history, BASE, keys, bounds, seed=s, generation=g) for s, g in ((4, 2), (3, 3))]
     assert all(o != a for o in others)
     outside = {**BASE, "lr0": 0.5}
-    assert V.next_hyp(pd.DataFrame(), outside, keys, bounds, 0, 0)["lr0"] == 0.1  # the base is constrained too
+    assert G.next_hyp(pd.DataFrame(), outside, keys, bounds, 0, 0)["lr0"] == 0.1  # the base is constrained too
 
 
 def test_resume_refuses_other_settings(tmp_path):
@@ -160,11 +162,11 @@ def test_contest_fitness_is_the_final_score_path(tiny_trained_model, tiny_train_
     write_submission(detect(weights, records, imgsz, DEFAULT_CONF, DEFAULT_IOU, device="cpu", progress=False),
                      tmp_path / "submission.csv")
     final = score_answer(tmp_path / "answer.csv", tmp_path / "submission.csv")
-    score = V.contest_fitness(weights, data_yaml, imgsz=imgsz, device="cpu")
+    score = O.contest_fitness(weights, data_yaml, imgsz=imgsz, device="cpu")
     assert score == final["map_75"]
     assert score > 0.05  # the tiny model has learned its toy set: the equality above is not 0 == 0
     # Looser IoU, higher score: the metric really is computed at the threshold asked for.
-    assert V.contest_fitness(weights, data_yaml, imgsz=imgsz, device="cpu", iou_threshold=0.5) > score
+    assert O.contest_fitness(weights, data_yaml, imgsz=imgsz, device="cpu", iou_threshold=0.5) > score
 
 
 # ---------------------------------------------------------------- evolution killed and resumed (slow)
@@ -185,7 +187,7 @@ def test_evolution_resumes_after_being_killed(tmp_path):
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 600  # a hang detector only
-        while not (folder / "gen_001" / "hyp.yaml").exists():  # generation 2 (index 1) has started
+        while not (folder / "trial_001" / "hyp.yaml").exists():  # generation 2 (trial 1) has started
             assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
             assert time.monotonic() < deadline, "generation 2 never started"
             time.sleep(0.05)
@@ -207,7 +209,7 @@ def test_evolution_resumes_after_being_killed(tmp_path):
     assert (folder / "evolve.csv").read_text().splitlines()[:2] == first_text  # generation 1's row unchanged
     for k in HYP_KEYS:
         if k in ("lr0", "momentum"):
-            assert history[k].between(*V.YOLOV5_EVOLVE_META[k][1:]).all()
+            assert history[k].between(*G.YOLOV5_EVOLVE_META[k][1:]).all()
         else:
             assert (history[k] == load_hyp("hyp_scratch_cpu")[k]).all(), k
     assert history.loc[0, ["lr0", "momentum"]].tolist() == [0.01, 0.937]  # generation 0 trains the base hyp
@@ -216,7 +218,13 @@ def test_evolution_resumes_after_being_killed(tmp_path):
     assert result.best_generation == int(best["generation"]) and result.best_fitness == pytest.approx(best["fitness"])
     assert load_hyp(folder / "best_hyp.yaml") == pytest.approx({k: float(best[k]) for k in HYP_KEYS})
     assert (folder / "fitness.png").stat().st_size > 5000
-    assert not (folder / "gen_000" / "weights").exists()  # scored generations drop their weights by default
+    assert not (folder / "trial_000" / "weights").exists()  # scored generations drop their weights by default
+    # The interrupted trial 1 failed and was trained again, first, with the same hyp (as trial 2).
+    trials = pd.read_csv(folder / "trials.csv")
+    assert trials.loc[trials["number"] == 1, "state"].item() == "FAIL"
+    assert trials.loc[trials["number"] == 2, "retry_of"].item() == 1
+    assert list(history["trial"]) == [0, 2, 3]
+    assert history.loc[1, list(HYP_KEYS)].to_dict() == pytest.approx(load_hyp(folder / "trial_001" / "hyp.yaml"))
     assert V.evolve(data, **args).history.equals(result.history)  # finished: nothing left to do
     with pytest.raises(ValueError, match="other settings"):
         V.evolve(data, **{**args, "epochs": 3})

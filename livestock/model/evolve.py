@@ -8,20 +8,26 @@ does, but **only the keys the user names** change (the original entry's change t
   ``fitness - min(fitness) + 1e-6``;
 - mutation: per chosen key, with probability ``mutation_prob`` (0.8), a factor
   ``1 + gain * N(0, 1) * U(0, 1) * sigma`` (sigma 0.2, one uniform draw shared by all keys, as in YOLOv5),
-  clipped to [0.3, 3.0]; drawn again until at least one factor differs from 1. ``gain`` is YOLOv5's per-key
-  mutation scale (1 for lr0 / lrf, 0.3 for momentum; a key YOLOv5 never mutates gets 1 when chosen here);
-- the mutated values are clipped to the key's bounds and rounded to 5 significant digits. A value of 0 stays 0
-  (mutation multiplies).
+  clipped to [0.3, 3.0]. ``gain`` is YOLOv5's per-key mutation scale (1 for lr0 / lrf, 0.3 for momentum; a key
+  YOLOv5 never mutates gets 1 when chosen here);
+- the mutated values are clipped to the key's bounds and rounded to 5 significant digits; the factors are drawn
+  again until at least one key has changed after that. A value of 0 stays 0 (mutation multiplies).
 
 Random draws come from ``numpy.random.default_rng([seed, generation])``: the same seed and history give the
 same hyp sets, also after a restart.
 
+The loop itself is an Optuna study (:mod:`livestock.model.search`) whose sampler is these rules
+(:class:`livestock.model.search.GeneticSampler`); a generation is a trial. This module keeps the rules, the contest
+fitness and :func:`evolve`, the one-worker form of ``livestock search --sampler ga`` with the original's files.
+
 Files in the evolution folder ``project/name`` (``runs/evolve/exp``):
-``evolve.csv`` (one row per finished generation: fitness, metrics, seconds, every hyp value; rewritten
-atomically after each generation), ``evolve_settings.yaml`` (what a restart must match), ``gen_NNN/`` (the
-training runs), ``best_hyp.yaml`` (the best generation's full hyp, ready for ``livestock train --hyp``) and
-``fitness.png`` (fitness per generation and each chosen key). Restarting with the same settings continues after
-the last finished generation; a generation that was interrupted is simply trained again.
+``evolve.csv`` (one row per finished generation: its trial number, fitness, metrics, seconds, every hyp value;
+rewritten atomically after each generation), ``evolve_settings.yaml`` (what a restart must match), ``study.log``
+(the Optuna journal: every trial, finished or not), ``trial_NNN/`` (the training runs, by trial number),
+``best_hyp.yaml`` (the best generation's full hyp, ready for ``livestock train --hyp``), ``trials.csv``,
+``fitness.png`` (fitness per trial and each chosen key) and ``importances.csv``. Restarting with the same settings
+continues after the last finished generation; a generation that was interrupted is trained again with the same
+hyp (a new trial number).
 
 Fitness: ``yolov5`` = 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95 from YOLOv5's validation of the generation's best.pt;
 ``contest`` = mAP@0.75 by the contest's metric (:mod:`livestock.evaluation.metrics`) on the validation set's predictions
@@ -30,156 +36,28 @@ Fitness: ``yolov5`` = 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95 from YOLOv5's validatio
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import os
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
-from livestock.model.yolov5_engine import DEFAULT_HYP, HYP_KEYS, fitness_yolov5, load_data_yaml, load_hyp, train, validate
-from livestock.fileio import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from livestock.fileio import atomic_write_csv, atomic_write_text
+from livestock.model.genetic import DEFAULT_KEYS, parse_bounds, parse_keys, resolve_bounds
+from livestock.model.objective import FITNESS_KINDS
+from livestock.model.search import GeneticSettings, run_search, training_objective
+from livestock.model.yolov5_engine import DEFAULT_HYP, HYP_KEYS, load_hyp
 
-DEFAULT_KEYS: tuple[str, ...] = ("lr0", "lrf", "momentum")
-# Per key: (mutation gain, lower bound, upper bound), the table YOLOv5 7.0's train.py evolves with.
-YOLOV5_EVOLVE_META: dict[str, tuple[float, float, float]] = {
-    "lr0": (1, 1e-5, 1e-1), "lrf": (1, 0.01, 1.0), "momentum": (0.3, 0.6, 0.98),
-    "weight_decay": (1, 0.0, 0.001), "warmup_epochs": (1, 0.0, 5.0), "warmup_momentum": (1, 0.0, 0.95),
-    "warmup_bias_lr": (1, 0.0, 0.2), "box": (1, 0.02, 0.2), "cls": (1, 0.2, 4.0), "cls_pw": (1, 0.5, 2.0),
-    "obj": (1, 0.2, 4.0), "obj_pw": (1, 0.5, 2.0), "iou_t": (0, 0.1, 0.7), "anchor_t": (1, 2.0, 8.0),
-    "fl_gamma": (0, 0.0, 2.0), "hsv_h": (1, 0.0, 0.1), "hsv_s": (1, 0.0, 0.9), "hsv_v": (1, 0.0, 0.9),
-    "degrees": (1, 0.0, 45.0), "translate": (1, 0.0, 0.9), "scale": (1, 0.0, 0.9), "shear": (1, 0.0, 10.0),
-    "perspective": (0, 0.0, 0.001), "flipud": (1, 0.0, 1.0), "fliplr": (0, 0.0, 1.0), "mosaic": (1, 0.0, 1.0),
-    "mixup": (1, 0.0, 1.0), "copy_paste": (1, 0.0, 1.0),
-}
-FITNESS_KINDS = ("yolov5", "contest")
-CONTEST_IOU = 0.75
 METRIC_COLUMNS = ("P", "R", "mAP@0.5", "mAP@0.5:0.95", "mAP@0.75")
-CSV_NAME, SETTINGS_NAME, BEST_HYP_NAME, PLOT_NAME = "evolve.csv", "evolve_settings.yaml", "best_hyp.yaml", "fitness.png"
+CSV_NAME, SETTINGS_NAME, STUDY_NAME = "evolve.csv", "evolve_settings.yaml", "study.log"
 # Settings a restart must share with the run it continues (device, workers, generations may change).
 _RESUME_SETTINGS = ("data", "model", "weights", "base_hyp", "keys", "bounds", "fitness", "imgsz", "epochs",
                     "batch_size", "optimizer", "linear_lr", "seed", "top_n", "mutation_prob", "sigma")
 
 
 # ---------------------------------------------------------------- pure parts: keys, bounds, mutation
-
-
-def parse_keys(keys: str | Iterable[str]) -> tuple[str, ...]:
-    """``"lr0,lrf"`` or ``["lr0", "lrf"]`` -> ``("lr0", "lrf")``; every key must be a YOLOv5 hyp key."""
-    items = [k.strip() for k in (keys.split(",") if isinstance(keys, str) else keys) if k and k.strip()]
-    if not items:
-        raise ValueError("no hyper-parameter keys to evolve")
-    unknown = [k for k in items if k not in HYP_KEYS]
-    if unknown:
-        raise ValueError(f"unknown hyper-parameter keys {unknown}; choose from {', '.join(HYP_KEYS)}")
-    if len(set(items)) != len(items):
-        raise ValueError(f"repeated keys in {items}")
-    return tuple(items)
-
-
-def resolve_bounds(keys: Sequence[str], bounds: Mapping[str, tuple[float, float]] | None = None
-                   ) -> dict[str, tuple[float, float]]:
-    """Bounds per chosen key: ``bounds[key]`` where given, else YOLOv5's."""
-    out = {}
-    for k in keys:
-        low, high = (bounds or {}).get(k, YOLOV5_EVOLVE_META[k][1:])
-        low, high = float(low), float(high)
-        if not low <= high:
-            raise ValueError(f"bounds of {k}: lower {low} > upper {high}")
-        out[k] = (low, high)
-    extra = set(bounds or {}) - set(keys)
-    if extra:
-        raise ValueError(f"bounds given for keys that are not evolved: {sorted(extra)}")
-    return out
-
-
-def parse_bounds(text: str | None) -> dict[str, tuple[float, float]]:
-    """``"lr0=1e-4:1e-2,momentum=0.8:0.95"`` -> ``{"lr0": (1e-4, 1e-2), "momentum": (0.8, 0.95)}``."""
-    out: dict[str, tuple[float, float]] = {}
-    for item in filter(None, (s.strip() for s in (text or "").split(","))):
-        try:
-            key, rng = item.split("=")
-            low, high = rng.split(":")
-            out[key.strip()] = (float(low), float(high))
-        except ValueError as e:
-            raise ValueError(f"bad bounds {item!r}: expected key=low:high") from e
-    return out
-
-
-def _round(x: float) -> float:
-    return float(f"{x:.5g}")
-
-
-def constrain(hyp: Mapping[str, float], bounds: Mapping[str, tuple[float, float]]) -> dict[str, float]:
-    """Chosen keys clipped to their bounds and rounded to 5 significant digits; the rest untouched."""
-    out = dict(hyp)
-    for k, (low, high) in bounds.items():
-        out[k] = _round(min(max(float(out[k]), low), high))
-    return out
-
-
-def select_parent(history: pd.DataFrame, keys: Sequence[str], rng: np.random.Generator, top_n: int = 5
-                  ) -> dict[str, float]:
-    """The chosen keys' values of one of the ``top_n`` fittest generations, drawn with weights
-    ``fitness - min + 1e-6`` (better generations more often, the worst of the top ones almost never)."""
-    if history.empty:
-        raise ValueError("no finished generation to select a parent from")
-    top = history.sort_values("fitness", ascending=False, kind="stable").head(top_n)
-    f = top["fitness"].to_numpy(dtype=float)
-    w = f - f.min() + 1e-6
-    row = top.iloc[int(rng.choice(len(top), p=w / w.sum()))]
-    return {k: float(row[k]) for k in keys}
-
-
-def mutate(parent: Mapping[str, float], keys: Sequence[str], bounds: Mapping[str, tuple[float, float]],
-           rng: np.random.Generator, mutation_prob: float = 0.8, sigma: float = 0.2,
-           factor_clip: tuple[float, float] = (0.3, 3.0)) -> dict[str, float]:
-    """YOLOv5's mutation applied to ``keys`` only (see the module docstring); returns the mutated chosen keys."""
-    gains = np.array([YOLOV5_EVOLVE_META[k][0] or 1.0 for k in keys], dtype=float)
-    n = len(keys)
-    key_bounds = {k: bounds[k] for k in keys}
-    start = constrain({k: float(parent[k]) for k in keys}, key_bounds)
-    for _ in range(1000):
-        v = (gains * (rng.random(n) < mutation_prob) * rng.standard_normal(n) * rng.random() * sigma + 1)
-        v = v.clip(*factor_clip)
-        mutated = constrain({k: float(parent[k]) * float(v[i]) for i, k in enumerate(keys)}, key_bounds)
-        # At least one key must change after the bounds are applied (YOLOv5 checks before, so a key pushed
-        # past its bound, e.g. lrf below 0.01, could repeat the parent and waste a generation).
-        if any(mutated[k] != start[k] for k in keys):
-            return mutated
-    raise ValueError(f"cannot mutate {dict(start)} within bounds {key_bounds}: every key is pinned at a bound")
-
-
-def next_hyp(history: pd.DataFrame, base_hyp: Mapping[str, float], keys: Sequence[str],
-             bounds: Mapping[str, tuple[float, float]], seed: int, generation: int, top_n: int = 5,
-             mutation_prob: float = 0.8, sigma: float = 0.2) -> dict[str, float]:
-    """The hyp of ``generation``: the base (chosen keys constrained) for generation 0, else the base with the
-    chosen keys replaced by a mutated parent drawn from ``history``. Deterministic in (seed, generation, history)."""
-    hyp = constrain(base_hyp, bounds)
-    if generation == 0:
-        return hyp
-    rng = np.random.default_rng([int(seed), int(generation)])
-    parent = select_parent(history, keys, rng, top_n)
-    hyp.update(mutate(parent, keys, bounds, rng, mutation_prob, sigma))
-    return hyp
-
-
-# ---------------------------------------------------------------- contest fitness
-
-
-def contest_fitness(weights: str | os.PathLike, data_yaml: str | os.PathLike, imgsz: int = 640,
-                    device: str = "auto", iou_threshold: float = CONTEST_IOU) -> float:
-    """The contest's metric (mAP at IoU ``iou_threshold``, 0.75) of ``weights`` on the validation split of
-    ``data_yaml``, by the same detection -> NMS -> metric path as the final score
-    (:func:`livestock.evaluation.inference.split_map`), so the best generation is the best by the reported number."""
-    from livestock.evaluation.inference import split_map
-
-    return split_map(weights, data_yaml, imgsz=imgsz, device=device, metric_iou=iou_threshold)
 
 
 # ---------------------------------------------------------------- the loop
@@ -219,59 +97,6 @@ def _check_resume(save_dir: Path, settings: dict) -> None:
                          f"Continue it with the same settings, or choose another --name")
 
 
-def _read_history(csv: Path, hyp_keys: Sequence[str]) -> pd.DataFrame:
-    if not csv.is_file():
-        return pd.DataFrame()
-    history = pd.read_csv(csv, float_precision="round_trip")  # rewritten rows keep their exact text
-    missing = [c for c in ("generation", "fitness", *hyp_keys) if c not in history.columns]
-    if missing:
-        raise ValueError(f"{csv}: missing columns {missing}")
-    if list(history["generation"]) != list(range(len(history))):
-        raise ValueError(f"{csv}: generations are not 0..{len(history) - 1} in order")
-    return history
-
-
-def _best(history: pd.DataFrame) -> pd.Series:
-    return history.loc[history["fitness"].astype(float).idxmax()]
-
-
-def _write_best_hyp(save_dir: Path, history: pd.DataFrame, fitness_kind: str, keys: Sequence[str]) -> tuple[Path, dict]:
-    import yaml
-
-    best = _best(history)
-    hyp = {k: float(best[k]) for k in HYP_KEYS}
-    header = (f"# Evolved by `livestock evolve` ({len(history)} generations, keys {', '.join(keys)}).\n"
-              f"# Best: generation {int(best['generation'])}, fitness ({fitness_kind}) {float(best['fitness']):.5f}.\n")
-    path = atomic_write_text(save_dir / BEST_HYP_NAME, header + yaml.safe_dump(hyp, sort_keys=False))
-    return path, hyp
-
-
-def plot_evolution(history: pd.DataFrame, keys: Sequence[str], path: str | os.PathLike, fitness_kind: str = "") -> Path:
-    """Fitness per generation (with the best so far) and each chosen key per generation, coloured by fitness."""
-    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
-
-    g = history["generation"].to_numpy()
-    f = history["fitness"].to_numpy(dtype=float)
-    fig = Figure(figsize=(4 * (1 + len(keys)), 3.5), layout="constrained")
-    axes = fig.subplots(1, 1 + len(keys), squeeze=False)[0]
-    axes[0].plot(g, f, "o", label="generation")
-    axes[0].plot(g, np.maximum.accumulate(f), "-", label="best so far")
-    axes[0].set(xlabel="generation", ylabel=f"fitness ({fitness_kind})" if fitness_kind else "fitness",
-                title="fitness per generation")
-    axes[0].legend()
-    low, high = (float(f.min()), float(f.max())) if f.max() > f.min() else (float(f.min()) - 0.5, float(f.min()) + 0.5)
-    for ax, k in zip(axes[1:], keys):  # one colour scale shared by every panel
-        sc = ax.scatter(g, history[k].to_numpy(dtype=float), c=f, cmap="viridis", vmin=low, vmax=high)
-        ax.set(xlabel="generation", ylabel=k, title=k)
-        if k == "lr0":
-            ax.set_yscale("log")
-    if len(keys):
-        fig.colorbar(sc, ax=axes[-1], label="fitness")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
 def evolve(
     data_yaml: str | os.PathLike,
     generations: int = 7,
@@ -296,15 +121,16 @@ def evolve(
     sigma: float = 0.2,
     keep_weights: bool = False,
     verbose: bool = False,
+    objective: Callable | None = None,
 ) -> EvolveResult:
     """Evolve ``keys`` of ``base_hyp`` for ``generations`` generations (in total, counting finished ones) of
     ``epochs`` epochs each on ``data_yaml``; results in ``project/name`` (see the module docstring).
 
     Re-running the same call continues an interrupted evolution; raising ``generations`` extends a finished one.
     ``keep_weights=False`` deletes each generation's weights once it is scored (a yolov5m6 checkpoint is ~68 MB).
-    The training arguments mean what they mean for :func:`livestock.model.yolov5_engine.train`.
+    The training arguments mean what they mean for :func:`livestock.model.yolov5_engine.train`; ``objective`` replaces the
+    training (any :data:`livestock.model.search.Objective`, e.g. a cheap function in tests).
     """
-    from tqdm import tqdm
 
     keys = parse_keys(keys)
     bounds_by_key = resolve_bounds(keys, bounds)
@@ -313,8 +139,13 @@ def evolve(
     if generations < 1 or epochs < 1:
         raise ValueError(f"need generations >= 1 and epochs >= 1 (got {generations}, {epochs})")
     base = load_hyp(base_hyp)
-    load_data_yaml(data_yaml)  # fail now, not after a generation
     save_dir = Path(project) / name
+    if objective is None:
+        objective = training_objective(
+            data_yaml, epochs=epochs, imgsz=imgsz, batch=batch_size, model=model, weights=weights, device=device,
+            workers=workers, seed=seed, project=save_dir, fitness=fitness, optimizer=optimizer, linear_lr=linear_lr,
+            keep_weights=keep_weights, verbose=verbose,
+        )
     save_dir.mkdir(parents=True, exist_ok=True)
     settings = _settings(
         data=str(Path(data_yaml).resolve()), model=model, weights=str(weights) if weights else None,
@@ -324,41 +155,38 @@ def evolve(
         mutation_prob=float(mutation_prob), sigma=float(sigma),
     )
     _check_resume(save_dir, settings)
-    csv = save_dir / CSV_NAME
-    history = _read_history(csv, HYP_KEYS)
-    done = len(history)
-    bar = tqdm(range(done, generations), initial=done, total=max(generations, done), desc="evolve", unit="gen")
-    for gen in bar:
-        hyp = next_hyp(history, base, keys, bounds_by_key, seed, gen, top_n, mutation_prob, sigma)
-        t0 = time.perf_counter()
-        result = train(
-            data_yaml, model=model, weights=weights, hyp=hyp, imgsz=imgsz, epochs=epochs, batch_size=batch_size,
-            device=device, workers=workers, project=save_dir, name=f"gen_{gen:03d}", exist_ok=True,
-            linear_lr=linear_lr, optimizer=optimizer, seed=seed, plots=False, verbose=verbose,
-        )
-        all_row = result.metrics.loc["all"]
-        map75 = math.nan
-        if fitness == "contest":
-            map75 = contest_fitness(result.best, data_yaml, imgsz=imgsz, device=device)
-        score = map75 if fitness == "contest" else fitness_yolov5(result.metrics)
-        row = {"generation": gen, "fitness": score, "P": all_row["P"], "R": all_row["R"],
-               "mAP@0.5": all_row["mAP@0.5"], "mAP@0.5:0.95": all_row["mAP@0.5:0.95"], "mAP@0.75": map75,
-               "epochs_run": result.epochs_run, "seconds": round(time.perf_counter() - t0, 1),
-               **{k: hyp[k] for k in HYP_KEYS}}
-        history = pd.DataFrame([row]) if history.empty else pd.concat([history, pd.DataFrame([row])], ignore_index=True)
-        atomic_write_csv(history, csv)
-        if not keep_weights:
-            shutil.rmtree(result.save_dir / "weights", ignore_errors=True)
-        best = _best(history)
-        bar.set_postfix(fitness=f"{score:.4f}", best=f"{float(best['fitness']):.4f}")
-        _write_best_hyp(save_dir, history, fitness, keys)
-        plot_evolution(history, keys, save_dir / PLOT_NAME, fitness)
-    bar.close()
-    best_path, best_hyp = _write_best_hyp(save_dir, history, fitness, keys)
-    plot = plot_evolution(history, keys, save_dir / PLOT_NAME, fitness)
-    best = _best(history)
+    # One worker owns an evolution folder, so a trial still running at the start was cut off by a crash: exclusive
+    # retries it at once instead of waiting for its heartbeat to go stale.
+    search = run_search(
+        objective, trials=generations, keys=keys, bounds=bounds_by_key, base_hyp=base, sampler="ga",
+        storage=save_dir / STUDY_NAME, study_name=name, out=save_dir, seed=seed,
+        ga=GeneticSettings(top_n=top_n, mutation_prob=mutation_prob, sigma=sigma), exclusive=True, progress="evolve",
+        after_trial=lambda r: atomic_write_csv(evolution_history(r.trials, base), save_dir / CSV_NAME),
+    )
+    history = evolution_history(search.trials, base)
+    best = history.loc[history["fitness"].astype(float).idxmax()]
     return EvolveResult(save_dir=save_dir, history=history, best_generation=int(best["generation"]),
-                        best_fitness=float(best["fitness"]), best_hyp=best_hyp, best_hyp_path=best_path, plot=plot)
+                        best_fitness=float(best["fitness"]), best_hyp=search.best_hyp,
+                        best_hyp_path=search.best_hyp_path, plot=search.plot)
+
+
+def evolution_history(trials: pd.DataFrame, base_hyp: Mapping[str, float]) -> pd.DataFrame:
+    """``evolve.csv`` from a search's trials table: one row per complete trial in trial order (``generation``
+    0, 1, ...; ``trial`` its number in the study, which names its run folder), fitness, metrics, seconds and every
+    hyp value (the base with the trial's keys)."""
+    done = trials[trials["state"] == "COMPLETE"].sort_values("number", kind="stable").reset_index(drop=True)
+    searched = [k for k in HYP_KEYS if k in done.columns]
+    rows = []
+    for g, t in done.iterrows():
+        rows.append({"generation": g, "trial": int(t["number"]), "fitness": float(t["fitness"]),
+                     **{c: t.get(c, math.nan) for c in METRIC_COLUMNS},
+                     "epochs_run": t.get("epochs_run", math.nan), "seconds": round(float(t["duration_s"]), 1),
+                     **{k: float(t[k]) if k in searched else base_hyp[k] for k in HYP_KEYS}})
+    history = pd.DataFrame(rows, columns=["generation", "trial", "fitness", *METRIC_COLUMNS, "epochs_run", "seconds",
+                                          *HYP_KEYS])
+    # Whole epochs, also when an unfinished trial elsewhere in the table made the column float.
+    history["epochs_run"] = pd.to_numeric(history["epochs_run"]).astype("Int64")
+    return history
 
 
 # ---------------------------------------------------------------- command line

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Iterator
 from livestock.data.yolo_format import load_data_yaml, yaml_class_names
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
     import pandas as pd
+    import torch
 
 _READY = False
 

@@ -1,0 +1,139 @@
+"""What a search trial runs: the objective seam (``objective(hyp, reporter) -> fitness``) and the real objective,
+a short training run scored by the contest metric through the same path as the final score."""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+
+from livestock.data.yolo_format import load_data_yaml
+from livestock.model.yolov5_engine import fitness_yolov5, train
+
+FITNESS_KINDS = ("yolov5", "contest")
+CONTEST_IOU = 0.75
+
+
+class TrialReporter:
+    """What an objective sees of its trial: its number, per-epoch reports (which may prune it) and extra results."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self._trial = trial
+
+    @property
+    def number(self) -> int:
+        """The trial's number in the study (unique across workers; names its run folder)."""
+        return self._trial.number
+
+    def report(self, epoch: int, fitness: float) -> None:
+        """Report ``fitness`` after ``epoch``; raises ``optuna.TrialPruned`` when the study's pruner says stop."""
+        self._trial.report(float(fitness), step=int(epoch))
+        if self._trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch} at fitness {fitness:.5g}")
+
+    def record(self, **values: Any) -> None:
+        """Keep extra results (metrics, epochs run) with the trial; they become columns of ``trials.csv``."""
+        for key, value in values.items():
+            self._trial.set_user_attr(key, value.item() if isinstance(value, np.generic) else value)
+
+
+# The objective seam: the full hyp dict (base hyp with the trial's keys applied) and the trial's reporter -> fitness
+# (higher is better). Objectives given to several worker processes must be picklable (a module-level function or an
+# instance of a module-level class such as TrainingObjective).
+Objective = Callable[[dict[str, float], TrialReporter], float]
+
+
+# ---------------------------------------------------------------- the real objective: train, score
+
+
+@dataclass(frozen=True)
+class TrainingObjective:
+    """Train on ``data_yaml`` with the trial's hyp (:func:`livestock.model.yolov5_engine.train`) and score the best weights:
+    ``contest`` = mAP@0.75 by the contest metric on the validation split, ``yolov5`` = YOLOv5's fitness."""
+
+    data_yaml: str
+    epochs: int
+    imgsz: int = 640
+    batch: int = 16
+    model: str | None = None
+    weights: str | None = None
+    device: str = "auto"
+    workers: int = 8  # data-loader workers of each training run
+    seed: int = 0
+    project: str = "runs/search/search"
+    fitness: str = "contest"
+    optimizer: str = "SGD"
+    linear_lr: bool = True
+    keep_weights: bool = False  # a yolov5m6 checkpoint is ~68 MB: by default a scored trial drops its weights
+    verbose: bool = False
+
+    def __call__(self, hyp: dict[str, float], reporter: TrialReporter) -> float:
+        result = train(
+            self.data_yaml, model=self.model, weights=self.weights, hyp=hyp, imgsz=self.imgsz, epochs=self.epochs,
+            batch_size=self.batch, device=self.device, workers=self.workers, project=self.project,
+            name=f"trial_{reporter.number:03d}", exist_ok=True, linear_lr=self.linear_lr, optimizer=self.optimizer,
+            seed=self.seed, plots=False, verbose=self.verbose,
+        )
+        map75 = math.nan
+        if self.fitness == "contest":
+            map75 = contest_fitness(result.best, self.data_yaml, imgsz=self.imgsz, device=self.device)
+        score = map75 if self.fitness == "contest" else fitness_yolov5(result.metrics)
+        row = result.metrics.loc["all"]
+        reporter.record(**{k: float(row[k]) for k in ("P", "R", "mAP@0.5", "mAP@0.5:0.95")}, **{"mAP@0.75": map75},
+                        epochs_run=int(result.epochs_run))
+        if not self.keep_weights:
+            shutil.rmtree(result.save_dir / "weights", ignore_errors=True)
+        self.report_final_fitness(reporter, score)
+        return score
+
+    def report_final_fitness(self, reporter: TrialReporter, score: float) -> None:
+        """The one place this objective reports to the pruner: the final fitness only, as epoch ``epochs``.
+
+        ``livestock.model.yolov5_engine.train`` has no per-epoch hook yet, so a pruner sees each trial once, after its full
+        training: it can mark a trial pruned but cannot save it any epochs. Per-epoch reports come with the engine
+        interface's epoch callback."""
+        reporter.report(self.epochs, score)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings every worker of one study must share (paths may differ between machines)."""
+        return {"kind": "training", "epochs": self.epochs, "imgsz": self.imgsz, "batch": self.batch,
+                "model": self.model, "weights": Path(self.weights).name if self.weights else None,
+                "fitness": self.fitness, "optimizer": self.optimizer, "linear_lr": self.linear_lr}
+
+
+def training_objective(data_yaml: str | os.PathLike, epochs: int, imgsz: int = 640, batch: int = 16,
+                       model: str | None = None, weights: str | os.PathLike | None = None, device: str = "auto",
+                       workers: int = 8, seed: int = 0, project: str | os.PathLike = "runs/search/search",
+                       fitness: str = "contest", optimizer: str = "SGD", linear_lr: bool = True,
+                       keep_weights: bool = False, verbose: bool = False) -> TrainingObjective:
+    """The real objective: train ``epochs`` epochs on ``data_yaml`` (the mini set) with the trial's hyp, score the
+    validation fold with the contest metric (``fitness="contest"``, mAP@0.75) or YOLOv5's fitness; each trial's run
+    goes to ``project/trial_NNN``. The base hyp comes from :func:`run_search`, which hands every trial its full hyp.
+    It reports only the final fitness, at epoch ``epochs`` (:meth:`TrainingObjective.report_final_fitness`):
+    the engine has no per-epoch hook yet."""
+    if fitness not in FITNESS_KINDS:
+        raise ValueError(f"fitness must be one of {FITNESS_KINDS}, not {fitness!r}")
+    if epochs < 1:
+        raise ValueError(f"need epochs >= 1 (got {epochs})")
+    load_data_yaml(data_yaml)  # fail now, not after the first trial's training
+    return TrainingObjective(
+        data_yaml=str(data_yaml), epochs=int(epochs), imgsz=int(imgsz), batch=int(batch), model=model,
+        weights=str(weights) if weights else None, device=device, workers=int(workers), seed=int(seed),
+        project=str(project), fitness=fitness, optimizer=optimizer, linear_lr=bool(linear_lr),
+        keep_weights=bool(keep_weights), verbose=bool(verbose),
+    )
+
+
+def contest_fitness(weights: str | os.PathLike, data_yaml: str | os.PathLike, imgsz: int = 640,
+                    device: str = "auto", iou_threshold: float = CONTEST_IOU) -> float:
+    """The contest's metric (mAP at IoU ``iou_threshold``, 0.75) of ``weights`` on the validation split of
+    ``data_yaml``, by the same detection -> NMS -> metric path as the final score
+    (:func:`livestock.evaluation.inference.split_map`), so the best generation is the best by the reported number."""
+    from livestock.evaluation.inference import split_map
+
+    return split_map(weights, data_yaml, imgsz=imgsz, device=device, metric_iou=iou_threshold)
