@@ -15,9 +15,10 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from livestock.data.yolo_format import load_data_yaml, yaml_class_names
+from livestock.progress import emit
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 _READY = False
+EpochCallback = Callable[[int, int, dict], None]  # (epoch from 1, epochs, metrics of that epoch's validation)
 
 
 def yolov5_config_dir() -> Path:
@@ -364,8 +366,10 @@ class _ValCapture:
     instances per class) and, while active, wraps ``yolov5.val.ap_per_class`` to keep its result. The last
     validation of a run wins: in training that is the final validation of ``best.pt``."""
 
-    def __init__(self, names: dict[int, str]) -> None:
+    def __init__(self, names: dict[int, str], epochs: int = 0, on_epoch: EpochCallback | None = None) -> None:
         self.names = names
+        self.epochs = epochs
+        self.on_epoch = on_epoch
         self.reset()
 
     def reset(self) -> None:
@@ -385,12 +389,21 @@ class _ValCapture:
             self.instances[c] += len(rows)
             self.images_with[c] += len(set(rows[:, 0].tolist()))
 
+    def on_fit_epoch_end(self, log_vals, epoch, best_fitness, fi) -> None:
+        # log_vals: train box / obj / cls loss, then P, R, mAP@0.5, mAP@0.5:0.95 of this epoch's validation, ...
+        metrics = {"loss": float(sum(log_vals[:3])), "P": float(log_vals[3]), "R": float(log_vals[4]),
+                   "mAP@0.5": float(log_vals[5]), "mAP@0.5:0.95": float(log_vals[6])}
+        emit("epoch", epoch=int(epoch) + 1, epochs=self.epochs, **metrics)
+        if self.on_epoch is not None:
+            self.on_epoch(int(epoch) + 1, self.epochs, metrics)
+
     def callbacks(self):
         from yolov5.utils.callbacks import Callbacks
 
         cb = Callbacks()
         cb.register_action("on_val_start", name="livestock", callback=self.on_val_start)
         cb.register_action("on_val_batch_end", name="livestock", callback=self.on_val_batch_end)
+        cb.register_action("on_fit_epoch_end", name="livestock", callback=self.on_fit_epoch_end)
         return cb
 
     @contextlib.contextmanager
@@ -583,6 +596,7 @@ def train(
     fail_on_oversize: bool = False,
     plots: bool = True,
     verbose: bool = False,
+    on_epoch: EpochCallback | None = None,
     **options,
 ) -> TrainResult | None:
     """Train YOLOv5 (``yolov5.train``) and return the run folder, weights and final per-class metrics.
@@ -602,6 +616,8 @@ def train(
     - After training, ``best.pt`` (stripped, FP16) is checked against ``max_weight_mb``: over the limit is a
       warning, or a :class:`WeightSizeError` with ``fail_on_oversize`` (the weights stay on disk).
     - ``verbose=False`` keeps YOLOv5's progress bars and warnings but not its INFO log.
+    - ``on_epoch(epoch, epochs, metrics)`` is called after each epoch's validation (epoch counts from 1; metrics:
+      loss, P, R, mAP@0.5, mAP@0.5:0.95); every epoch is also a ``livestock.progress`` event.
 
     Multi-GPU (DDP) runs go through ``python -m torch.distributed.run``; there every process calls this, and
     only rank 0 returns a result (the others return None).
@@ -634,7 +650,7 @@ def train(
         cos_lr=not linear_lr, optimizer=optimizer, seed=int(seed), patience=int(patience), cache=cache,
         noplots=not plots, **options,
     )
-    capture = _ValCapture(yaml_class_names(data))
+    capture = _ValCapture(yaml_class_names(data), int(epochs), on_epoch)
     # A fresh Callbacks object per run: YOLOv5's `run()` reuses one default instance, so every earlier run's
     # loggers would keep writing into their old folders (and slow down) when training several times in a process.
     with _yolov5_output(verbose), capture.active():
