@@ -138,14 +138,27 @@ def test_model_names_resolve_to_shipped_yaml():
         E.model_cfg("yolov5q")
 
 
-def test_resolve_device(monkeypatch):
+def test_one_device_parser(monkeypatch):
     import torch
 
-    assert E.resolve_device("cpu") == "cpu" and E.resolve_device("cuda:1") == "1" and E.resolve_device("0,1") == "0,1"
+    from livestock.model.engine import DeviceSpec, parse_device
+
+    assert parse_device("cpu") == DeviceSpec("cpu") and parse_device("CPU").engine_string() == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert E.resolve_device("auto") == "cpu"
+    assert parse_device("auto") == DeviceSpec("cpu")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        parse_device("0,1")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        parse_device("gpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert E.resolve_device("auto") == "0"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert parse_device("auto") == DeviceSpec("cuda", (0,))
+    for text in ("0,1", "cuda:0,1", " 0, 1 "):
+        spec = parse_device(text)
+        assert spec == DeviceSpec("cuda", (0, 1)) and spec.engine_string() == "0,1" and str(spec.torch()) == "cuda:0"
+    assert parse_device("cuda:1").engine_string() == "1" and parse_device("cuda").engine_string() == "0"
+    with pytest.raises(ValueError, match="only 2 GPU"):
+        parse_device("2")
 
 
 def test_resolve_weights_scratch_and_paths(tmp_path, monkeypatch):

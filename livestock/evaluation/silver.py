@@ -55,7 +55,10 @@ from livestock.evaluation.analysis import (
     select_records,
     split_image_ids,
 )
+from livestock.data.yolo_format import split_image_paths
+from livestock.evaluation.detect import detect
 from livestock.fileio import atomic_write_csv, atomic_write_text
+from livestock.model.engine import DEFAULT_ENGINE, get_engine
 from livestock.records import (
     Detections,
     ImageRecord,
@@ -513,8 +516,6 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
     if background_source not in BACKGROUND_SOURCES:
         raise ValueError(f"background source must be one of {BACKGROUND_SOURCES}, got {background_source!r}")
 
-    from livestock.evaluation.detect import detect
-
     # The detector's raw candidates are cached by weights hash and image hash (``cache_dir``), so a rerun with
     # other merge settings costs no network pass.
     detections = detect(weights, list(targets), imgsz=imgsz, conf=conf, iou=nms_iou,
@@ -556,18 +557,7 @@ BUDGETS: tuple[str, ...] = ("epochs", "images")
 
 def count_train_images(data_yaml: str | Path) -> int:
     """Training entries of a dataset yaml (lines of its list files, or images of its folders)."""
-    from livestock.model.yolov5_engine import load_data_yaml
-
-    data, _ = load_data_yaml(data_yaml)
-    entries = data["train"] if isinstance(data["train"], list) else [data["train"]]
-    n = 0
-    for entry in entries:
-        p = Path(entry)
-        if p.is_dir():
-            n += sum(1 for q in p.rglob("*") if q.suffix.lower() in (".jpg", ".jpeg", ".png"))
-        else:
-            n += sum(1 for line in p.read_text(encoding="utf-8").splitlines() if line.strip())
-    return n
+    return len(split_image_paths(data_yaml, "train"))
 
 
 def epochs_for_budget(epochs: int, base_images: int, images: int, budget: str = "epochs") -> int:
@@ -601,15 +591,14 @@ def compare_training_sets(data_yamls: Mapping[str, str | Path], test_images: Seq
                           weights: str | Path | None = None, hyp: str | Path | dict | None = None, imgsz: int = 640,
                           batch_size: int = 16, epochs: int = 30, budget: str = "epochs", device: str = "auto",
                           workers: int = 2, project: str | Path = "runs/expand", conf: float = 0.001,
-                          iou: float = 0.68, seed: int = 0, cache_dir: str | Path | None = None) -> pd.DataFrame:
+                          iou: float = 0.68, seed: int = 0, cache_dir: str | Path | None = None,
+                          engine: str = DEFAULT_ENGINE) -> pd.DataFrame:
     """Train one model per dataset yaml under the same settings and budget (``budget``: see
     :func:`epochs_for_budget`; the reference is ``baseline``, default the first set), then score each on the test
     images against ``answer`` with the contest metric. Returns one row per set: set, train_images, epochs,
     images_seen, val mAP@0.5 (YOLOv5's, on the set's own validation list), test mAP@0.5 / @0.75 / @0.5:0.95,
     weights."""
-    from livestock.model.yolov5_engine import DEFAULT_HYP, train
-    from livestock.evaluation.detect import detect
-
+    trainer = get_engine(engine)
     if not data_yamls:
         raise ValueError("no dataset to train on")
     baseline = baseline or next(iter(data_yamls))
@@ -619,9 +608,10 @@ def compare_training_sets(data_yamls: Mapping[str, str | Path], test_images: Seq
     rows = []
     for name, data_yaml in data_yamls.items():
         n_epochs = epochs_for_budget(epochs, sizes[baseline], sizes[name], budget)
-        result = train(data_yaml, model=model, weights=weights or None, hyp=hyp or DEFAULT_HYP, imgsz=imgsz,
-                       epochs=n_epochs, batch_size=batch_size, device=device, workers=workers, project=project,
-                       name=name, exist_ok=True, seed=seed, plots=False)
+        result = trainer.train(data_yaml, model=model, weights=weights or None, hyp=hyp or trainer.DEFAULT_HYP,
+                               imgsz=imgsz,
+                               epochs=n_epochs, batch_size=batch_size, device=device, workers=workers,
+                               project=project, name=name, exist_ok=True, seed=seed, plots=False)
         dets = detect(result.best, list(test_images), imgsz=imgsz, conf=conf, iou=iou, device=device,
                       cache_dir=cache_dir)
         scores = score_detections(dets, answer)

@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 
 from livestock.data.yolo_format import load_data_yaml
-from livestock.model.yolov5_engine import fitness_yolov5, train
+from livestock.model.engine import DEFAULT_ENGINE, get_engine
 
 FITNESS_KINDS = ("yolov5", "contest")
 CONTEST_IOU = 0.75
@@ -53,7 +53,7 @@ Objective = Callable[[dict[str, float], TrialReporter], float]
 
 @dataclass(frozen=True)
 class TrainingObjective:
-    """Train on ``data_yaml`` with the trial's hyp (:func:`livestock.model.yolov5_engine.train`) and score the best weights:
+    """Train on ``data_yaml`` with the trial's hyp (the engine's ``train``) and score the best weights:
     ``contest`` = mAP@0.75 by the contest metric on the validation split, ``yolov5`` = YOLOv5's fitness."""
 
     data_yaml: str
@@ -71,18 +71,27 @@ class TrainingObjective:
     linear_lr: bool = True
     keep_weights: bool = False  # a yolov5m6 checkpoint is ~68 MB: by default a scored trial drops its weights
     verbose: bool = False
+    engine: str = DEFAULT_ENGINE
 
     def __call__(self, hyp: dict[str, float], reporter: TrialReporter) -> float:
-        result = train(
+        engine = get_engine(self.engine)
+
+        def on_epoch(epoch: int, epochs: int, metrics: dict) -> None:
+            # Intermediate values for the pruner: the engine's own validation mAP@0.5:0.95 of each epoch but the
+            # last, whose value is the trial's fitness (a pruner compares trials at the same epoch only).
+            if epoch < epochs:
+                reporter.report(epoch, metrics["mAP@0.5:0.95"])
+
+        result = engine.train(
             self.data_yaml, model=self.model, weights=self.weights, hyp=hyp, imgsz=self.imgsz, epochs=self.epochs,
             batch_size=self.batch, device=self.device, workers=self.workers, project=self.project,
             name=f"trial_{reporter.number:03d}", exist_ok=True, linear_lr=self.linear_lr, optimizer=self.optimizer,
-            seed=self.seed, plots=False, verbose=self.verbose,
+            seed=self.seed, plots=False, verbose=self.verbose, on_epoch=on_epoch,
         )
         map75 = math.nan
         if self.fitness == "contest":
             map75 = contest_fitness(result.best, self.data_yaml, imgsz=self.imgsz, device=self.device)
-        score = map75 if self.fitness == "contest" else fitness_yolov5(result.metrics)
+        score = map75 if self.fitness == "contest" else engine.fitness_yolov5(result.metrics)
         row = result.metrics.loc["all"]
         reporter.record(**{k: float(row[k]) for k in ("P", "R", "mAP@0.5", "mAP@0.5:0.95")}, **{"mAP@0.75": map75},
                         epochs_run=int(result.epochs_run))
@@ -92,11 +101,7 @@ class TrainingObjective:
         return score
 
     def report_final_fitness(self, reporter: TrialReporter, score: float) -> None:
-        """The one place this objective reports to the pruner: the final fitness only, as epoch ``epochs``.
-
-        ``livestock.model.yolov5_engine.train`` has no per-epoch hook yet, so a pruner sees each trial once, after its full
-        training: it can mark a trial pruned but cannot save it any epochs. Per-epoch reports come with the engine
-        interface's epoch callback."""
+        """Report the trial's fitness as its last epoch's value (earlier epochs report the engine's validation)."""
         reporter.report(self.epochs, score)
 
     def describe(self) -> dict[str, Any]:
@@ -114,8 +119,7 @@ def training_objective(data_yaml: str | os.PathLike, epochs: int, imgsz: int = 6
     """The real objective: train ``epochs`` epochs on ``data_yaml`` (the mini set) with the trial's hyp, score the
     validation fold with the contest metric (``fitness="contest"``, mAP@0.75) or YOLOv5's fitness; each trial's run
     goes to ``project/trial_NNN``. The base hyp comes from :func:`run_search`, which hands every trial its full hyp.
-    It reports only the final fitness, at epoch ``epochs`` (:meth:`TrainingObjective.report_final_fitness`):
-    the engine has no per-epoch hook yet."""
+    Each epoch but the last reports the engine's validation mAP@0.5:0.95 to the pruner, the last the fitness."""
     if fitness not in FITNESS_KINDS:
         raise ValueError(f"fitness must be one of {FITNESS_KINDS}, not {fitness!r}")
     if epochs < 1:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from livestock.data.yolo_format import load_data_yaml, yaml_class_names
+from livestock.fileio import atomic_link_or_copy, atomic_output
+from livestock.model.engine import parse_device
 from livestock.progress import emit
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,9 +46,7 @@ def _install_offline_fonts(config_dir: Path) -> None:
     for name in ("Arial.ttf", "Arial.Unicode.ttf"):
         dst = config_dir / name
         if not dst.exists():
-            tmp = dst.with_suffix(".tmp")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
+            atomic_link_or_copy(src, dst)
 
 
 def ensure_yolov5() -> None:
@@ -177,19 +176,6 @@ def model_cfg(model: str | os.PathLike) -> Path:
     raise ValueError(f"unknown model {str(model)!r}: use one of {', '.join(MODEL_NAMES)} or a model yaml path")
 
 
-def resolve_device(device: str | None = "auto") -> str:
-    """YOLOv5's device string: ``auto`` is GPU 0 when CUDA is available, else ``cpu``; ``cuda``/``cuda:N`` -> ``N``;
-    anything else (``cpu``, ``0``, ``0,1``, ``mps``) passes through."""
-    d = (device or "auto").strip().lower()
-    if d == "auto":
-        import torch
-
-        return "0" if torch.cuda.is_available() else "cpu"
-    if d == "cuda":
-        return "0"
-    return d.replace("cuda:", "")
-
-
 def _download(url: str, dst: Path, timeout_s: float) -> None:
     """Fetch ``url`` to ``dst`` (atomically) or raise. Connecting runs in a thread with a hard deadline, because
     a socket timeout does not bound name resolution; reading has a per-read timeout, so a stall cannot hang."""
@@ -215,19 +201,14 @@ def _download(url: str, dst: Path, timeout_s: float) -> None:
         raise box["error"]
     response = box["response"]
     total = int(response.headers.get("Content-Length") or 0)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.part")
-    try:
-        with response, open(tmp, "wb") as f, tqdm(total=total or None, unit="B", unit_scale=True,
-                                                  desc=f"download {dst.name}") as bar:
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-                bar.update(len(chunk))
+    with atomic_output(dst) as tmp, response, open(tmp, "wb") as f, \
+            tqdm(total=total or None, unit="B", unit_scale=True, desc=f"download {dst.name}") as bar:
+        while chunk := response.read(1 << 20):
+            f.write(chunk)
+            bar.update(len(chunk))
+        f.flush()
         if tmp.stat().st_size < 100_000 or (total and tmp.stat().st_size != total):
             raise OSError(f"incomplete download of {url} ({tmp.stat().st_size} bytes)")
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def resolve_weights(weights: str | os.PathLike | None, download_dir: str | os.PathLike | None = None,
@@ -645,7 +626,7 @@ def train(
     hyp_file = atomic_write_text(save_dir / "hyp.yaml", yaml.safe_dump(hyp_values, sort_keys=False))
     opt = _yolov5_train_opt(
         data=_data_yaml_for_yolov5(data_yaml, save_dir), cfg=cfg, weights=start, hyp=str(hyp_file),
-        imgsz=int(imgsz), epochs=int(epochs), batch_size=int(batch_size), device=resolve_device(device),
+        imgsz=int(imgsz), epochs=int(epochs), batch_size=int(batch_size), device=parse_device(device).engine_string(),
         workers=int(workers), project=str(save_dir.parent), name=save_dir.name, exist_ok=True,
         cos_lr=not linear_lr, optimizer=optimizer, seed=int(seed), patience=int(patience), cache=cache,
         noplots=not plots, **options,
@@ -723,7 +704,7 @@ def validate(
     with _yolov5_output(verbose), capture.active():
         yolov5.val.run(
             data=_data_yaml_for_yolov5(data_yaml, save_dir), weights=str(weights.resolve()), batch_size=batch_size,
-            imgsz=int(imgsz), conf_thres=conf, iou_thres=iou, task=split, device=resolve_device(device),
+            imgsz=int(imgsz), conf_thres=conf, iou_thres=iou, task=split, device=parse_device(device).engine_string(),
             workers=workers, save_txt=save_txt, save_conf=save_txt, project=str(save_dir.parent),
             name=save_dir.name, exist_ok=True, half=half, plots=plots, callbacks=capture.callbacks(),
         )
