@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("livestock.evaluation.tune", "score a grid of NMS IoU x confidence from cached candidates"),
     "submit": ("livestock.evaluation.submission", "turn detections into a contest answer.csv"),
     "check-submission": ("livestock.evaluation.submission", "validate a submission file"),
-    "score": ("livestock.evaluation.metrics", "score a submission against an answer file (contest metric)"),
+    "score": ("livestock.evaluation.submission", "score a submission against an answer file (contest metric)"),
     "analyze": ("livestock.evaluation.analysis", "error analysis: per-class table, overlays, likely missing labels"),
     "silver": ("livestock.evaluation.silver", "pseudo-label (silver) dataset from a trained model"),
     "export": ("livestock.deploy.export", "export weights to ONNX FP32 / FP16 / INT8"),

@@ -25,7 +25,6 @@ either, so mAP at several thresholds (:func:`map_50_95`) costs one matching.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -381,34 +380,3 @@ def format_score_table(table: pd.DataFrame) -> str:
         value = float(present[column].mean()) if len(present) else 0.0
         lines.append(f"m{column}: {value:.6f}")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- CLI: livestock score
-
-
-def cli_score_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--answer", required=True,
-                        help="ground-truth answer CSV (ImageID,LabelName,XMin,XMax,YMin,YMax)")
-    parser.add_argument("--pred", required=True, help="submission CSV (ImageID,LabelName,Conf,XMin,XMax,YMin,YMax)")
-    parser.add_argument("--iou", type=float, default=CONTEST_IOU,
-                        help="IoU threshold of the headline mAP (default 0.75)")
-    parser.add_argument("--allow-unknown-images", action="store_true",
-                        help="warn instead of failing on submission images absent from the answer "
-                             "(test images without any box are absent from an answer file); the scorer ignores them")
-
-
-def cli_score(args: argparse.Namespace) -> int:
-    # Validation lives with the submission format; imported here so this module stays at the bottom of the graph.
-    from livestock.evaluation.submission import read_answer, validate_submission
-
-    if not 0.0 < args.iou <= 1.0:
-        raise ValueError(f"--iou must be in (0, 1], got {args.iou}")
-    answer = read_answer(args.answer)
-    submission = validate_submission(args.pred, answer=answer,
-                                     unknown_images="warn" if args.allow_unknown_images else "error")
-    for warning in answer.attrs.get("warnings", []) + submission.attrs.get("warnings", []):
-        print(f"warning: {warning}")
-    # Score the files as the contest scorer reads them (pd.read_csv of each path).
-    table = per_class_table(str(args.answer), str(args.pred), iou_threshold=args.iou)
-    print(format_score_table(table))
-    return 0

@@ -39,7 +39,7 @@ from typing import Iterable, Mapping, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from livestock.evaluation.metrics import ANSWER_COLUMNS
+from livestock.evaluation.metrics import ANSWER_COLUMNS, CONTEST_IOU, format_score_table, per_class_table
 from livestock.evaluation.metrics import PREDICTION_COLUMNS as SUBMISSION_COLUMNS
 from livestock.fileio import atomic_write_csv
 from livestock.records import CLASS_NAMES, Detections, ImageRecord
@@ -501,4 +501,32 @@ def cli_check_submission(args: argparse.Namespace) -> int:
     for warning in frame.attrs["warnings"]:
         print(f"warning: {warning}")
     print(f"{args.submission}: valid submission, {submission_summary(frame)}")
+    return 0
+
+
+# ---------------------------------------------------------------- CLI: livestock score
+
+
+def cli_score_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--answer", required=True,
+                        help="ground-truth answer CSV (ImageID,LabelName,XMin,XMax,YMin,YMax)")
+    parser.add_argument("--pred", required=True, help="submission CSV (ImageID,LabelName,Conf,XMin,XMax,YMin,YMax)")
+    parser.add_argument("--iou", type=float, default=CONTEST_IOU,
+                        help="IoU threshold of the headline mAP (default 0.75)")
+    parser.add_argument("--allow-unknown-images", action="store_true",
+                        help="warn instead of failing on submission images absent from the answer "
+                             "(test images without any box are absent from an answer file); the scorer ignores them")
+
+
+def cli_score(args: argparse.Namespace) -> int:
+    if not 0.0 < args.iou <= 1.0:
+        raise ValueError(f"--iou must be in (0, 1], got {args.iou}")
+    answer = read_answer(args.answer)
+    submission = validate_submission(args.pred, answer=answer,
+                                     unknown_images="warn" if args.allow_unknown_images else "error")
+    for warning in answer.attrs.get("warnings", []) + submission.attrs.get("warnings", []):
+        print(f"warning: {warning}")
+    # Score the files as the contest scorer reads them (pd.read_csv of each path).
+    table = per_class_table(str(args.answer), str(args.pred), iou_threshold=args.iou)
+    print(format_score_table(table))
     return 0

@@ -136,6 +136,48 @@ def engine_of_weights(weights: str | os.PathLike) -> str:
     return "yolov5"
 
 
+# ---------------------------------------------------------------- training results
+
+
+def fitness_yolov5(metrics: pd.DataFrame) -> float:
+    """YOLOv5's fitness of a per-class table: 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95 of the ``all`` row."""
+    return 0.1 * float(metrics.loc["all", "mAP@0.5"]) + 0.9 * float(metrics.loc["all", "mAP@0.5:0.95"])
+
+
+@dataclass
+class TrainResult:
+    """What a training run leaves: its folder, weights and final validation (of ``best.pt``)."""
+
+    save_dir: Path
+    best: Path  # stripped FP16 checkpoint with the best fitness
+    last: Path
+    data_yaml: Path  # the dataset it was trained and validated on
+    imgsz: int
+    metrics: pd.DataFrame  # per-class table (see validate), from the final validation of best.pt
+    weight_mb: float  # best.pt's stripped FP16 size (MB = 10**6 bytes)
+    size_report: dict
+    hyp: dict
+    epochs_run: int
+
+    @property
+    def map50(self) -> float:
+        return float(self.metrics.loc["all", "mAP@0.5"])
+
+    @property
+    def map50_95(self) -> float:
+        return float(self.metrics.loc["all", "mAP@0.5:0.95"])
+
+    @property
+    def fitness(self) -> float:
+        return fitness_yolov5(self.metrics)
+
+    def summary(self) -> str:
+        limit = self.size_report["limit_mb"]
+        flag = "within" if self.size_report["within_limit"] else "OVER"
+        return (f"run folder: {self.save_dir}\nbest weights: {self.best} ({self.weight_mb:.1f} MB, {flag} the "
+                f"{limit:g} MB limit)\nepochs run: {self.epochs_run}\n{self.metrics.round(4).to_string()}")
+
+
 # ---------------------------------------------------------------- devices
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 
 from livestock.data.yolo_format import load_data_yaml
-from livestock.model.engine import DEFAULT_ENGINE, get_engine
+from livestock.model.engine import DEFAULT_ENGINE, fitness_yolov5, get_engine
 
 FITNESS_KINDS = ("yolov5", "contest")
 CONTEST_IOU = 0.75
@@ -91,7 +91,7 @@ class TrainingObjective:
         map75 = math.nan
         if self.fitness == "contest":
             map75 = contest_fitness(result.best, self.data_yaml, imgsz=self.imgsz, device=self.device)
-        score = map75 if self.fitness == "contest" else engine.fitness_yolov5(result.metrics)
+        score = map75 if self.fitness == "contest" else fitness_yolov5(result.metrics)
         row = result.metrics.loc["all"]
         reporter.record(**{k: float(row[k]) for k in ("P", "R", "mAP@0.5", "mAP@0.5:0.95")}, **{"mAP@0.75": map75},
                         epochs_run=int(result.epochs_run))

@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from livestock.data.yolo_format import load_data_yaml, yaml_class_names
 from livestock.fileio import atomic_link_or_copy, atomic_output
-from livestock.model.engine import parse_device
+from livestock.model.engine import TrainResult, parse_device
 from livestock.progress import emit
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -422,11 +421,6 @@ class _ValCapture:
         return df.astype({"images": int, "instances": int})
 
 
-def fitness_yolov5(metrics: pd.DataFrame) -> float:
-    """YOLOv5's fitness of a per-class table: 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95 of the ``all`` row."""
-    return 0.1 * float(metrics.loc["all", "mAP@0.5"]) + 0.9 * float(metrics.loc["all", "mAP@0.5:0.95"])
-
-
 # ================================================================ checkpoints
 
 
@@ -499,40 +493,6 @@ def check_weight_size(path: str | os.PathLike, max_weight_mb: float = CONTEST_MA
 
 
 # ================================================================ training
-
-
-@dataclass
-class TrainResult:
-    """What a training run leaves: its folder, weights and final validation (of ``best.pt``)."""
-
-    save_dir: Path
-    best: Path  # stripped FP16 checkpoint with the best fitness
-    last: Path
-    data_yaml: Path  # the dataset it was trained and validated on
-    imgsz: int
-    metrics: pd.DataFrame  # per-class table (see validate), from the final validation of best.pt
-    weight_mb: float  # best.pt's stripped FP16 size (MB = 10**6 bytes)
-    size_report: dict
-    hyp: dict
-    epochs_run: int
-
-    @property
-    def map50(self) -> float:
-        return float(self.metrics.loc["all", "mAP@0.5"])
-
-    @property
-    def map50_95(self) -> float:
-        return float(self.metrics.loc["all", "mAP@0.5:0.95"])
-
-    @property
-    def fitness(self) -> float:
-        return fitness_yolov5(self.metrics)
-
-    def summary(self) -> str:
-        limit = self.size_report["limit_mb"]
-        flag = "within" if self.size_report["within_limit"] else "OVER"
-        return (f"run folder: {self.save_dir}\nbest weights: {self.best} ({self.weight_mb:.1f} MB, {flag} the "
-                f"{limit:g} MB limit)\nepochs run: {self.epochs_run}\n{self.metrics.round(4).to_string()}")
 
 
 def _yolov5_train_opt(**settings):
