@@ -110,6 +110,8 @@ def resolve_images(source: str | Path | Sequence[ImageSource]) -> list[_ImageIte
             raise ValueError(f"{path}: not a folder, image list (.txt), records file (.jsonl) or image")
     else:
         items = list(source)
+    if not items:
+        raise ValueError(f"{source if isinstance(source, (str, Path)) else 'image list'}: no images to run on")
     out: list[_ImageItem] = []
     seen: dict[str, Path] = {}
     for it in items:

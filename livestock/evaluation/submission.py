@@ -254,7 +254,10 @@ def _read_csv_strings(path: Path, what: str) -> tuple[pd.DataFrame, np.ndarray]:
     """Every field as a string, and the file line number of every data row (blank lines skipped, as pandas does)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} file not found")
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SubmissionError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}); save it as UTF-8 CSV") from e
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if header is None:

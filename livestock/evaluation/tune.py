@@ -178,6 +178,7 @@ def run_tuning(weights: str | Path, images: str | Path | Sequence[str | Path | I
                conf_floor: float = DEFAULT_CONF_FLOOR, progress: bool = True) -> tuple[pd.DataFrame, dict[str, Path]]:
     """Detect once (cached), tune, write. Ground truth: ``answer`` or, when ``images`` are prepared records
     (a ``records.jsonl`` or ``ImageRecord`` objects), their boxes."""
+    resolve_images(images)  # a missing or empty source fails here, named, before the ground truth is looked for
     if answer is None:
         if isinstance(images, (str, Path)) and Path(images).suffix == ".jsonl":
             answer = records_to_answer(load_records(images))
@@ -185,7 +186,6 @@ def run_tuning(weights: str | Path, images: str | Path | Sequence[str | Path | I
             answer = records_to_answer(images)  # type: ignore[arg-type]
         else:
             raise ValueError(f"{images}: no ground truth: give an answer CSV, or prepared records (records.jsonl)")
-    resolve_images(images)  # bad input fails here, before any model is loaded
     floor = min(conf_floor, *confs, ORIGINAL_SETTING[0])  # the cache must serve every setting of the grid
     cache = collect_candidates(weights, images, imgsz, conf_floor=floor, device=device, cache_dir=cache_dir,
                                batch=batch, progress=progress)

@@ -433,7 +433,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     ensure_yolov5()  # model classes importable, also as the bare `models.yolo` that release checkpoints name
     import torch
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # EOFError, UnpicklingError, RuntimeError (zip), ...: whatever a truncated file raises
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint (empty, truncated or another format?): "
+                         f"{type(e).__name__}: {e}") from e
     if not isinstance(ckpt, dict) or ckpt.get("model") is None:
         raise ValueError(f"{path}: not a YOLOv5 checkpoint (expected a dict with a 'model' entry)")
     return ckpt

@@ -1,0 +1,71 @@
+"""Bad input gives one line that names the file and the problem, and a non-zero exit, in every command that
+loads weights, reads images or reads a CSV."""
+from __future__ import annotations
+
+import pytest
+
+from candidate_helpers import write_frames
+from livestock.cli import main as cli_main
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad_input") / "frames"
+    write_frames(folder, n=2)
+    return folder
+
+
+def _one_line_error(capsys, argv: list[str], *expected: str) -> str:
+    assert cli_main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    # progress bars may precede it on stderr; the error itself is one line
+    errors = [line for line in err.replace("\r", "\n").splitlines() if line.startswith(f"livestock {argv[0]}: error:")]
+    assert len(errors) == 1, err
+    for text in expected:
+        assert text in errors[0], err
+    return errors[0]
+
+
+@pytest.mark.parametrize("content,kind", [(b"", "empty"), (b"PK\x03\x04 truncated zip", "truncated"),
+                                          (b"not a checkpoint at all", "text")])
+def test_unreadable_checkpoint_is_named(tmp_path, frames, capsys, content, kind):
+    weights = tmp_path / f"{kind}.pt"
+    weights.write_bytes(content)
+    for command in (["detect", "--source", str(frames), "--out", str(tmp_path / "d.csv")],
+                    ["tune", "--images", str(frames), "--answer", str(tmp_path / "a.csv"), "--out", str(tmp_path / "t")]):
+        (tmp_path / "a.csv").write_text("ImageID,LabelName,XMin,XMax,YMin,YMax\n")
+        _one_line_error(capsys, [command[0], "--weights", str(weights), "--cache-dir", "none", *command[1:]],
+                        f"{kind}.pt", "not a readable PyTorch checkpoint")
+
+
+def test_corrupt_onnx_is_named(tmp_path, frames, capsys):
+    weights = tmp_path / "broken.onnx"
+    weights.write_bytes(b"\x08\x07\x12\x04junk")
+    _one_line_error(capsys, ["detect", "--weights", str(weights), "--source", str(frames), "--cache-dir", "none"],
+                    "broken.onnx", "not a valid ONNX model")
+
+
+def test_detect_on_no_images_fails(tmp_path, capsys):
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"")
+    empty_list = tmp_path / "images.txt"
+    empty_list.write_text("\n")
+    _one_line_error(capsys, ["detect", "--weights", str(weights), "--source", str(empty_list)],
+                    "images.txt", "no images")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_tune_on_a_missing_source_says_not_found(tmp_path, capsys):
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"")
+    _one_line_error(capsys, ["tune", "--weights", str(weights), "--images", str(tmp_path / "nope")],
+                    "nope", "not found")
+
+
+def test_score_names_a_non_utf8_file(tmp_path, capsys):
+    answer = tmp_path / "answer.csv"
+    answer.write_text("ImageID,LabelName,XMin,XMax,YMin,YMax\nx.jpg,pig,0.1,0.2,0.1,0.2\n")
+    pred = tmp_path / "pred.csv"
+    pred.write_bytes("ImageID,LabelName,Conf,XMin,XMax,YMin,YMax\nx.jpg,돼지,0.9,0.1,0.2,0.1,0.2\n".encode("cp949"))
+    _one_line_error(capsys, ["score", "--answer", str(answer), "--pred", str(pred)], "pred.csv", "not a UTF-8")
