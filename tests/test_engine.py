@@ -415,3 +415,65 @@ def test_cli_train_fails_on_oversize_but_keeps_the_weights(toy, tmp_path, capsys
     assert rc == 1 and "over the 1 MB limit" in err
     assert (tmp_path / "big" / "weights" / "best.pt").is_file()
     assert yaml.safe_load((tmp_path / "big" / "opt.yaml").read_text())["cos_lr"] is False  # linear LR by default
+
+
+# ---------------------------------------------------------------- devices, distributed ranks, resume
+
+
+def test_validation_batch_fits_large_images():
+    assert [E.validation_batch(s) for s in (320, 640, 960, 1280, 2560)] == [32, 32, 14, 8, 2]
+
+
+def test_distributed_ranks_share_one_run_folder(tmp_path, monkeypatch):
+    """Under torch.distributed.run every rank calls train(): rank 0 picks the folder (incremented past an old
+    run) and the other ranks use it, creating no folder of their own."""
+    (tmp_path / "exp").mkdir()  # an earlier run
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job42")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(E, "RANK_WAIT_S", 0.5)
+    with pytest.raises(TimeoutError, match="rank 0 did not name the run folder"):
+        E._run_dir(tmp_path, "exp", exist_ok=False)
+    monkeypatch.setenv("RANK", "0")
+    chosen = E._run_dir(tmp_path, "exp", exist_ok=False)
+    assert chosen == (tmp_path / "exp2").resolve() and chosen.is_dir()
+    E._publish_run_dir(tmp_path, "exp", chosen)
+    monkeypatch.setenv("RANK", "1")
+    assert E._run_dir(tmp_path, "exp", exist_ok=False) == chosen
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["exp", "exp2"]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_keeps_the_lr_schedule(tmp_path):
+    """A training killed mid-run resumes from last.pt with its optimiser and LR schedule: the resumed run's
+    per-epoch learning rates equal those of the same training run without interruption."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from toy_yolo import make_toy_yolo_dataset
+
+    data = make_toy_yolo_dataset(tmp_path / "toy", n_train=32, n_val=8)
+    base = [sys.executable, "-m", "livestock.cli", "train", "--data", str(data), "--model", "yolov5n", "--img", "64",
+            "--epochs", "5", "--batch", "8", "--device", "cpu", "--workers", "0", "--project", str(tmp_path)]
+    subprocess.run(base + ["--name", "straight"], check=True, capture_output=True)
+    proc = subprocess.Popen(base + ["--name", "killed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = tmp_path / "killed" / "results.csv"
+    deadline = time.monotonic() + 300
+    while not (results.is_file() and len(results.read_text().splitlines()) >= 3):  # header + 2 epochs
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(results.read_text().splitlines()) - 1
+    assert done_before < 5
+    subprocess.run(base + ["--name", "killed", "--resume"], check=True, capture_output=True)
+    straight = pd.read_csv(tmp_path / "straight" / "results.csv", skipinitialspace=True)
+    resumed = pd.read_csv(results, skipinitialspace=True)
+    straight.columns = straight.columns.str.strip()
+    resumed.columns = resumed.columns.str.strip()
+    assert resumed["epoch"].tolist() == list(range(5))
+    lr = [c for c in straight.columns if c.startswith("x/lr")]
+    np.testing.assert_allclose(resumed[lr].to_numpy(), straight[lr].to_numpy(), rtol=0, atol=1e-12)
+    with pytest.raises(subprocess.CalledProcessError):  # a finished run has nothing left to resume
+        subprocess.run(base + ["--name", "killed", "--resume"], check=True, capture_output=True)

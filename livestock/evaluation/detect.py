@@ -53,6 +53,7 @@ import numpy as np
 from livestock.data.yolo_format import IMAGE_SUFFIXES
 from livestock.fileio import atomic_write_bytes
 from livestock.model.engine import Candidates, engine_of_weights, get_engine, parse_device
+from livestock.progress import emit
 from livestock.records import CLASS_NAMES, Detections, ImageRecord, load_records
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -232,11 +233,28 @@ def load_detector(weights: str | Path, imgsz: int, device: str = "auto"):
     return engine.load_detector(path, imgsz, parse_device(device).torch(), len(CLASS_NAMES))
 
 
-def collect_candidates(weights: str | Path, images: str | Path | Sequence[ImageSource], imgsz: int = DEFAULT_IMGSZ,
-                       *, conf_floor: float = DEFAULT_CONF_FLOOR, device: str = "auto",
-                       cache_dir: str | Path | None = None, batch: int = 1, progress: bool = True
-                       ) -> list[Candidates]:
-    """Run ``weights`` once on each image and return its raw candidates above ``conf_floor``, in image order.
+def cap_candidates(boxes: np.ndarray, scores: np.ndarray, objectness: np.ndarray | None, max_rows: int = MAX_NMS
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The ``max_rows`` rows of highest confidence, in their original (head) order.
+
+    Exact for every setting: NMS at a confidence ``c`` sees at most the ``max_nms`` (30,000) most confident rows
+    above ``c``, and since a row's confidence never exceeds its objectness those are always among the 30,000 most
+    confident rows overall (multi-label too: a class's confidence never exceeds its row's best). YOLOv5m6 at
+    1280 px has 102,000 anchors per image; the cap bounds the cache to 30,000 of them."""
+    if len(boxes) <= max_rows:
+        return boxes, scores, objectness
+    conf = scores if objectness is None else scores * objectness[:, None]
+    order = np.argsort(-conf.max(1), kind="stable")[:max_rows]
+    keep = np.sort(order)  # head order: the NMS replay depends on it for tied confidences
+    return boxes[keep], scores[keep], None if objectness is None else objectness[keep]
+
+
+def iter_candidates(weights: str | Path, images: str | Path | Sequence[ImageSource], imgsz: int = DEFAULT_IMGSZ,
+                    *, conf_floor: float = DEFAULT_CONF_FLOOR, device: str = "auto",
+                    cache_dir: str | Path | None = None, batch: int = 1, progress: bool = True
+                    ) -> Iterator[Candidates]:
+    """Run ``weights`` once on each image and yield its raw candidates above ``conf_floor`` (at most
+    :data:`MAX_NMS` rows, see :func:`cap_candidates`), in image order, holding only one batch in memory.
 
     With ``cache_dir`` each image's candidates are stored on disk and reused by later calls with the same weights
     file (by content), ``imgsz`` and ``conf_floor`` for the same image bytes; the network is not even loaded when
@@ -254,44 +272,79 @@ def collect_candidates(weights: str | Path, images: str | Path | Sequence[ImageS
     key = _cache_key(sha, imgsz, conf_floor)
     folder = cache_folder(cache_dir, wpath, imgsz, conf_floor, sha) if cache_dir is not None else None
 
-    results: list[Candidates | None] = [None] * len(items)
     detector = None
     pending: list[tuple[int, tuple[int, int], str, np.ndarray]] = []  # (index, (h0, w0), image sha, CHW input)
 
-    def flush() -> None:
-        if not pending:
-            return
+    def flush() -> Iterator[Candidates]:
         found = detector.candidates(np.stack([p[3] for p in pending]), conf_floor)
         for (i, (h0, w0), img_sha, chw), (boxes, scores, obj, end_to_end) in zip(pending, found):
-            cands = Candidates(items[i].image_id, w0, h0, (int(chw.shape[1]), int(chw.shape[2])), boxes, scores,
-                               obj, float(conf_floor), end_to_end)
+            cands = Candidates(items[i].image_id, w0, h0, (int(chw.shape[1]), int(chw.shape[2])),
+                               *cap_candidates(boxes, scores, obj), float(conf_floor), end_to_end)
             if folder is not None:
                 save_candidates(cands, folder / f"{cands.image_id}.npz", key, img_sha)
-            results[i] = cands
+            yield cands
         pending.clear()
 
     n_cached = 0
     bar = tqdm(items, desc="detect", unit="img", disable=not progress)
     for i, item in enumerate(bar):
-        if folder is not None:
-            cached = _load_cached(folder / f"{item.image_id}.npz", key, item)
-            if cached is not None:
-                results[i] = cached
-                n_cached += 1
-                bar.set_postfix(cached=n_cached, refresh=False)  # shown with the next update, not one line per hit
-                continue
+        cached = _load_cached(folder / f"{item.image_id}.npz", key, item) if folder is not None else None
+        if cached is not None:
+            if pending:  # keep image order: what is waiting for the network comes first
+                yield from flush()
+            n_cached += 1
+            bar.set_postfix(cached=n_cached, refresh=False)  # shown with the next update, not one line per hit
+            yield cached
+            continue
         if detector is None:
             detector = load_detector(wpath, imgsz, device)
         im0, img_sha = _read_image(item)
         chw = detector.letterbox(im0)
         limit = min(batch, detector.max_batch or batch)
         if pending and (pending[0][3].shape != chw.shape or len(pending) >= limit):
-            flush()
+            yield from flush()
         pending.append((i, im0.shape[:2], img_sha, chw))
         if len(pending) >= limit:
-            flush()
-    flush()
-    return [r for r in results if r is not None]
+            yield from flush()
+        if i % 50 == 0 or i == len(items) - 1:
+            emit("images", done=i + 1, total=len(items), what="detect")
+    if pending:
+        yield from flush()
+
+
+class CandidateFiles(Sequence[Candidates]):
+    """Candidates that stay on disk (one ``.npz`` per image, see :func:`save_candidates`) and are read one at a time,
+    so a whole validation fold at YOLOv5m6@1280 volume never sits in memory at once."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image_ids(self) -> list[str]:
+        """The image ids, from the file names (without reading the files)."""
+        return [p.name[: -len(".npz")] for p in self.paths]
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return CandidateFiles(self.paths[i])
+        return load_candidates(self.paths[i])[0]
+
+
+def collect_candidates(weights: str | Path, images: str | Path | Sequence[ImageSource], imgsz: int = DEFAULT_IMGSZ,
+                       *, conf_floor: float = DEFAULT_CONF_FLOOR, device: str = "auto",
+                       cache_dir: str | Path | None = None, batch: int = 1, progress: bool = True,
+                       in_memory: bool = True) -> Sequence[Candidates]:
+    """Every image's candidates (:func:`iter_candidates`), in image order: held in memory, or with ``in_memory``
+    False and a ``cache_dir``, as :class:`CandidateFiles` read from the cache when used."""
+    if in_memory or cache_dir is None:
+        return list(iter_candidates(weights, images, imgsz, conf_floor=conf_floor, device=device,
+                                    cache_dir=cache_dir, batch=batch, progress=progress))
+    folder = cache_folder(cache_dir, weights, imgsz, conf_floor)
+    ids = [c.image_id for c in iter_candidates(weights, images, imgsz, conf_floor=conf_floor, device=device,
+                                               cache_dir=cache_dir, batch=batch, progress=progress)]
+    return CandidateFiles([folder / f"{image_id}.npz" for image_id in ids])
 
 
 def _load_cached(path: Path, key: str, item: _ImageItem) -> Candidates | None:
@@ -475,15 +528,21 @@ def grid_detections(cache: Sequence[Candidates], settings: Iterable[tuple[float,
         if not 0.0 <= iou <= 1.0:
             raise ValueError(f"NMS IoU must be in [0, 1], got {iou}")
     all_confs = sorted({c for cs in by_iou.values() for c in cs})
-    prepared = [_GridImage(c, all_confs, multi_label)
-                for c in tqdm(cache, desc="prepare grid", unit="img", disable=not progress)]
+    # Candidates on disk are prepared again for each IoU (a sort per image) rather than all held at once: memory
+    # then holds one image's candidates and one IoU's detections, whatever the size of the fold.
+    on_disk = isinstance(cache, CandidateFiles)
+    prepared: Sequence[_GridImage] | None = None
+    if not on_disk:
+        prepared = [_GridImage(c, all_confs, multi_label)
+                    for c in tqdm(cache, desc="prepare grid", unit="img", disable=not progress)]
     if stats is not None:
-        stats.images = len(prepared)
+        stats.images = len(cache)
         stats.settings = sum(len(cs) for cs in by_iou.values())
-    bar = tqdm(total=len(by_iou) * len(prepared), desc="NMS per IoU", unit="img", disable=not progress)
+    bar = tqdm(total=len(by_iou) * len(cache), desc="NMS per IoU", unit="img", disable=not progress)
     for iou, confs in by_iou.items():
         per_conf: list[list[Detections]] = [[] for _ in confs]
-        for img in prepared:
+        images = prepared if prepared is not None else (_GridImage(c, all_confs, multi_label) for c in cache)
+        for img in images:
             for k, dets in enumerate(img.detections(confs, iou, max_det, agnostic)):
                 per_conf[k].append(dets)
             if stats is not None:
@@ -505,12 +564,12 @@ def detect(weights: str | Path, images: str | Path | Sequence[ImageSource], imgs
            progress: bool = True) -> list[Detections]:
     """Detections of ``weights`` on ``images`` at one NMS setting (pixel corners of the original images, each
     image's boxes highest confidence first), as YOLOv5 would give them. Candidates are collected at
-    ``conf_floor`` (default ``min(1e-4, conf)``) and cached under ``cache_dir`` when given, so another setting
-    later costs no network pass."""
-    floor = min(DEFAULT_CONF_FLOOR, conf) if conf_floor is None else conf_floor
-    cache = collect_candidates(weights, images, imgsz, conf_floor=floor, device=device, cache_dir=cache_dir,
-                               batch=batch, progress=progress)
-    return detections_for_setting(cache, conf, iou, max_det, agnostic, multi_label)
+    ``conf_floor`` (default: ``conf`` itself), cached under ``cache_dir`` when given, and dropped once each image's
+    NMS is done, so memory holds detections only."""
+    floor = conf if conf_floor is None else conf_floor
+    return [nms_from_candidates(c, conf, iou, max_det, agnostic, multi_label)
+            for c in iter_candidates(weights, images, imgsz, conf_floor=floor, device=device, cache_dir=cache_dir,
+                                     batch=batch, progress=progress)]
 
 
 # ---------------------------------------------------------------- CLI: livestock detect

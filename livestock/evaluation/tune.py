@@ -25,7 +25,7 @@ from typing import Iterable, Mapping, Sequence
 import pandas as pd
 
 from livestock.evaluation.metrics import CONTEST_IOU, mean_average_precision_for_boxes
-from livestock.evaluation.detect import (DEFAULT_CONF_FLOOR, DEFAULT_MAX_DET, Candidates, GridStats, add_detector_args,
+from livestock.evaluation.detect import (DEFAULT_CONF_FLOOR, DEFAULT_MAX_DET, CandidateFiles, Candidates, GridStats, add_detector_args,
                                cache_dir_arg, collect_candidates, grid_detections, resolve_images)
 from livestock.fileio import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from livestock.records import ImageRecord, load_records
@@ -56,7 +56,7 @@ def grid_settings(confs: Sequence[float] = DEFAULT_CONFS, ious: Sequence[float] 
 
 def _answer_for(cache: Sequence[Candidates], answer: str | Path | pd.DataFrame) -> pd.DataFrame:
     ann = read_answer(answer)
-    ids = {c.image_id for c in cache}
+    ids = set(cache.image_ids()) if isinstance(cache, CandidateFiles) else {c.image_id for c in cache}
     kept = ann[ann["ImageID"].isin(ids)].reset_index(drop=True)
     if len(kept) == 0:
         where = answer if not isinstance(answer, pd.DataFrame) else "answer frame"
@@ -188,7 +188,7 @@ def run_tuning(weights: str | Path, images: str | Path | Sequence[str | Path | I
             raise ValueError(f"{images}: no ground truth: give an answer CSV, or prepared records (records.jsonl)")
     floor = min(conf_floor, *confs, ORIGINAL_SETTING[0])  # the cache must serve every setting of the grid
     cache = collect_candidates(weights, images, imgsz, conf_floor=floor, device=device, cache_dir=cache_dir,
-                               batch=batch, progress=progress)
+                               batch=batch, progress=progress, in_memory=False)
     table = tune_thresholds(cache, answer, confs, ious, metric_iou, max_det=max_det, agnostic=agnostic,
                             multi_label=multi_label, normalise_by=normalise_by, progress=progress)
     return table, write_tuning(table, out_dir)

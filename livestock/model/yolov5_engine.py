@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from livestock.data.yolo_format import load_data_yaml, yaml_class_names
-from livestock.fileio import atomic_link_or_copy, atomic_output
-from livestock.model.engine import TrainResult, parse_device
+from livestock.fileio import atomic_link_or_copy, atomic_output, atomic_write_csv, atomic_write_text
+from livestock.model.engine import TrainResult, distributed_rank, is_main_process, parse_device
 from livestock.progress import emit
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 _READY = False
+RANK_WAIT_S = 300.0  # how long a distributed rank waits for rank 0 to name the run folder
 EpochCallback = Callable[[int, int, dict], None]  # (epoch from 1, epochs, metrics of that epoch's validation)
 
 
@@ -295,8 +296,6 @@ def _data_yaml_for_yolov5(data_yaml: str | os.PathLike, run_dir: Path) -> str:
     """The yaml path to hand to YOLOv5: the user's file when already absolute, else a resolved copy in the run."""
     import yaml
 
-    from livestock.fileio import atomic_write_text
-
     data, changed = load_data_yaml(data_yaml)
     if not changed:
         return str(Path(data_yaml).resolve())
@@ -304,11 +303,39 @@ def _data_yaml_for_yolov5(data_yaml: str | os.PathLike, run_dir: Path) -> str:
 
 
 def _run_dir(project: str | os.PathLike, name: str, exist_ok: bool) -> Path:
-    """``project/name``; when it exists and ``exist_ok`` is False, ``name2``, ``name3``, ... as YOLOv5 does."""
+    """``project/name``; when it exists and ``exist_ok`` is False, ``name2``, ``name3``, ... as YOLOv5 does.
+
+    Under ``torch.distributed.run`` every rank calls this, and each would pick its own increment: rank 0 picks the
+    folder and leaves its path in a marker file named after the run's id, where the other ranks wait for it."""
+    import time
+
     ensure_yolov5()
     from yolov5.utils.general import increment_path
 
-    return Path(increment_path(Path(project) / name, exist_ok=exist_ok)).resolve()
+    marker = _run_marker(project, name)
+    if marker is not None and not is_main_process():
+        deadline = time.monotonic() + RANK_WAIT_S
+        while not marker.is_file():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{marker}: rank 0 did not name the run folder within {RANK_WAIT_S:g} s")
+            time.sleep(0.2)
+        return Path(marker.read_text(encoding="utf-8").strip())
+    save_dir = Path(increment_path(Path(project) / name, exist_ok=exist_ok)).resolve()
+    save_dir.mkdir(parents=True, exist_ok=True)
+    return save_dir
+
+
+def _run_marker(project: str | os.PathLike, name: str) -> Path | None:
+    """Where rank 0 of a distributed run names its run folder (None outside ``torch.distributed.run``)."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return Path(project) / f".run-{run_id}-{name}" if run_id and distributed_rank() >= 0 else None
+
+
+def _publish_run_dir(project: str | os.PathLike, name: str, save_dir: Path) -> None:
+    """Rank 0, once the run folder's files are written: tell the other ranks where it is."""
+    marker = _run_marker(project, name)
+    if marker is not None and is_main_process():
+        atomic_write_text(marker, str(save_dir))
 
 
 # ================================================================ quiet runs, per-class metrics
@@ -542,6 +569,7 @@ def train(
     plots: bool = True,
     verbose: bool = False,
     on_epoch: EpochCallback | None = None,
+    resume: bool = False,
     **options,
 ) -> TrainResult | None:
     """Train YOLOv5 (``yolov5.train``) and return the run folder, weights and final per-class metrics.
@@ -564,6 +592,9 @@ def train(
     - ``on_epoch(epoch, epochs, metrics)`` is called after each epoch's validation (epoch counts from 1; metrics:
       loss, P, R, mAP@0.5, mAP@0.5:0.95); every epoch is also a ``livestock.progress`` event.
 
+    - ``resume``: continue the interrupted run in ``project/name`` from its ``weights/last.pt`` (optimiser, EMA
+      and LR schedule as they were; the run's own settings, not the other arguments, apply).
+
     Multi-GPU (DDP) runs go through ``python -m torch.distributed.run``; there every process calls this, and
     only rank 0 returns a result (the others return None).
     """
@@ -583,24 +614,28 @@ def train(
     import yaml
     import yolov5.train
 
-    from livestock.fileio import atomic_write_text
-
-    save_dir = _run_dir(project, name, exist_ok)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    hyp_file = atomic_write_text(save_dir / "hyp.yaml", yaml.safe_dump(hyp_values, sort_keys=False))
-    opt = _yolov5_train_opt(
-        data=_data_yaml_for_yolov5(data_yaml, save_dir), cfg=cfg, weights=start, hyp=str(hyp_file),
-        imgsz=int(imgsz), epochs=int(epochs), batch_size=int(batch_size), device=parse_device(device).engine_string(),
-        workers=int(workers), project=str(save_dir.parent), name=save_dir.name, exist_ok=True,
-        cos_lr=not linear_lr, optimizer=optimizer, seed=int(seed), patience=int(patience), cache=cache,
-        noplots=not plots, **options,
-    )
+    if resume:
+        save_dir = Path(project, name).resolve()
+        opt, epochs = _resume_opt(save_dir)
+        hyp_values = load_hyp(save_dir / "hyp.yaml")
+    else:
+        save_dir = _run_dir(project, name, exist_ok)
+        hyp_file = save_dir / "hyp.yaml"
+        if is_main_process():  # the other ranks read what rank 0 wrote
+            atomic_write_text(hyp_file, yaml.safe_dump(hyp_values, sort_keys=False))
+        opt = _new_run_opt(
+            data_yaml, save_dir, cfg=cfg, weights=start, hyp=str(hyp_file), imgsz=int(imgsz), epochs=int(epochs),
+            batch_size=int(batch_size), device=parse_device(device).engine_string(), workers=int(workers),
+            cos_lr=not linear_lr, optimizer=optimizer, seed=int(seed), patience=int(patience), cache=cache,
+            noplots=not plots, **options,
+        )
+        _publish_run_dir(project, name, save_dir)
     capture = _ValCapture(yaml_class_names(data), int(epochs), on_epoch)
     # A fresh Callbacks object per run: YOLOv5's `run()` reuses one default instance, so every earlier run's
     # loggers would keep writing into their old folders (and slow down) when training several times in a process.
     with _yolov5_output(verbose), capture.active():
         yolov5.train.main(opt, callbacks=capture.callbacks())
-    if int(os.getenv("RANK", -1)) > 0:
+    if not is_main_process():
         return None
     best, last = save_dir / "weights" / "best.pt", save_dir / "weights" / "last.pt"
     if not best.is_file():
@@ -610,6 +645,34 @@ def train(
     return TrainResult(save_dir=save_dir, best=best, last=last, data_yaml=Path(data_yaml), imgsz=int(imgsz),
                        metrics=capture.table(),
                        weight_mb=report["file_mb"], size_report=report, hyp=hyp_values, epochs_run=epochs_run)
+
+
+def validation_batch(imgsz: int) -> int:
+    """A validation batch that fits a 16 GB GPU at any size: YOLOv5's 32 at 640 px and below, fewer images as
+    the pixels per image grow (8 at 1280)."""
+    return max(1, min(32, int(32 * (640 / max(int(imgsz), 1)) ** 2)))
+
+
+def _new_run_opt(data_yaml: str | os.PathLike, save_dir: Path, **settings) -> argparse.Namespace:
+    """YOLOv5's options for a new run in ``save_dir`` (the data yaml resolved for it by rank 0)."""
+    data = _data_yaml_for_yolov5(data_yaml, save_dir) if is_main_process() else str(save_dir / "data.yaml")
+    if not is_main_process() and not Path(data).is_file():
+        data = str(Path(data_yaml).resolve())  # rank 0 found the user's file usable as it is
+    return _yolov5_train_opt(data=data, project=str(save_dir.parent), name=save_dir.name, exist_ok=True, **settings)
+
+
+def _resume_opt(save_dir: Path) -> tuple[argparse.Namespace, int]:
+    """YOLOv5's options to resume the run in ``save_dir``, and its total epochs."""
+    import yaml
+
+    last = save_dir / "weights" / "last.pt"
+    if not last.is_file() or not (save_dir / "opt.yaml").is_file():
+        raise FileNotFoundError(f"{last}: no interrupted training to resume in {save_dir}")
+    ckpt = load_checkpoint(last)
+    if ckpt.get("optimizer") is None:
+        raise ValueError(f"{last}: this training finished (its optimiser state was stripped); nothing to resume")
+    epochs = int(yaml.safe_load((save_dir / "opt.yaml").read_text(encoding="utf-8"))["epochs"])
+    return _yolov5_train_opt(resume=str(last)), epochs
 
 
 def _epochs_in_results(results_csv: Path) -> int:
@@ -630,7 +693,7 @@ def validate(
     iou: float = 0.6,
     device: str = "auto",
     split: str = "val",
-    batch_size: int = 32,
+    batch_size: int | None = None,
     workers: int = 8,
     project: str | os.PathLike = "runs/val",
     name: str = "exp",
@@ -648,6 +711,8 @@ def validate(
     ``table.attrs['save_dir']``. ``half`` applies on CUDA only. Loading ``.pt`` weights runs pickled code:
     validate only weights you trust.
     """
+    if batch_size is None:
+        batch_size = validation_batch(imgsz)
     ensure_yolov5()
     weights = Path(weights)
     if not weights.exists():
@@ -659,8 +724,6 @@ def validate(
         raise ValueError(f"{data_yaml}: no '{split}' entry")
 
     import yolov5.val
-
-    from livestock.fileio import atomic_write_csv
 
     save_dir = _run_dir(project, name, exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -706,6 +769,8 @@ def cli_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-weight-mb", type=float, default=CONTEST_MAX_WEIGHT_MB)
     p.add_argument("--fail-on-oversize", action="store_true", help="error (exit 1) when best.pt exceeds the limit")
     p.add_argument("--verbose", action="store_true", help="YOLOv5's full log")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run PROJECT/NAME from its weights/last.pt (its own settings apply)")
 
 
 def cli_train(args: argparse.Namespace) -> int:
@@ -715,6 +780,7 @@ def cli_train(args: argparse.Namespace) -> int:
         project=args.project, name=args.name, exist_ok=args.exist_ok, linear_lr=args.linear_lr,
         optimizer=args.optimizer, seed=args.seed, patience=args.patience, cache=args.cache, freeze=args.freeze,
         max_weight_mb=args.max_weight_mb, fail_on_oversize=args.fail_on_oversize, verbose=args.verbose,
+        resume=args.resume,
     )
     if result is not None:
         print(result.summary())
@@ -728,7 +794,8 @@ def cli_val_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf", type=float, default=0.001, help="confidence threshold (default %(default)s)")
     p.add_argument("--iou", type=float, default=0.6, help="NMS IoU threshold (default %(default)s)")
     p.add_argument("--split", choices=["train", "val", "test"], default="val")
-    p.add_argument("--batch-size", "--batch", dest="batch_size", type=int, default=32)
+    p.add_argument("--batch-size", "--batch", dest="batch_size", type=int, default=None,
+                   help="images per validation batch (default: 32 at 640 px, fewer at larger sizes, 8 at 1280)")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--project", default="runs/val")
