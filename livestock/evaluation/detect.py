@@ -227,7 +227,7 @@ class _Detector:
 
         self.device = select_device(device)
         if weights.suffix.lower() == ".onnx":
-            from livestock.deploy.export import load_onnx
+            from livestock.model.onnx_file import load_onnx
 
             load_onnx(weights)  # a truncated or foreign file: an error naming it, before ONNX Runtime's own
         self.model = DetectMultiBackend(str(weights), device=self.device, fp16=False)
