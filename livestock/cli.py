@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("livestock.evaluation.analysis", "error analysis: per-class table, overlays, likely missing labels"),
     "silver": ("livestock.evaluation.silver", "pseudo-label (silver) dataset from a trained model"),
     "export": ("livestock.deploy.export", "export weights to ONNX FP32 / FP16 / INT8"),
-    "bench": ("livestock.deploy.export", "size / latency / accuracy report of exported models"),
+    "bench": ("livestock.deploy.bench", "size / latency / accuracy report of exported models"),
     "pipeline": ("livestock.pipeline", "the main job: every notebook in order on the synthetic set"),
 }
 

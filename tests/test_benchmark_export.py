@@ -17,7 +17,8 @@ import platform
 
 import pytest
 
-from livestock.deploy import export as E
+from livestock.deploy.bench import benchmark_models, format_bench_table, plot_bench
+from livestock.deploy.export import SIZE_LIMIT_MB
 
 
 def _cpu_name() -> str:
@@ -34,15 +35,15 @@ def _cpu_name() -> str:
 def test_benchmark_export(tmp_path):
     import pandas as pd
 
-    df = E.benchmark_models(models=("yolov5n", "yolov5s", "yolov5m6"), imgsz=(640,), extra=(), threads=2,
+    df = benchmark_models(models=("yolov5n", "yolov5s", "yolov5m6"), imgsz=(640,), extra=(), threads=2,
                             runs=20, repeats=3, prune_sparsity=0.5, work_dir=tmp_path / "models")
     if os.environ.get("LIVESTOCK_BENCH_1280", "1") != "0":
-        big = E.benchmark_models(models=("yolov5m6",), imgsz=(1280,), extra=(), threads=2, runs=5, repeats=3,
+        big = benchmark_models(models=("yolov5m6",), imgsz=(1280,), extra=(), threads=2, runs=5, repeats=3,
                                  prune_sparsity=None, work_dir=tmp_path / "models")
         df = pd.concat([df, big], ignore_index=True)
-    E.plot_bench(df, tmp_path / "bench.png")
+    plot_bench(df, tmp_path / "bench.png")
     print(f"\nCPU: {_cpu_name()}, {os.cpu_count()} logical cores; 2 threads, batch 1, forward pass only")
-    print(E.format_bench_table(df))
+    print(format_bench_table(df))
     print(f"plot: {tmp_path / 'bench.png'}")
 
     m6 = df[(df["model"] == "yolov5m6") & (df["imgsz"] == 640) & (df["sparsity"] == 0)].set_index("variant")
@@ -59,4 +60,4 @@ def test_benchmark_export(tmp_path):
     # Structure, not speed: every form was built and timed, and the sizes are what the formats imply.
     assert set(df["variant"]) == {"pytorch-fp32", "onnx-fp32", "onnx-fp16", "onnx-int8"}
     assert (df["latency_ms"] > 0).all()
-    assert int8["size_mb"] < E.SIZE_LIMIT_MB and m6.loc["onnx-fp16", "size_mb"] < E.SIZE_LIMIT_MB
+    assert int8["size_mb"] < SIZE_LIMIT_MB and m6.loc["onnx-fp16", "size_mb"] < SIZE_LIMIT_MB

@@ -16,7 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livestock.deploy import export as E
+from livestock.deploy.bench import (
+    BENCH_COLUMNS, benchmark_models, compressed_size_mb, evaluate_map, plot_bench, validation_images,
+)
+from livestock.deploy.export import SIZE_LIMIT_MB, export_model, export_onnx_fp32, export_openvino, file_size_mb
+from livestock.data.split import pick_evenly
+from livestock.deploy.images import images_from, letterbox_input
+from livestock.deploy.onnx_model import check_model_file, find_detect_head, sort_topologically
+from livestock.deploy.prune import conv_weight_sparsity, prune_conv_weights, prune_weights
+from livestock.deploy.quantize import quantize_onnx_int8
+from livestock.deploy.runtime import forward_raw
+from livestock.model.onnx_file import check_onnx_model, load_onnx
+from livestock.model.yolov5_models import load_model, random_init_checkpoint
 
 IMG = 128  # export size for the random-init models: multiple of 64, so P6 models fit too
 TRAINED_IMG = 64  # the size tests/conftest.py trains tiny_trained_model at; exported at that size
@@ -41,8 +52,8 @@ def toy(tmp_path_factory) -> Path:
 def nano(tmp_path_factory, toy) -> dict:
     """A random-init YOLOv5n and its FP32 / FP16 / INT8 exports at ``IMG``."""
     root = tmp_path_factory.mktemp("nano")
-    weights = E.random_init_weights("yolov5n", root / "nano.pt")
-    paths = E.export_model(weights, IMG, calib_images=toy.parent / "images" / "train", out_dir=root / "export",
+    weights = random_init_checkpoint("yolov5n", root / "nano.pt")
+    paths = export_model(weights, IMG, calib_images=toy.parent / "images" / "train", out_dir=root / "export",
                            n_calib=6)
     return {"pt": weights, **paths}
 
@@ -54,7 +65,7 @@ def trained(tiny_trained_model) -> tuple[Path, Path]:
 
 
 def _val_images(data_yaml: Path, n: int = 3) -> list[Path]:
-    return E.pick_evenly(E.images_from(data_yaml, split="val"), n)
+    return pick_evenly(images_from(data_yaml, split="val"), n)
 
 
 def _conf(raw: np.ndarray) -> np.ndarray:
@@ -115,7 +126,7 @@ def _toy_head_graph(levels: int = 3):
 
 @pytest.mark.parametrize("levels", [3, 4])
 def test_find_detect_head_on_a_built_graph(levels):
-    heads, decode = E.find_detect_head(_toy_head_graph(levels))
+    heads, decode = find_detect_head(_toy_head_graph(levels))
     assert heads == [f"head{i}" for i in range(levels)]
     expected = {f"{op}{i}" for i in range(levels) for op in ("view", "sig", "mul", "pow", "flat")} | {"cat"}
     assert set(decode) == expected
@@ -129,7 +140,7 @@ def test_find_detect_head_without_conv_is_an_error():
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     with pytest.raises(ValueError, match="no Conv"):
-        E.find_detect_head(helper.make_model(graph))
+        find_detect_head(helper.make_model(graph))
 
 
 def test_sort_topologically_restores_producer_order():
@@ -137,7 +148,7 @@ def test_sort_topologically_restores_producer_order():
     nodes = list(model.graph.node)
     del model.graph.node[:]
     model.graph.node.extend(nodes[::-1])  # consumers before producers
-    E._sort_topologically(model.graph)
+    sort_topologically(model.graph)
     seen = {"images"} | {t.name for t in model.graph.initializer}
     for node in model.graph.node:
         assert all(i in seen for i in node.input), node.name
@@ -161,16 +172,109 @@ def test_images_from_folder_list_and_data_yaml(tmp_path):
     listing = tmp_path / "train.txt"
     listing.write_text("./images/train/b.jpg\n")
     (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\nval: train.txt\nnames: {0: pig, 1: cow}\n")
-    assert [p.name for p in E.images_from(folder)] == ["a.png", "b.jpg"]
-    assert [p.name for p in E.images_from(listing)] == ["b.jpg"]
-    assert [p.name for p in E.images_from(tmp_path / "data.yaml")] == ["a.png", "b.jpg"]
-    assert [p.name for p in E.images_from(tmp_path / "data.yaml", split="val")] == ["b.jpg"]
+    assert [p.name for p in images_from(folder)] == ["a.png", "b.jpg"]
+    assert [p.name for p in images_from(listing)] == ["b.jpg"]
+    assert [p.name for p in images_from(tmp_path / "data.yaml")] == ["a.png", "b.jpg"]
+    assert [p.name for p in images_from(tmp_path / "data.yaml", split="val")] == ["b.jpg"]
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        E.images_from(tmp_path / "nowhere")
+        images_from(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="'test'"):
-        E.images_from(tmp_path / "data.yaml", split="test")
-    assert E.pick_evenly(list(range(10)), 3) == [0, 4, 9]
-    assert E.pick_evenly([1, 2], 5) == [1, 2]
+        images_from(tmp_path / "data.yaml", split="test")
+    assert pick_evenly(list(range(10)), 3) == [0, 4, 9]
+    assert pick_evenly([1, 2], 5) == [1, 2]
+
+
+def _label_detections(images: list[Path], conf: float, shift: float = 0.0) -> list:
+    """Detections equal to each image's labels at confidence ``conf``, every box moved right by ``shift`` times
+    its width (0.5: IoU 1/3 with its label, a miss at the contest's 0.75)."""
+    import cv2
+
+    from livestock.data.yolo_format import label_path_for, read_label_file, yolo_to_pixel
+    from livestock.records import Detections
+
+    out = []
+    for image in images:
+        h, w = cv2.imread(str(image)).shape[:2]
+        ids, yolo = read_label_file(label_path_for(image))
+        boxes = yolo_to_pixel(yolo, w, h)
+        boxes[:, [0, 2]] += shift * (boxes[:, 2] - boxes[:, 0])[:, None]
+        out.append(Detections(image.name, w, h, boxes, np.full(len(ids), conf), ids))
+    return out
+
+
+def test_evaluate_map_scores_what_the_labels_imply(toy, monkeypatch):
+    """The first half of the images detected exactly (confidence 0.9), the rest with every box half a width off
+    (0.5): each class's AP is then the share of its boxes in the first half, exactly."""
+    from livestock.data.yolo_format import label_path_for, read_label_file
+    from livestock.deploy import bench
+
+    images = validation_images(toy, max_images=None)
+    good, bad = images[: len(images) // 2], images[len(images) // 2:]
+    calls = []
+
+    def fake_detect(weights, images, imgsz, conf, iou, device, progress):
+        calls.append((Path(weights).suffix, device, [p.name for p in images]))
+        return _label_detections(good, 0.9) + _label_detections(bad, 0.5, shift=0.5)
+
+    monkeypatch.setattr(bench, "detect", fake_detect)
+    monkeypatch.setattr(bench, "check_model_file", lambda path, imgsz: {"names": {0: "pig", 1: "cow"}})
+    boxes = {c: [0, 0] for c in (0, 1)}  # class -> [boxes in the first half, all boxes]
+    for i, image in enumerate(images):
+        for c in read_label_file(label_path_for(image))[0]:
+            boxes[int(c)][0] += i < len(good)
+            boxes[int(c)][1] += 1
+    expected = np.mean([first / total for first, total in boxes.values()])
+    assert 0.2 < expected < 0.8
+    assert evaluate_map("model.onnx", images, IMG, device="cuda:0") == pytest.approx(expected, abs=1e-12)
+    assert evaluate_map("model.pt", images, IMG, device="cuda:0") == pytest.approx(expected, abs=1e-12)
+    # ONNX Runtime stays on the CPU; PyTorch weights go to the asked device.
+    assert [c[:2] for c in calls] == [(".onnx", "cpu"), (".pt", "cuda:0")]
+    assert calls[0][2] == [p.name for p in images]
+    monkeypatch.setattr(bench, "detect", lambda *a, **k: _label_detections(images, 0.9))
+    assert evaluate_map("model.onnx", images, IMG) == pytest.approx(1.0, abs=1e-12)
+    monkeypatch.setattr(bench, "detect", lambda *a, **k: _label_detections(images, 0.9, shift=0.5))
+    assert evaluate_map("model.onnx", images, IMG) == 0.0
+
+
+def test_validation_images_are_capped_evenly(toy):
+    every = images_from(toy, split="val")
+    assert len(every) == 6
+    assert validation_images(toy) == every
+    assert validation_images(toy, max_images=3) == [every[0], every[2], every[5]]
+    assert validation_images(toy, max_images=50) == every
+
+
+def test_cli_bench_passes_device_and_max_images(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    from livestock.cli import main
+    from livestock.deploy import bench
+
+    seen = []
+
+    def fake_benchmark(**kwargs):
+        seen.append(kwargs)
+        df = pd.DataFrame([{c: 0 for c in BENCH_COLUMNS}])
+        df.attrs["val_images"] = 0
+        return df
+
+    monkeypatch.setattr(bench, "benchmark_models", fake_benchmark)
+    monkeypatch.setattr(bench, "plot_bench", lambda df, path: path)
+    out = str(tmp_path / "bench")
+    assert main(["bench", "--models", "yolov5n", "--device", "cpu", "--max-images", "7", "--out", out]) == 0
+    assert main(["bench", "--models", "yolov5n", "--out", out]) == 0
+    assert main(["bench", "--models", "yolov5n", "--max-images", "0", "--out", out]) == 0
+    assert [(k["device"], k["max_val_images"]) for k in seen] == [("cpu", 7), ("cpu", 200), ("cpu", None)]
+    assert main(["bench", "--models", "yolov5n", "--max-images", "-1", "--out", out]) == 1
+    assert "--max-images" in capsys.readouterr().err
+
+
+def test_bench_refuses_an_unknown_device_before_any_work(tmp_path, capsys):
+    from livestock.cli import main
+
+    assert main(["bench", "--models", "yolov5n", "--device", "tpu", "--out", str(tmp_path / "bench")]) == 1
+    assert "unknown device" in capsys.readouterr().err
+    assert not (tmp_path / "bench").exists()
 
 
 def test_prune_conv_weights_reaches_the_global_sparsity():
@@ -182,9 +286,9 @@ def test_prune_conv_weights_reaches_the_global_sparsity():
     model[2].weight.data *= 3  # layers of different scales: global pruning takes more from the smaller one
     linear = model[3].weight.detach().clone()
     before = torch.cat([model[i].weight.detach().abs().flatten() for i in (0, 2)])
-    got = E.prune_conv_weights(model, 0.6)
+    got = prune_conv_weights(model, 0.6)
     assert got == pytest.approx(0.6, abs=1e-3)
-    assert E.conv_weight_sparsity(model) == got
+    assert conv_weight_sparsity(model) == got
     # Permanent: plain parameters again, no masks or hooks left; other layers untouched.
     assert not any("orig" in n or "mask" in n for n, _ in model.named_parameters())
     assert not any("mask" in n for n, _ in model.named_buffers())
@@ -194,7 +298,7 @@ def test_prune_conv_weights_reaches_the_global_sparsity():
     assert before[after == 0].max() <= before[after != 0].min()
     assert (model[0].weight == 0).float().mean() > (model[2].weight == 0).float().mean()
     with pytest.raises(ValueError, match="sparsity"):
-        E.prune_conv_weights(model, 1.0)
+        prune_conv_weights(model, 1.0)
 
 
 def test_openvino_export_needs_openvino(tmp_path):
@@ -203,7 +307,7 @@ def test_openvino_export_needs_openvino(tmp_path):
         import openvino  # noqa: F401
     except ImportError:
         with pytest.raises(ValueError, match="openvino"):
-            E.export_openvino(tmp_path / "model.onnx", tmp_path / "ov")
+            export_openvino(tmp_path / "model.onnx", tmp_path / "ov")
     else:  # pragma: no cover - not installed in this project's environment
         pytest.skip("openvino is installed: the conversion itself is exercised by export_model")
 
@@ -216,19 +320,19 @@ def test_exports_are_single_files_with_metadata(nano):
     for fmt, precision in (("onnx", "fp32"), ("onnx-fp16", "fp16"), ("onnx-int8", "int8")):
         path = nano[fmt]
         assert path.is_file() and not Path(f"{path}.data").exists(), "one self-contained file"
-        info = E.check_onnx_model(path, imgsz=IMG, nc=2)
+        info = check_onnx_model(path, imgsz=IMG, nc=2)
         assert info.input_shape == (1, 3, IMG, IMG)
         assert info.names == {0: "pig", 1: "cow"} and info.stride == 32 and info.precision == precision
-        assert E.file_size_mb(path) < E.SIZE_LIMIT_MB
-    sizes = {f: E.file_size_mb(nano[f]) for f in ("onnx", "onnx-fp16", "onnx-int8")}
+        assert file_size_mb(path) < SIZE_LIMIT_MB
+    sizes = {f: file_size_mb(nano[f]) for f in ("onnx", "onnx-fp16", "onnx-int8")}
     assert sizes["onnx-fp16"] < 0.6 * sizes["onnx"] and sizes["onnx-int8"] < 0.4 * sizes["onnx"]
 
 
 @pytest.mark.slow
 def test_onnx_fp32_matches_pytorch(nano, toy):
     for image in _val_images(toy):
-        x, _ = E.letterbox_input(image, IMG)
-        ref, got = E.forward_raw(nano["pt"], x), E.forward_raw(nano["onnx"], x)
+        x, _ = letterbox_input(image, IMG)
+        ref, got = forward_raw(nano["pt"], x), forward_raw(nano["onnx"], x)
         assert got.shape == ref.shape
         assert np.abs(got[0, :, :4] - ref[0, :, :4]).max() <= RAW_BOX_PX
         assert np.abs(got[0, :, 4:] - ref[0, :, 4:]).max() <= RAW_SCORE
@@ -245,15 +349,15 @@ def test_fp16_keeps_float32_io_and_a_float32_decode(nano, toy):
     model = onnx.load(str(nano["onnx-fp16"]))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    heads, decode = E.find_detect_head(model)
+    heads, decode = find_detect_head(model)
     ops = {n.name: n for n in model.graph.node}
     assert len(heads) == 3
     # Half precision up to the head Convs, a Cast back to float, then the decode as in the FP32 graph.
     decode_ops = Counter(ops[d].op_type for d in decode if ops[d].op_type != "Cast")
     assert decode_ops == Counter(n.op_type for n in (
-        {m.name: m for m in onnx.load(str(nano["onnx"])).graph.node}[d] for d in E.find_detect_head(nano["onnx"])[1]))
-    x, _ = E.letterbox_input(_val_images(toy, 1)[0], IMG)
-    ref, half = E.forward_raw(nano["onnx"], x)[0], E.forward_raw(nano["onnx-fp16"], x)[0]
+        {m.name: m for m in onnx.load(str(nano["onnx"])).graph.node}[d] for d in find_detect_head(nano["onnx"])[1]))
+    x, _ = letterbox_input(_val_images(toy, 1)[0], IMG)
+    ref, half = forward_raw(nano["onnx"], x)[0], forward_raw(nano["onnx-fp16"], x)[0]
     top = np.argsort(-_conf(ref))[:100]
     assert np.abs(half[top, :4] - ref[top, :4]).max() <= FP16_BOX_PX
     assert np.abs(_conf(half)[top] - _conf(ref)[top]).max() <= FP16_CONF
@@ -267,32 +371,32 @@ def test_int8_keeps_the_decode_in_float(nano):
     int8 = onnx.load(str(nano["onnx-int8"]))
     ops32 = {n.name: n.op_type for n in fp32.graph.node}
     ops8 = {n.name: n.op_type for n in int8.graph.node}
-    heads, decode = E.find_detect_head(int8)
+    heads, decode = find_detect_head(int8)
     assert len(heads) == 3
     # Quantised: the network before the head (QuantizeLinear / DequantizeLinear pairs everywhere)...
     assert Counter(ops8.values())["QuantizeLinear"] > 50
     # ...but after each head Conv's output quantisation, the decode ops are the FP32 graph's, unquantised.
     float_decode = [d for d in decode if ops8[d] not in ("QuantizeLinear", "DequantizeLinear")]
-    assert Counter(ops8[d] for d in float_decode) == Counter(ops32[d] for d in E.find_detect_head(fp32)[1])
+    assert Counter(ops8[d] for d in float_decode) == Counter(ops32[d] for d in find_detect_head(fp32)[1])
     assert Counter(ops8[d] for d in decode)["QuantizeLinear"] <= len(heads)
     assert set(ops8[d] for d in float_decode) <= DECODE_OPS
 
 
 @pytest.mark.slow
 def test_head_decode_found_on_a_p6_graph(tmp_path):
-    weights = E.random_init_weights("yolov5n6", tmp_path / "n6.pt")
-    path = E.export_onnx_fp32(weights, IMG, tmp_path / "n6.onnx")
-    info = E.check_onnx_model(path, imgsz=IMG)
+    weights = random_init_checkpoint("yolov5n6", tmp_path / "n6.pt")
+    path = export_onnx_fp32(weights, IMG, tmp_path / "n6.onnx")
+    info = check_onnx_model(path, imgsz=IMG)
     assert info.stride == 64
-    heads, decode = E.find_detect_head(path)
+    heads, decode = find_detect_head(path)
     assert len(heads) == 4  # P3, P4, P5, P6
-    model_ops = {n.name: n for n in E.load_onnx(path).graph.node}
+    model_ops = {n.name: n for n in load_onnx(path).graph.node}
     assert {model_ops[d].op_type for d in decode} <= DECODE_OPS
     assert Counter(model_ops[d].op_type for d in decode)["Pow"] == 4  # one anchor-size decode per level
     last = [n for n in model_ops.values() if "output0" in n.output][0]
     assert last.name in decode
     for h in heads:  # each head Conv predicts 3 anchors x (5 + 2 classes)
-        weight = next(t for t in E.load_onnx(path).graph.initializer if t.name == model_ops[h].input[1])
+        weight = next(t for t in load_onnx(path).graph.initializer if t.name == model_ops[h].input[1])
         assert weight.dims[0] == 3 * (5 + 2)
 
 
@@ -304,9 +408,9 @@ def test_corrupt_and_missing_files_name_the_file(nano, toy, tmp_path):
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(nano["onnx"].read_bytes()[: 200_000])
     with pytest.raises(ValueError, match="truncated.onnx"):
-        E.check_onnx_model(truncated)
+        check_onnx_model(truncated)
     with pytest.raises(ValueError, match="truncated.onnx"):
-        E.check_model_file(truncated, imgsz=IMG)
+        check_model_file(truncated, imgsz=IMG)
     from livestock.evaluation.detect import detect
 
     with pytest.raises(ValueError, match="truncated.onnx"):
@@ -314,11 +418,11 @@ def test_corrupt_and_missing_files_name_the_file(nano, toy, tmp_path):
     bad_pt = tmp_path / "broken.pt"
     bad_pt.write_bytes(nano["pt"].read_bytes()[:5000])
     with pytest.raises(ValueError, match="broken.pt"):
-        E.export_model(bad_pt, IMG, formats=("onnx",), out_dir=tmp_path)
+        export_model(bad_pt, IMG, formats=("onnx",), out_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="absent.onnx"):
-        E.check_onnx_model(tmp_path / "absent.onnx")
+        check_onnx_model(tmp_path / "absent.onnx")
     with pytest.raises(ValueError, match="calibration"):
-        E.export_model(nano["pt"], IMG, formats=("onnx", "onnx-int8"), out_dir=tmp_path)
+        export_model(nano["pt"], IMG, formats=("onnx", "onnx-int8"), out_dir=tmp_path)
 
 
 @pytest.mark.slow
@@ -326,11 +430,11 @@ def test_mismatched_model_names_the_file(nano, toy, tmp_path):
     from livestock.evaluation.detect import detect
 
     with pytest.raises(ValueError, match=rf"{nano['onnx'].name}.*exported for a fixed {IMG}x{IMG}"):
-        E.check_onnx_model(nano["onnx"], imgsz=IMG + 32)
+        check_onnx_model(nano["onnx"], imgsz=IMG + 32)
     with pytest.raises(ValueError, match=rf"{nano['onnx'].name}.*2 classes"):
-        E.check_onnx_model(nano["onnx"], nc=3)
+        check_onnx_model(nano["onnx"], nc=3)
     with pytest.raises(ValueError, match="stride"):
-        E.export_model(nano["pt"], 100, formats=("onnx",), out_dir=tmp_path)
+        export_model(nano["pt"], 100, formats=("onnx",), out_dir=tmp_path)
     # The inference path refuses a size other than the export's too.
     with pytest.raises(ValueError, match=nano["onnx"].name):
         detect(nano["onnx"], _val_images(toy, 1), imgsz=IMG + 32, device="cpu", progress=False)
@@ -353,8 +457,8 @@ def test_exported_onnx_runs_through_predict_detect(nano, toy):
         dets = detect(nano[fmt], images, imgsz=IMG, conf=0.001, iou=0.6, device="cpu", progress=False)
         assert [d.image_id for d in dets] == [p.name for p in images]
         for det, image in zip(dets, images):
-            x, (h, w) = E.letterbox_input(image, IMG)
-            mine = _nms(E.forward_raw(nano[fmt], x))
+            x, (h, w) = letterbox_input(image, IMG)
+            mine = _nms(forward_raw(nano[fmt], x))
             boxes = scale_boxes(x.shape[2:], torch.from_numpy(mine[:, :4]), (h, w)).numpy()
             assert (det.width, det.height) == (w, h)
             assert len(det) == len(mine) > 0
@@ -365,23 +469,23 @@ def test_exported_onnx_runs_through_predict_detect(nano, toy):
 @pytest.mark.slow
 def test_quantising_the_decode_collapses_confidences(nano, toy, tmp_path):
     """The reason the decode stays float: quantised with everything else, every confidence becomes 0."""
-    images = E.images_from(toy.parent / "images" / "train")[:4]
-    collapsed = E.quantize_onnx_int8(nano["onnx"], tmp_path / "all_int8.onnx", images, keep_decode_float=False)
-    x, _ = E.letterbox_input(_val_images(toy, 1)[0], IMG)
-    assert _conf(E.forward_raw(collapsed, x)[0]).max() == 0.0
-    assert _conf(E.forward_raw(nano["onnx-int8"], x)[0]).max() > 0.0
+    images = images_from(toy.parent / "images" / "train")[:4]
+    collapsed = quantize_onnx_int8(nano["onnx"], tmp_path / "all_int8.onnx", images, keep_decode_float=False)
+    x, _ = letterbox_input(_val_images(toy, 1)[0], IMG)
+    assert _conf(forward_raw(collapsed, x)[0]).max() == 0.0
+    assert _conf(forward_raw(nano["onnx-int8"], x)[0]).max() > 0.0
 
 
 @pytest.mark.slow
 def test_int8_of_a_trained_model_stays_close_to_fp32(trained, tmp_path):
     weights, data_yaml = trained
     imgsz = TRAINED_IMG
-    paths = E.export_model(weights, imgsz, formats=("onnx", "onnx-int8"), calib_images=data_yaml,
+    paths = export_model(weights, imgsz, formats=("onnx", "onnx-int8"), calib_images=data_yaml,
                            out_dir=tmp_path, n_calib=16)
     worst_box, worst_conf, top32, top8 = 0.0, 0.0, 0.0, 0.0
     for image in _val_images(data_yaml, 4):
-        x, _ = E.letterbox_input(image, imgsz)
-        ref, q = E.forward_raw(paths["onnx"], x)[0], E.forward_raw(paths["onnx-int8"], x)[0]
+        x, _ = letterbox_input(image, imgsz)
+        ref, q = forward_raw(paths["onnx"], x)[0], forward_raw(paths["onnx-int8"], x)[0]
         top = np.argsort(-_conf(ref))[:20]  # the candidates that become detections
         worst_box = max(worst_box, float(np.abs(q[top, :4] - ref[top, :4]).max()))
         worst_conf = max(worst_conf, float(np.abs(_conf(q)[top] - _conf(ref)[top]).max()))
@@ -412,14 +516,14 @@ def test_prune_weights_with_a_fine_tune_hook(nano, tmp_path):
         torch.save(ckpt, out)
         return out
 
-    plain = E.prune_weights(nano["pt"], 0.5, tmp_path / "pruned.pt")
-    tuned = E.prune_weights(nano["pt"], 0.5, tmp_path / "pruned_tuned.pt", fine_tune=densify)
+    plain = prune_weights(nano["pt"], 0.5, tmp_path / "pruned.pt")
+    tuned = prune_weights(nano["pt"], 0.5, tmp_path / "pruned_tuned.pt", fine_tune=densify)
     assert calls == [tmp_path / "pruned_tuned.pt"]
     for path in (plain, tuned):
-        assert E.conv_weight_sparsity(E.load_checkpoint_model(path)) == pytest.approx(0.5, abs=0.01)
+        assert conv_weight_sparsity(load_model(path)) == pytest.approx(0.5, abs=0.01)
     # Zeros compress; the dense file does not shrink.
-    assert E.compressed_size_mb(plain) < 0.8 * E.compressed_size_mb(nano["pt"])
-    assert E.file_size_mb(plain) == pytest.approx(E.file_size_mb(nano["pt"]), rel=0.05)
+    assert compressed_size_mb(plain) < 0.8 * compressed_size_mb(nano["pt"])
+    assert file_size_mb(plain) == pytest.approx(file_size_mb(nano["pt"]), rel=0.05)
 
 
 # ---------------------------------------------------------------- the commands
@@ -450,13 +554,14 @@ def test_cli_bench_writes_table_csv_and_plot(tmp_path, capsys):
 
     out = tmp_path / "bench"
     assert main(["bench", "--models", "yolov5n", "--imgsz", "64", "--runs", "2", "--repeats", "1",
-                 "--prune", "0", "--out", str(out)]) == 0
+                 "--prune", "0", "--device", "cpu", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     df = pd.read_csv(out / "bench.csv")
     assert (out / "bench.png").stat().st_size > 10_000
-    assert list(df.columns) == E.BENCH_COLUMNS
+    assert list(df.columns) == BENCH_COLUMNS
     assert list(df["variant"]) == ["pytorch-fp32", "onnx-fp32", "onnx-fp16", "onnx-int8"]
     assert (df["latency_ms"] > 0).all() and df["map75"].isna().all() and (df["sparsity"] == 0).all()
+    assert (df["device"] == "cpu").all()
     int8 = df.set_index("variant").loc["onnx-int8"]
     assert int8["x_smaller_than_onnx_fp32"] > 3 and int8["under_100mb"]
     assert "onnx-int8" in printed and "x_faster_than_pytorch" in printed
@@ -466,17 +571,37 @@ def test_cli_bench_writes_table_csv_and_plot(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_bench_times_pytorch_on_the_gpu_and_onnx_on_the_cpu(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    df = benchmark_models(models=("yolov5n",), imgsz=(64,), extra=(), runs=2, repeats=1, prune_sparsity=None,
+                          work_dir=tmp_path, device="cuda:0")
+    devices = df.set_index("variant")["device"]
+    assert devices["pytorch-fp32"] == "cuda:0"
+    assert (devices.drop("pytorch-fp32") == "cpu").all()
+    assert (df["latency_ms"] > 0).all()
+
+
+@pytest.mark.slow
 def test_bench_scores_a_trained_model(trained, tmp_path, monkeypatch):
     weights, data_yaml = trained
     with pytest.raises(FileNotFoundError, match="absent.pt"):
-        E.benchmark_models(models=(), weights=tmp_path / "absent.pt")
+        benchmark_models(models=(), weights=tmp_path / "absent.pt")
     # a path relative to the working folder, as a user types it (YOLOv5 alone would look it up on the Hub)
     monkeypatch.chdir(weights.parent)
-    df = E.benchmark_models(models=(), imgsz=(TRAINED_IMG,), extra=(), runs=2, repeats=1, weights=Path(weights.name),
+    df = benchmark_models(models=(), imgsz=(TRAINED_IMG,), extra=(), runs=2, repeats=1, weights=Path(weights.name),
                             data_yaml=data_yaml, prune_sparsity=0.3, work_dir=tmp_path / "work",
                             max_val_images=4)
     assert len(df) == 7  # pytorch, onnx fp32 / fp16 / int8, and pruned pytorch / onnx fp32 / int8
-    assert df["map75"].notna().all() and df["map75"].between(0, 1).all()
+    scored = validation_images(data_yaml, max_images=4)
+    assert df.attrs["val_images"] == len(scored) == 4 < len(images_from(data_yaml, split="val"))
+    # Each row is the score of its own file on those four images.
+    for _, row in df.iloc[[0, 1, 6]].iterrows():
+        path = weights.resolve() if row["variant"] == "pytorch-fp32" and row["sparsity"] == 0 else \
+            tmp_path / "work" / f"{weights.stem}_{TRAINED_IMG}" / row["file"]
+        assert row["map75"] == pytest.approx(evaluate_map(path, scored, TRAINED_IMG), abs=1e-9), row["file"]
     pruned = df[df["sparsity"] > 0]
     assert list(pruned["variant"]) == ["pytorch-fp32", "onnx-fp32", "onnx-int8"]
     dense_zip = df[df["sparsity"] == 0].set_index("variant")["size_zip_mb"]
@@ -484,5 +609,5 @@ def test_bench_scores_a_trained_model(trained, tmp_path, monkeypatch):
     dense = df[df["sparsity"] == 0].set_index("variant")["map75"]
     # The same model in ONNX FP32 scores what it scores in PyTorch (up to PyTorch's rectangular letterbox).
     assert abs(dense["onnx-fp32"] - dense["onnx-fp16"]) <= 0.05
-    E.plot_bench(df, tmp_path / "bench.png")
+    plot_bench(df, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").stat().st_size > 10_000

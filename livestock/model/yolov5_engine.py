@@ -847,7 +847,7 @@ class Yolov5Detector:
         from yolov5.utils.general import check_img_size
 
         if weights.suffix.lower() == ".onnx":
-            from livestock.deploy.export import load_onnx
+            from livestock.model.onnx_file import load_onnx
 
             load_onnx(weights)  # a truncated or foreign file: an error naming it, before ONNX Runtime's own
         else:

@@ -1,0 +1,149 @@
+"""ONNX detector files: read one with clear errors, check what it was exported for, write one back.
+
+Inference (``livestock.evaluation``) and deployment (``livestock.deploy``) both read exported detectors; the
+checks live here, below both, so that neither has to import the other. No YOLOv5 import: an exported file is
+read from its own graph and metadata (``stride``, ``names``, ``precision``, written by ``livestock export``).
+"""
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from livestock.fileio import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import onnx
+
+_TWO_GB = 2**31 - 1  # protobuf's limit on one serialised message
+
+
+@dataclass(frozen=True)
+class OnnxModelInfo:
+    """What an exported detector says about itself: fixed input shape, classes, stride, precision."""
+
+    path: Path
+    input_shape: tuple[int, int, int, int]  # (batch, 3, height, width), fixed at export
+    n_outputs_per_anchor: int  # 5 + number of classes
+    names: dict[int, str]
+    stride: int
+    precision: str  # "fp32" | "fp16" | "int8"
+
+    @property
+    def imgsz(self) -> tuple[int, int]:
+        """The fixed input size, (height, width)."""
+        return self.input_shape[2], self.input_shape[3]
+
+    @property
+    def nc(self) -> int:
+        """Number of classes."""
+        return self.n_outputs_per_anchor - 5
+
+
+def as_hw(imgsz: int | Sequence[int]) -> tuple[int, int]:
+    """An image size given as one number or as (height, width), as (height, width)."""
+    if isinstance(imgsz, (int, np.integer)):
+        return int(imgsz), int(imgsz)
+    hw = tuple(int(v) for v in imgsz)
+    if len(hw) == 1:
+        return hw[0], hw[0]
+    if len(hw) != 2:
+        raise ValueError(f"imgsz must be one size or (height, width), got {imgsz!r}")
+    return hw  # type: ignore[return-value]
+
+
+def _parse_names(text: str, where: Path) -> dict[int, str]:
+    try:
+        names = ast.literal_eval(text)  # YOLOv5 writes str(dict); literal_eval reads it without running code
+    except (ValueError, SyntaxError) as e:
+        raise ValueError(f"{where}: unreadable class names in the model metadata: {text[:80]!r}") from e
+    if isinstance(names, (list, tuple)):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict):
+        raise ValueError(f"{where}: class names in the model metadata are not a dict or list: {text[:80]!r}")
+    return {int(k): str(v) for k, v in names.items()}
+
+
+def load_onnx(path: str | os.PathLike) -> "onnx.ModelProto":
+    """The ONNX model in ``path``; a clear error naming the file when it is missing, truncated or not ONNX."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: ONNX model file not found")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:  # protobuf DecodeError, checker ValidationError, missing external data...
+        raise ValueError(f"{path}: not a valid ONNX model (corrupt or truncated file?): {e}") from e
+    return model
+
+
+def check_onnx_model(
+    path: str | os.PathLike, imgsz: int | Sequence[int] | None = None, nc: int | None = None
+) -> OnnxModelInfo:
+    """An exported detector's fixed input shape, classes and precision, checked against ``imgsz`` and ``nc``.
+
+    ValueError naming the file when it is not a YOLOv5 export or the given ``imgsz`` / ``nc`` differ from what it
+    was exported for."""
+    path = Path(path)
+    model = load_onnx(path)
+    graph = model.graph
+    if len(graph.input) != 1 or not graph.output:
+        raise ValueError(f"{path}: expected one image input and a detection output, found "
+                         f"{len(graph.input)} input(s), {len(graph.output)} output(s)")
+    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in graph.input[0].type.tensor_type.shape.dim]
+    out_dims = [d.dim_value if d.HasField("dim_value") else 0 for d in graph.output[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or 0 in dims or dims[1] != 3:
+        raise ValueError(f"{path}: expected a fixed input shape (1, 3, H, W), found {dims} (dynamic export?)")
+    if len(out_dims) != 3 or out_dims[2] < 6:
+        raise ValueError(f"{path}: output shape {out_dims} is not a YOLOv5 detection output (1, anchors, 5 + classes)")
+    meta = {p.key: p.value for p in model.metadata_props}
+    if "names" not in meta or "stride" not in meta:
+        raise ValueError(f"{path}: no YOLOv5 metadata (stride, names); export it with `livestock export`")
+    names = _parse_names(meta["names"], path)
+    info = OnnxModelInfo(path, tuple(dims), out_dims[2], names, int(meta["stride"]), meta.get("precision", "fp32"))
+    if len(names) != info.nc:
+        raise ValueError(f"{path}: metadata lists {len(names)} class names but the output has {info.nc} classes")
+    if imgsz is not None and as_hw(imgsz) != info.imgsz:
+        h, w = as_hw(imgsz)
+        raise ValueError(
+            f"{path}: exported for a fixed {info.imgsz[0]}x{info.imgsz[1]} input, asked to run at {h}x{w}; "
+            f"run inference with imgsz={info.imgsz[0]} or export again with --imgsz {h}"
+        )
+    if nc is not None and nc != info.nc:
+        raise ValueError(f"{path}: model has {info.nc} classes {list(names.values())}, the data has {nc}")
+    return info
+
+
+def set_onnx_metadata(model: "onnx.ModelProto", **entries: object) -> None:
+    """Add or replace metadata entries (stored as strings) of an ONNX model, in place."""
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({key: str(value) for key, value in entries.items()})
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def save_onnx(model: "onnx.ModelProto", path: str | os.PathLike) -> Path:
+    """Write an ONNX model as one self-contained file, atomically; returns its path.
+
+    A model over protobuf's 2 GB limit cannot be one message: its weights go to ``<name>.data`` beside it, and the
+    two files must then travel together.
+    """
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if model.ByteSize() < _TWO_GB:
+        atomic_write_bytes(path, model.SerializeToString())
+        Path(f"{path}.data").unlink(missing_ok=True)  # a stale sidecar from an earlier export would mislead
+        return path
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=f"{path.name}.data")
+    return path
