@@ -16,7 +16,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from livestock.model.yolov5_engine import ensure_yolov5
+from livestock.model.yolov5.compat import ensure_yolov5
 from livestock.records import ImageRecord
 
 # Frame sizes (width, height): landscape, portrait-ish and square, so letterbox padding differs per image.

@@ -46,7 +46,7 @@ def real_answer_csv() -> Path:
     return REAL_ANSWER_CSV
 
 
-# ---------------------------------------------------------------- a tiny trained YOLOv5 model (livestock.model.yolov5_engine)
+# ---------------------------------------------------------------- a tiny trained YOLOv5 model (livestock.model.yolov5)
 
 # YOLOv5n from scratch on 64 toy frames (tests/toy_yolo.py) at 64 px, 40 epochs = 160 iterations. YOLOv5 warms up
 # for at least 100 iterations and then steps once per 64 images, so the run must be long in iterations and cheap in
@@ -58,10 +58,10 @@ TINY_TRAIN_ARGS = dict(model="yolov5n", hyp="hyp_scratch_cpu", optimizer="Adam",
 
 @pytest.fixture(scope="session")
 def tiny_train_result(tmp_path_factory: pytest.TempPathFactory):
-    """The ``livestock.model.yolov5_engine.TrainResult`` of one short training run, shared by the whole session."""
+    """The ``livestock.model.engine.TrainResult`` of one short training run, shared by the whole session."""
     from toy_yolo import make_toy_yolo_dataset
 
-    from livestock.model.yolov5_engine import train
+    from livestock.model.yolov5.training import train
 
     root = tmp_path_factory.mktemp("tiny_model")
     data_yaml = make_toy_yolo_dataset(root / "toy", n_train=64, n_val=16)

@@ -1,4 +1,4 @@
-"""livestock.model.yolov5_engine: the four YOLOv5 compatibility fixes, weights / hyp / model resolution, the weight-size
+"""livestock.model.yolov5: the four YOLOv5 compatibility fixes, weights / hyp / model resolution, the weight-size
 guard, training and validation (a short run must clearly beat the untrained model), and the CLI."""
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-import livestock.model.yolov5_engine as E
+import livestock.model.yolov5.compat as E
+import livestock.model.yolov5.training as T
 from livestock.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,10 +120,10 @@ def test_requirements_check_never_installs():
 def test_yolov5_parser_ignores_the_host_command_line(monkeypatch):
     E.ensure_yolov5()
     monkeypatch.setattr(sys, "argv", ["pytest", "--epochs", "5", "--weights", "x.pt", "-k", "engine"])
-    opt = E._yolov5_train_opt(imgsz=96)
+    opt = T._yolov5_train_opt(imgsz=96)
     assert (opt.epochs, opt.weights, opt.imgsz) == (100, "yolov5s.pt", 96)
     with pytest.raises(ValueError, match="unknown YOLOv5 train option"):
-        E._yolov5_train_opt(no_such_option=1)
+        T._yolov5_train_opt(no_such_option=1)
 
 
 # ---------------------------------------------------------------- models, devices, weights
@@ -276,9 +277,9 @@ def test_data_yaml_relative_entries_resolve_against_its_folder(toy, tmp_path):
                                    "names": {0: "pig", 1: "cow"}}))
     data, changed = E.load_data_yaml(rel)
     assert changed and data["val"] == str((toy.parent / "images" / "val").resolve())
-    written = E._data_yaml_for_yolov5(rel, tmp_path)
+    written = T._data_yaml_for_yolov5(rel, tmp_path)
     assert Path(written) == tmp_path / "data.yaml" and yaml.safe_load(Path(written).read_text())["val"] == data["val"]
-    assert E._data_yaml_for_yolov5(toy, tmp_path / "other") == str(toy.resolve())  # absolute: used as is
+    assert T._data_yaml_for_yolov5(toy, tmp_path / "other") == str(toy.resolve())  # absolute: used as is
     broken = toy.parent / "broken.yaml"
     broken.write_text(yaml.safe_dump({"train": "images/train", "val": "images/nope", "names": ["pig", "cow"]}))
     with pytest.raises(FileNotFoundError, match=r"broken\.yaml: val entry .*images/nope"):
@@ -286,10 +287,10 @@ def test_data_yaml_relative_entries_resolve_against_its_folder(toy, tmp_path):
 
 
 def test_run_folder_increments_unless_exist_ok(tmp_path):
-    assert E._run_dir(tmp_path, "exp", exist_ok=False) == tmp_path / "exp"
+    assert T._run_dir(tmp_path, "exp", exist_ok=False) == tmp_path / "exp"
     (tmp_path / "exp").mkdir()
-    assert E._run_dir(tmp_path, "exp", exist_ok=False) == tmp_path / "exp2"
-    assert E._run_dir(tmp_path, "exp", exist_ok=True) == tmp_path / "exp"
+    assert T._run_dir(tmp_path, "exp", exist_ok=False) == tmp_path / "exp2"
+    assert T._run_dir(tmp_path, "exp", exist_ok=True) == tmp_path / "exp"
 
 
 def test_quiet_mode_hides_yolov5_info_and_restores_it():
@@ -299,7 +300,7 @@ def test_quiet_mode_hides_yolov5_info_and_restores_it():
     from yolov5.utils.general import LOGGER
 
     level = LOGGER.level
-    with E._yolov5_output(verbose=False):
+    with T._yolov5_output(verbose=False):
         assert not LOGGER.isEnabledFor(logging.INFO) and LOGGER.isEnabledFor(logging.WARNING)
     assert LOGGER.level == level
 
@@ -376,9 +377,9 @@ def test_trained_model_beats_untrained(tiny_train_result, tmp_path):
     """The same architecture before training (random init) and after a short run, on the same images."""
     r = tiny_train_result
     untrained = random_init_checkpoint(tmp_path / "untrained.pt")
-    before = E.validate(untrained, r.data_yaml, imgsz=r.imgsz, device="cpu", workers=0, project=tmp_path,
+    before = T.validate(untrained, r.data_yaml, imgsz=r.imgsz, device="cpu", workers=0, project=tmp_path,
                         name="untrained", plots=False)
-    after = E.validate(r.best, r.data_yaml, imgsz=r.imgsz, device="cpu", workers=0, project=tmp_path,
+    after = T.validate(r.best, r.data_yaml, imgsz=r.imgsz, device="cpu", workers=0, project=tmp_path,
                        name="trained", plots=False)
     m0, m1 = before.loc["all", "mAP@0.5"], after.loc["all", "mAP@0.5"]
     print(f"mAP@0.5 untrained {m0:.4f} -> trained {m1:.4f}")
@@ -421,7 +422,7 @@ def test_cli_train_fails_on_oversize_but_keeps_the_weights(toy, tmp_path, capsys
 
 
 def test_validation_batch_fits_large_images():
-    assert [E.validation_batch(s) for s in (320, 640, 960, 1280, 2560)] == [32, 32, 14, 8, 2]
+    assert [T.validation_batch(s) for s in (320, 640, 960, 1280, 2560)] == [32, 32, 14, 8, 2]
 
 
 def test_distributed_ranks_share_one_run_folder(tmp_path, monkeypatch):
@@ -432,13 +433,13 @@ def test_distributed_ranks_share_one_run_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setattr(E, "RANK_WAIT_S", 0.5)
     with pytest.raises(TimeoutError, match="rank 0 did not name the run folder"):
-        E._run_dir(tmp_path, "exp", exist_ok=False)
+        T._run_dir(tmp_path, "exp", exist_ok=False)
     monkeypatch.setenv("RANK", "0")
-    chosen = E._run_dir(tmp_path, "exp", exist_ok=False)
+    chosen = T._run_dir(tmp_path, "exp", exist_ok=False)
     assert chosen == (tmp_path / "exp2").resolve() and chosen.is_dir()
-    E._publish_run_dir(tmp_path, "exp", chosen)
+    T._publish_run_dir(tmp_path, "exp", chosen)
     monkeypatch.setenv("RANK", "1")
-    assert E._run_dir(tmp_path, "exp", exist_ok=False) == chosen
+    assert T._run_dir(tmp_path, "exp", exist_ok=False) == chosen
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["exp", "exp2"]
 
 

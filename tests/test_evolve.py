@@ -16,7 +16,7 @@ import pytest
 import livestock.model.evolve as V
 import livestock.model.objective as O
 import livestock.model.genetic as G
-from livestock.model.yolov5_engine import HYP_KEYS, load_hyp
+from livestock.model.yolov5.compat import HYP_KEYS, load_hyp
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = load_hyp("experiment_hyp_v1")

@@ -27,7 +27,7 @@ from livestock.deploy.prune import conv_weight_sparsity, prune_conv_weights, pru
 from livestock.deploy.quantize import quantize_onnx_int8
 from livestock.deploy.runtime import forward_raw
 from livestock.model.onnx_file import check_onnx_model, load_onnx
-from livestock.model.yolov5_models import load_model, random_init_checkpoint
+from livestock.model.yolov5.models import load_model, random_init_checkpoint
 
 IMG = 128  # export size for the random-init models: multiple of 64, so P6 models fit too
 TRAINED_IMG = 64  # the size tests/conftest.py trains tiny_trained_model at; exported at that size

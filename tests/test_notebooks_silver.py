@@ -35,7 +35,7 @@ def work(tmp_path_factory, request) -> Path:
     try:
         weights, _ = request.getfixturevalue("tiny_trained_model")
     except pytest.FixtureLookupError:
-        from livestock.model.yolov5_engine import train
+        from livestock.model.yolov5.training import train
 
         weights = train(root / "data/splits/multilabel/data.yaml", model="yolov5n", hyp="hyp_scratch_cpu",
                         imgsz=64, epochs=1, batch_size=8, device="cpu", workers=0, project=root / "runs/train",

@@ -14,7 +14,7 @@ from livestock.evaluation import detect as predict
 from livestock.evaluation.detect import (Candidates, GridStats, collect_candidates, detect, detections_for_setting,
                                grid_detections, nms_from_candidates)
 from livestock.evaluation.submission import detections_to_submission, load_detections
-from livestock.model.yolov5_engine import Yolov5Detector, head_rows_to_candidates
+from livestock.model.yolov5.detector import Yolov5Detector, head_rows_to_candidates
 
 IMGSZ = 256
 
@@ -325,7 +325,7 @@ def test_bad_input_is_named(setup, tmp_path):
 
 @pytest.mark.slow
 def test_onnx_export_goes_through_the_same_pipeline(setup, tmp_path):
-    from livestock.model.yolov5_engine import ensure_yolov5
+    from livestock.model.yolov5.compat import ensure_yolov5
 
     ensure_yolov5()
     from yolov5.export import run as export_run

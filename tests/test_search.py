@@ -23,7 +23,7 @@ import livestock.model.evolve as V
 import livestock.model.genetic as G
 import livestock.model.search as S
 from livestock.cli import main as cli_main
-from livestock.model.yolov5_engine import load_hyp
+from livestock.model.yolov5.compat import load_hyp
 
 BASE = load_hyp("hyp_scratch_cpu")
 KEYS = G.DEFAULT_KEYS

@@ -34,7 +34,7 @@ from livestock.evaluation.detect import detect
 from livestock.model.engine import parse_device
 from livestock.evaluation.metrics import map_at
 from livestock.evaluation.submission import detections_to_submission, records_to_answer
-from livestock.model import yolov5_models
+from livestock.model.yolov5 import models as yolov5_models
 from livestock.model.onnx_file import check_onnx_model
 from livestock.fileio import atomic_write_bytes, atomic_write_csv
 from livestock.records import ImageRecord

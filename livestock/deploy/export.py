@@ -29,7 +29,7 @@ from livestock.deploy.images import images_from
 from livestock.deploy.onnx_model import check_model_file, find_detect_head, sort_topologically
 from livestock.deploy.quantize import quantize_onnx_int8
 from livestock.data.yolo_format import IMAGE_SUFFIXES
-from livestock.model import yolov5_models
+from livestock.model.yolov5 import models as yolov5_models
 from livestock.model.onnx_file import as_hw, check_onnx_model, load_onnx, save_onnx, set_onnx_metadata
 
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "onnx-fp16", "onnx-int8", "openvino")

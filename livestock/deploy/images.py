@@ -13,7 +13,7 @@ import numpy as np
 
 from livestock.data.yolo_format import split_image_paths
 from livestock.evaluation.detect import resolve_images
-from livestock.model import yolov5_models
+from livestock.model.yolov5 import models as yolov5_models
 from livestock.model.onnx_file import as_hw
 
 def letterbox_input(image: str | os.PathLike | np.ndarray, imgsz: int | Sequence[int], stride: int = 32

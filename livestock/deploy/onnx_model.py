@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from livestock.model import yolov5_models
+from livestock.model.yolov5 import models as yolov5_models
 from livestock.model.onnx_file import as_hw, check_onnx_model, load_onnx
 
 if TYPE_CHECKING:

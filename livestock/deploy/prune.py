@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from livestock.model import yolov5_models
+from livestock.model.yolov5 import models as yolov5_models
 
 if TYPE_CHECKING:
     import torch

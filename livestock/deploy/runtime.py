@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from livestock.deploy.onnx_model import check_model_file
-from livestock.model import yolov5_models
+from livestock.model.yolov5 import models as yolov5_models
 from livestock.model.onnx_file import check_onnx_model
 
 if TYPE_CHECKING:

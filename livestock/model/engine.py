@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 # engine name -> module implementing it (imported only when asked for: each pulls in a large package)
-ENGINES: dict[str, str] = {"yolov5": "livestock.model.yolov5_engine"}
+ENGINES: dict[str, str] = {"yolov5": "livestock.model.yolov5"}
 DEFAULT_ENGINE = "yolov5"
 
 

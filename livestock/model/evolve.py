@@ -1,6 +1,6 @@
 """Genetic evolution of chosen hyper-parameters, YOLOv5-style, resumable.
 
-Each generation is one short training run (``livestock.model.yolov5_engine.train``) with one hyp set. Generation 0 trains
+Each generation is one short training run (``livestock.model.yolov5.training.train``) with one hyp set. Generation 0 trains
 the base hyp; every later one mutates a parent drawn from the history, as YOLOv5 7.0's ``train.py --evolve``
 does, but **only the keys the user names** change (the original entry's change to YOLOv5's loop):
 
@@ -48,7 +48,7 @@ from livestock.fileio import atomic_write_csv, atomic_write_text
 from livestock.model.genetic import DEFAULT_KEYS, parse_bounds, parse_keys, resolve_bounds
 from livestock.model.objective import FITNESS_KINDS
 from livestock.model.search import GeneticSettings, run_search, training_objective
-from livestock.model.yolov5_engine import DEFAULT_HYP, HYP_KEYS, load_hyp
+from livestock.model.yolov5.compat import DEFAULT_HYP, HYP_KEYS, load_hyp
 
 METRIC_COLUMNS = ("P", "R", "mAP@0.5", "mAP@0.5:0.95", "mAP@0.75")
 CSV_NAME, SETTINGS_NAME, STUDY_NAME = "evolve.csv", "evolve_settings.yaml", "study.log"
@@ -128,7 +128,7 @@ def evolve(
 
     Re-running the same call continues an interrupted evolution; raising ``generations`` extends a finished one.
     ``keep_weights=False`` deletes each generation's weights once it is scored (a yolov5m6 checkpoint is ~68 MB).
-    The training arguments mean what they mean for :func:`livestock.model.yolov5_engine.train`; ``objective`` replaces the
+    The training arguments mean what they mean for :func:`livestock.model.yolov5.training.train`; ``objective`` replaces the
     training (any :data:`livestock.model.search.Objective`, e.g. a cheap function in tests).
     """
 

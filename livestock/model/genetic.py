@@ -23,7 +23,7 @@ import pandas as pd
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from livestock.model.yolov5_engine import HYP_KEYS
+from livestock.model.yolov5.compat import HYP_KEYS
 
 LOG_SCALE_RATIO = 100.0  # keys whose bounds span two decades or more (lr0, lrf) are searched on a log scale
 DEFAULT_KEYS: tuple[str, ...] = ("lr0", "lrf", "momentum")

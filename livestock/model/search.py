@@ -62,7 +62,7 @@ from livestock.model.objective import FITNESS_KINDS, Objective, TrialReporter, t
 from livestock.model.search_results import (CLAIM_ATTR, FINISHED_STATES, SETTINGS_ATTR, SURPLUS_ATTR, WORKER_ATTR,
                                             SearchResult, write_results)
 from livestock.model.study_storage import display_url, open_storage, storage_url
-from livestock.model.yolov5_engine import DEFAULT_HYP, load_hyp
+from livestock.model.yolov5.compat import DEFAULT_HYP, load_hyp
 
 SAMPLERS = ("ga", "tpe", "cmaes", "random")
 PRUNERS = ("none", "median", "hyperband")

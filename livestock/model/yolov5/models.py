@@ -2,7 +2,7 @@
 
 Deployment (``livestock.deploy``) works on the model files, not on the engine: whatever it needs from YOLOv5 goes
 through the functions here, so that no module outside the engine imports ``yolov5``. Each one applies the
-engine's compatibility fixes (:func:`livestock.model.yolov5_engine.ensure_yolov5`) before touching YOLOv5.
+engine's compatibility fixes (:func:`livestock.model.yolov5.compat.ensure_yolov5`) before touching YOLOv5.
 
 Trust: checkpoints are pickles (loading one runs code from it); only files the user names are loaded.
 """
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 import numpy as np
 
 from livestock.model.onnx_file import as_hw, save_onnx, set_onnx_metadata
-from livestock.model.yolov5_engine import ensure_yolov5, load_checkpoint, model_cfg
+from livestock.model.yolov5.compat import ensure_yolov5, load_checkpoint, model_cfg
 from livestock.fileio import atomic_write_bytes
 from livestock.records import CLASS_NAMES
 
