@@ -91,3 +91,16 @@ def postgres_server():
         pytest.skip(f"PostgreSQL server could not start: {e}")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def generated_contest_answer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An answer file of the real test set's size and shape from the generator (2,057 frames in the real class mix,
+    about 10,700 boxes), for figures a fresh clone must reproduce without the real answer file."""
+    from livestock.data.synth import generate_synthetic_dataset
+    from livestock.data.synth.calibration import TEST_IMAGES
+
+    root = tmp_path_factory.mktemp("contest_sized")
+    summary = generate_synthetic_dataset(root / "data", root / "data_test", n_train=2, test_counts=dict(TEST_IMAGES),
+                                         labels_only=True, progress=False)
+    return summary.answer_csv

@@ -15,6 +15,7 @@ import yaml
 
 import livestock.model.yolov5.compat as E
 import livestock.model.yolov5.training as T
+from livestock.data.yolo_format import load_data_yaml
 from livestock.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,7 +276,7 @@ def test_data_yaml_relative_entries_resolve_against_its_folder(toy, tmp_path):
     rel = toy.parent / "relative.yaml"
     rel.write_text(yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/val",
                                    "names": {0: "pig", 1: "cow"}}))
-    data, changed = E.load_data_yaml(rel)
+    data, changed = load_data_yaml(rel)
     assert changed and data["val"] == str((toy.parent / "images" / "val").resolve())
     written = T._data_yaml_for_yolov5(rel, tmp_path)
     assert Path(written) == tmp_path / "data.yaml" and yaml.safe_load(Path(written).read_text())["val"] == data["val"]
@@ -283,12 +284,12 @@ def test_data_yaml_relative_entries_resolve_against_its_folder(toy, tmp_path):
     broken = toy.parent / "broken.yaml"
     broken.write_text(yaml.safe_dump({"train": "images/train", "val": "images/nope", "names": ["pig", "cow"]}))
     with pytest.raises(FileNotFoundError, match=r"broken\.yaml: val entry .*images/nope"):
-        E.load_data_yaml(broken)
+        load_data_yaml(broken)
 
 
 def test_run_folder_increments_unless_exist_ok(tmp_path):
     assert T._run_dir(tmp_path, "exp", exist_ok=False) == tmp_path / "exp"
-    (tmp_path / "exp").mkdir()
+    assert (tmp_path / "exp").is_dir()  # made at once, so a second run started now cannot take it
     assert T._run_dir(tmp_path, "exp", exist_ok=False) == tmp_path / "exp2"
     assert T._run_dir(tmp_path, "exp", exist_ok=True) == tmp_path / "exp"
 
@@ -431,7 +432,7 @@ def test_distributed_ranks_share_one_run_folder(tmp_path, monkeypatch):
     (tmp_path / "exp").mkdir()  # an earlier run
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job42")
     monkeypatch.setenv("RANK", "1")
-    monkeypatch.setattr(E, "RANK_WAIT_S", 0.5)
+    monkeypatch.setattr(T, "RANK_WAIT_S", 0.5)
     with pytest.raises(TimeoutError, match="rank 0 did not name the run folder"):
         T._run_dir(tmp_path, "exp", exist_ok=False)
     monkeypatch.setenv("RANK", "0")

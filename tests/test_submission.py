@@ -352,3 +352,23 @@ def test_cli_rejects_bad_submissions_with_a_clear_error(tmp_path, capsys):
     assert cli.main(["score", "--answer", str(answer), "--pred", str(stranger), "--allow-unknown-images"]) == 0
     assert "warning:" in capsys.readouterr().out
     assert cli.main(["check-submission", str(stranger), "--answer", str(answer), "--allow-unknown-images"]) == 0
+
+
+@pytest.mark.parametrize("normalise,expected_x2", [("image", 960 / 1920), ("original", 960 / 1280)])
+def test_every_answer_writer_takes_the_normalisation(tmp_path, monkeypatch, normalise, expected_x2):
+    """The inference stage's writer, the submit command and tuning share one normalisation option: a 1920x1080 pig
+    frame's box reaching x = 960 is written as 0.5 (own size) or 0.75 (the real answer's 1280x960 divisor)."""
+    from livestock.evaluation import inference
+
+    det = Detections("livestock_pig_bbox_000001.jpg", 1920, 1080, [[0, 0, 960, 540]], [0.9], [0])
+    monkeypatch.setattr(inference, "detect", lambda *a, **k: [det])
+    frame = inference.write_answer("unused.pt", [], tmp_path / "answer.csv", imgsz=320, conf=0.001, iou=0.68,
+                                   normalise=normalise)
+    assert frame["XMax"].tolist() == [expected_x2]
+    assert pd.read_csv(tmp_path / "answer.csv")["XMax"].tolist() == [expected_x2]
+    save_detections([det], tmp_path / "dets.csv")
+    assert cli.main(["submit", "--detections", str(tmp_path / "dets.csv"), "--out", str(tmp_path / "sub.csv"),
+                     "--normalise", normalise]) == 0
+    assert pd.read_csv(tmp_path / "sub.csv")["XMax"].tolist() == [expected_x2]
+    with pytest.raises(ValueError, match="normalisation must be one of"):
+        inference.write_answer("unused.pt", [], tmp_path / "x.csv", imgsz=320, conf=0.001, iou=0.68, normalise="own")

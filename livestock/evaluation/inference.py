@@ -16,7 +16,7 @@ from livestock.data.split import pick_evenly
 from livestock.data.yolo_format import split_records
 from livestock.evaluation.detect import DEFAULT_CONF, DEFAULT_IOU, detect
 from livestock.evaluation.metrics import CONTEST_IOU, mean_average_precision_for_boxes, per_class_table
-from livestock.evaluation.submission import (detections_to_submission, read_answer, records_to_answer,
+from livestock.evaluation.submission import (detections_to_submission, normalisation, read_answer, records_to_answer,
                                              submission_summary, validate_submission, write_submission)
 from livestock.fileio import atomic_write_text
 from livestock.records import ImageRecord
@@ -24,12 +24,16 @@ from livestock.records import ImageRecord
 
 def write_answer(weights: str | os.PathLike, images: Sequence[ImageRecord] | str | os.PathLike,
                  out_csv: str | os.PathLike, *, imgsz: int, conf: float, iou: float, device: str = "auto",
-                 cache_dir: str | os.PathLike | None = None, answer: str | os.PathLike | None = None) -> pd.DataFrame:
+                 cache_dir: str | os.PathLike | None = None, answer: str | os.PathLike | None = None,
+                 normalise: str = "image") -> pd.DataFrame:
     """Detect, write ``out_csv`` atomically in the contest format and return it validated (against ``answer``
-    when given: unknown ImageIDs are then an error, as they would be a silent no-op in the scorer)."""
+    when given: unknown ImageIDs are then an error, as they would be a silent no-op in the scorer).
+    ``normalise``: ``image`` or ``original`` (see :data:`livestock.evaluation.submission.NORMALISATION_HELP`)."""
+    normalise_by = normalisation(normalise)
     detections = detect(weights, images, imgsz=imgsz, conf=conf, iou=iou, device=device, cache_dir=cache_dir)
-    write_submission(detections, out_csv)
-    frame = validate_submission(out_csv, answer=answer, unknown_images="warn")
+    write_submission(detections, out_csv, normalise_by=normalise_by)
+    frame = validate_submission(out_csv, answer=answer, unknown_images="warn",
+                                check_coordinate_range=normalise_by is None)
     print(f"{out_csv}: {submission_summary(frame)}")
     for warning in frame.attrs.get("warnings", []):
         print(f"warning: {warning}")

@@ -48,6 +48,17 @@ DETECTION_COLUMNS: tuple[str, ...] = ("image_id", "width", "height", "label", "c
 
 # The original scoring notebook's fixed divisor per image class (see the module docstring).
 ORIGINAL_NORMALISATION: dict[str, tuple[int, int]] = {"cow": (1920, 1080), "pig": (1280, 960)}
+NORMALISATIONS: tuple[str, ...] = ("image", "original")
+NORMALISATION_HELP = ("coordinates divided by each image's own size (image: what the metric means) or by the real "
+                      "contest answer's fixed size per class (original: 1920x1080 pig frames divided by 1280x960, "
+                      "as the real scorer's answer file was written; choose it for a submission to the real scorer)")
+
+
+def normalisation(name: str) -> Mapping[str, tuple[int, int]] | None:
+    """The ``normalise_by`` of a normalisation name (:data:`NORMALISATIONS`): None for ``image``."""
+    if name not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, not {name!r}")
+    return ORIGINAL_NORMALISATION if name == "original" else None
 
 Source = Union[str, os.PathLike, pd.DataFrame]
 _MAX_LISTED = 10  # problems spelled out in one error message
@@ -475,16 +486,13 @@ def cli_submit_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detections", required=True,
                         help="detections CSV in pixel coordinates: " + ",".join(DETECTION_COLUMNS))
     parser.add_argument("--out", default="answer.csv", help="submission CSV to write (default: answer.csv)")
-    parser.add_argument("--normalise", choices=("image", "original"), default="image",
-                        help="divide coordinates by each image's own size (image, default) or by the original "
-                             "scoring notebook's fixed size per class, cow 1920x1080 / pig 1280x960 (original: "
-                             "the real contest answer's convention)")
+    parser.add_argument("--normalise", choices=NORMALISATIONS, default="image", help=NORMALISATION_HELP)
 
 
 def cli_submit(args: argparse.Namespace) -> int:
     detections = load_detections(args.detections)
     original = args.normalise == "original"
-    path = write_submission(detections, args.out, normalise_by=ORIGINAL_NORMALISATION if original else None)
+    path = write_submission(detections, args.out, normalise_by=normalisation(args.normalise))
     # the file as written must pass the same checks as any submission
     frame = validate_submission(path, check_coordinate_range=not original)
     print(f"wrote {path}: {submission_summary(frame)} from {len(detections)} images")

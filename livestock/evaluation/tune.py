@@ -29,7 +29,7 @@ from livestock.evaluation.detect import (DEFAULT_CONF_FLOOR, DEFAULT_MAX_DET, Ca
                                cache_dir_arg, collect_candidates, grid_detections, resolve_images)
 from livestock.fileio import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from livestock.records import ImageRecord, load_records
-from livestock.evaluation.submission import ORIGINAL_NORMALISATION, detections_to_submission, read_answer, records_to_answer
+from livestock.evaluation.submission import NORMALISATION_HELP, NORMALISATIONS, normalisation, detections_to_submission, read_answer, records_to_answer
 
 # The peer entry's grid, as the nearest doubles to the decimals (np.arange would give 0.30000000000000004 etc.).
 DEFAULT_CONFS: tuple[float, ...] = tuple(round(0.0001 * k, 4) for k in range(1, 11))
@@ -210,16 +210,14 @@ def cli_tune_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ious", type=float, nargs="+", default=list(DEFAULT_IOUS),
                         help="NMS IoU thresholds (0.30 ... 0.70, step 0.02)")
     parser.add_argument("--metric-iou", type=float, default=CONTEST_IOU, help="IoU of the contest metric (0.75)")
-    parser.add_argument("--normalise", choices=("image", "original"), default="image",
-                        help="submission coordinates divided by each image's size (image) or by the original "
-                             "scoring notebook's fixed size per class (original: the real contest answer)")
+    parser.add_argument("--normalise", choices=NORMALISATIONS, default="image", help=NORMALISATION_HELP)
 
 
 def cli_tune(args: argparse.Namespace) -> int:
     table, written = run_tuning(
         args.weights, args.images, args.out, args.answer, imgsz=args.imgsz, confs=args.confs, ious=args.ious,
         metric_iou=args.metric_iou, max_det=args.max_det, agnostic=args.agnostic, multi_label=args.multi_label,
-        normalise_by=ORIGINAL_NORMALISATION if args.normalise == "original" else None, device=args.device,
+        normalise_by=normalisation(args.normalise), device=args.device,
         cache_dir=cache_dir_arg(args.cache_dir), batch=args.batch, conf_floor=args.conf_floor)
     best = best_setting(table)
     metric = table.attrs["metric_iou"]

@@ -331,6 +331,12 @@ def _resume_opt(save_dir: Path) -> tuple[argparse.Namespace, int]:
     if ckpt.get("optimizer") is None:
         raise ValueError(f"{last}: this training finished (its optimiser state was stripped); nothing to resume")
     epochs = int(yaml.safe_load((save_dir / "opt.yaml").read_text(encoding="utf-8"))["epochs"])
+    # YOLOv5 appends an epoch's row to results.csv before it saves that epoch's last.pt: a run killed in between
+    # would get the epoch twice. Keep the rows of the epochs last.pt holds; the resumed run appends the rest.
+    results = save_dir / "results.csv"
+    if results.is_file():
+        rows = results.read_text(encoding="utf-8").splitlines(keepends=True)
+        atomic_write_text(results, "".join(rows[: int(ckpt["epoch"]) + 2]))  # header + epochs 0 .. ckpt epoch
     return _yolov5_train_opt(resume=str(last)), epochs
 
 
