@@ -203,7 +203,7 @@ REAL = Settings(
     detect_batch=8, agree_images=4,
     latency_batches=(1, 16), latency_warmup=(10, 5), latency_runs=(50, 20), budget_s=480.0,
     limits_s={"environment": 40, "synth": 20, "prepare": 20, "train": 70, "train_cache_ram": 65, "train_ddp": 70,
-              "val": 25, "inference": 50, "agreement": 35, "latency": 30, "export": 45},
+              "val": 20, "inference": 50, "agreement": 30, "latency": 30, "export": 55},
 )
 DRY_RUN = Settings(
     name="dry-run", model="yolov5n", imgsz=64, batch=8, epochs=2, workers=2, hyp="hyp/experiment_hyp_v1.yaml",
@@ -794,8 +794,8 @@ def train_step(cache: str | None = None, ddp: bool = False) -> Callable[[Context
         weights = project / "exp" / "weights" / "best.pt"
         if not weights.is_file():
             raise StepFailed(f"no {weights} after training")
-        if ctx.step == "train":
-            ctx.artifacts["weights"] = weights
+        # The later steps use the first training run that succeeded (normally the plain one).
+        ctx.artifacts.setdefault("weights", weights)
 
     return run
 
@@ -826,6 +826,7 @@ def _record_training(ctx: Context, rec: dict, progress: TrainProgress, sampler: 
 
 
 def _weights(ctx: Context) -> Path:
+    ctx.results[ctx.step]["weights"] = str(ctx.artifacts["weights"])
     return ctx.artifacts["weights"]
 
 
@@ -935,16 +936,19 @@ def step_export(ctx: Context, rec: dict) -> None:
 
 @dataclass(frozen=True)
 class Step:
-    """One named step: what it measures, the function that does it, and the steps it needs to have succeeded
-    (every step after the first also needs the first to have found torch and the device)."""
+    """One named step: what it measures, the function that does it, the steps that must all have succeeded
+    (``needs``) and those of which one must have (``needs_any``); every step after the first also needs the first
+    to have found torch and the device."""
 
     name: str
     run: Callable[[Context, dict], None]
     what: str
     needs: tuple[str, ...] = ()
+    needs_any: tuple[str, ...] = ()
 
 
 # The whole check, in order. A step for another engine is one more entry here (with its limit in the settings).
+TRAINED = ("train", "train_cache_ram", "train_ddp")  # the steps after them use the first one's weights
 STEPS: tuple[Step, ...] = (
     Step("environment", step_environment, "imports; wheels for what is missing; torch, CUDA and the GPU"),
     Step("synth", step_synth, "synthetic frames at full size, in parallel shards"),
@@ -953,11 +957,11 @@ STEPS: tuple[Step, ...] = (
     Step("train_cache_ram", train_step(cache="ram"), "the same with --cache ram", needs=("prepare",)),
     Step("train_ddp", train_step(ddp=True), "the same through torch.distributed.run (one process)",
          needs=("prepare",)),
-    Step("val", step_val, "validation of the trained weights", needs=("train",)),
-    Step("inference", step_inference, "one-pass tuning, detection, answer.csv, contest score", needs=("train",)),
-    Step("agreement", step_agreement, "detections on the device and on the CPU agree", needs=("train",)),
+    Step("val", step_val, "validation of the trained weights", needs_any=TRAINED),
+    Step("inference", step_inference, "one-pass tuning, detection, answer.csv, contest score", needs_any=TRAINED),
+    Step("agreement", step_agreement, "detections on the device and on the CPU agree", needs_any=TRAINED),
     Step("latency", step_latency, "PyTorch latency and throughput, FP32 / FP16"),
-    Step("export", step_export, "FP16 ONNX export and its size", needs=("train",)),
+    Step("export", step_export, "FP16 ONNX export and its size", needs_any=TRAINED),
 )
 
 
@@ -981,6 +985,8 @@ def _skip_reason(step: Step, ctx: Context, entries: Mapping[str, dict]) -> str |
     failed = [n for n in step.needs if entries[n]["status"] != "ok"]
     if failed:
         return f"needs {', '.join(failed)}"
+    if step.needs_any and not any(entries[n]["status"] == "ok" for n in step.needs_any):
+        return f"needs one of {', '.join(step.needs_any)}"
     if not runs_here(step.name, ctx.cuda):
         return "CUDA only"
     return None

@@ -88,11 +88,14 @@ def test_a_failing_or_hanging_step_is_reported_and_the_others_still_run(tmp_path
 
     steps = (gc.Step("environment", ok, "first"), gc.Step("broken", fails, "exits 3"),
              gc.Step("slow", hangs, "sleeps"), gc.Step("after_broken", ok, "needs broken", needs=("broken",)),
+             gc.Step("either", ok, "needs one of two", needs_any=("broken", "slow")),
+             gc.Step("either_ok", ok, "needs one of two", needs_any=("slow", "environment")),
              gc.Step("last", ok, "still runs"))
     monkeypatch.setattr(gc, "STEPS", steps)
     monkeypatch.setattr(gc, "MIN_STEP_S", 1.0)  # lets the hanging step have a limit short enough for a test
-    limits = {"environment": 10, "broken": 10, "slow": 1.5, "after_broken": 10, "last": 10}
-    settings = dataclasses.replace(gc.DRY_RUN, limits_s=limits, budget_s=60.0)
+    limits = {"environment": 10, "broken": 10, "slow": 1.5, "after_broken": 10, "either": 10, "either_ok": 10,
+              "last": 10}
+    settings = dataclasses.replace(gc.DRY_RUN, limits_s=limits, budget_s=90.0)
     gc.check_settings(settings)
     ctx = gc.Context(settings=settings, dry_run=True, out=tmp_path / "out", work=tmp_path / "work",
                      site=tmp_path / "site", wheels=tmp_path / "wheels", env=dict(os.environ))
@@ -101,11 +104,12 @@ def test_a_failing_or_hanging_step_is_reported_and_the_others_still_run(tmp_path
     assert time.monotonic() - t0 < 30  # the hanging command was killed at its step's limit
     status = {s["name"]: s["status"] for s in report["steps"]}
     assert status == {"environment": "ok", "broken": "failed", "slow": "timeout", "after_broken": "skipped",
-                      "last": "ok"}
+                      "either": "skipped", "either_ok": "ok", "last": "ok"}
     entries = {s["name"]: s for s in report["steps"]}
     assert "exit 3" in entries["broken"]["error"] and "something broke" in entries["broken"]["error"]
     assert "time limit" in entries["slow"]["error"] and entries["slow"]["results"]["partial"] == "kept"
     assert entries["after_broken"]["reason"] == "needs broken"
+    assert entries["either"]["reason"] == "needs one of broken, slow"
     saved = json.loads((tmp_path / "out" / "gpu_check.json").read_text(encoding="utf-8"))
     assert [s["status"] for s in saved["steps"]] == list(status.values())
     md = (tmp_path / "out" / "gpu_check.md").read_text(encoding="utf-8")
