@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup pipeline test test-fast benchmark clean-outputs
+.PHONY: setup pipeline test test-fast benchmark gpu-wheels gpu-check clean-outputs
 
 $(STAMP): pyproject.toml requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ test-fast: $(STAMP)
 ## Benchmarks print timings; they never fail on a time
 benchmark: $(STAMP)
 	$(PY) -m pytest -q -s -m benchmark
+
+## GPU check: the wheels an offline GPU machine lacks (run where PyPI is reachable; at most 64 MiB) ...
+GPU_WHEELS ?= gpu_wheels
+gpu-wheels: $(STAMP)
+	$(PY) scripts/gpu_check.py --download-wheels $(GPU_WHEELS)
+
+## ... and the bounded check itself (about 8 minutes on the GPU machine, which has no .venv: its own python3
+## with its own PyTorch); DRY_RUN=1: the same steps at toy size on the CPU
+GPU_CHECK_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-check:
+	$(GPU_CHECK_PY) scripts/gpu_check.py --wheels $(GPU_WHEELS) $(if $(filter 1,$(DRY_RUN)),--dry-run)
 
 clean-outputs:
 	rm -rf runs outputs

@@ -1,4 +1,4 @@
-"""livestock.model.yolov5: the four YOLOv5 compatibility fixes, weights / hyp / model resolution, the weight-size
+"""livestock.model.yolov5: the YOLOv5 compatibility fixes, weights / hyp / model resolution, the weight-size
 guard, training and validation (a short run must clearly beat the untrained model), and the CLI."""
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def random_init_checkpoint(path: Path, model: str = "yolov5n", with_optimizer: b
     return path
 
 
-# ---------------------------------------------------------------- the four compatibility fixes
+# ---------------------------------------------------------------- the compatibility fixes
 
 
 def test_fix_pkg_resources_missing_is_a_clear_error(monkeypatch):
@@ -116,6 +116,62 @@ def test_requirements_check_never_installs():
 
     # Would otherwise try `pip install` of a package that does not exist.
     assert check_requirements("livestock-no-such-package-xyz>=1.0") is True
+
+
+class _ModelOn:
+    """Just enough of a model for ``check_amp``: one parameter that says which device it lives on."""
+
+    def __init__(self, device) -> None:
+        import types
+
+        self._param = types.SimpleNamespace(device=device)
+
+    def parameters(self):
+        return iter([self._param])
+
+
+def test_fix_amp_check_keeps_amp_on_cuda_without_network(monkeypatch):
+    E.ensure_yolov5()
+    import torch
+    import yolov5.models.common
+    import yolov5.train
+    import yolov5.utils.general
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"the AMP check tried to reach the network: {args}")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(yolov5.models.common, "DetectMultiBackend", no_network)  # what loads yolov5n.pt
+    # train.py holds its own binding of the name: both must be the offline check.
+    assert yolov5.train.check_amp is E._check_amp_offline
+    assert yolov5.utils.general.check_amp is E._check_amp_offline
+    # A torch.device of type cuda exists without a GPU, so the CUDA branch runs on this CPU machine.
+    assert yolov5.train.check_amp(_ModelOn(torch.device("cuda", 0))) is True
+    assert yolov5.train.check_amp(_ModelOn(torch.device("cpu"))) is False
+
+
+def test_fix_amp_check_logs_its_decision():
+    E.ensure_yolov5()
+    import logging
+
+    import torch
+    from yolov5.utils.general import LOGGER
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    level = LOGGER.level
+    LOGGER.setLevel(logging.INFO)
+    try:
+        E._check_amp_offline(_ModelOn(torch.device("cuda", 0)))
+        E._check_amp_offline(_ModelOn(torch.device("cpu")))
+    finally:
+        LOGGER.removeHandler(handler)
+        LOGGER.setLevel(level)
+    assert "AMP: " in records[0] and "on for cuda:0" in records[0]
+    assert "off on cpu" in records[1]
 
 
 def test_yolov5_parser_ignores_the_host_command_line(monkeypatch):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from livestock.fileio import atomic_link_or_copy, atomic_output
 
 if TYPE_CHECKING:  # pragma: no cover
-    pass
+    import torch
 
 _READY = False
 
@@ -41,7 +41,7 @@ def _install_offline_fonts(config_dir: Path) -> None:
 
 
 def ensure_yolov5() -> None:
-    """Apply the four compatibility fixes, once, before anything from ``yolov5`` is imported.
+    """Apply the compatibility fixes, once, before anything from ``yolov5`` is imported.
 
     1. ``import pkg_resources`` (removed in setuptools 81): needs ``setuptools<81``, checked here with a clear error.
     2. ``numpy.trapz`` (removed in numpy 2.4): aliased to ``numpy.trapezoid``, which computes the same integral.
@@ -49,6 +49,8 @@ def ensure_yolov5() -> None:
        checkpoints: YOLOv5's own loaders get ``weights_only=False`` (see the module docstring on trust).
     4. Fonts: ``YOLOV5_CONFIG_DIR`` points at a folder holding a local font, and Pillow >= 10's removed
        ``FreeTypeFont.getsize`` (used by YOLOv5's plotting threads) is provided again from ``getbbox``.
+    5. AMP check offline: YOLOv5's ``check_amp`` is replaced by :func:`_check_amp_offline`, which keeps AMP on
+       for CUDA models without downloading a reference model (see there why).
     """
     global _READY
     if _READY:
@@ -104,7 +106,30 @@ def ensure_yolov5() -> None:
     shim = _TorchWithTrustedLoad()
     for module in (yolov5.models.experimental, yolov5.train, yolov5.utils.general):
         module.torch = shim
+    # train.py imported the function by name, so both bindings are replaced.
+    yolov5.utils.general.check_amp = _check_amp_offline
+    yolov5.train.check_amp = _check_amp_offline
     _READY = True
+
+
+def _check_amp_offline(model: "torch.nn.Module") -> bool:
+    """YOLOv5's ``check_amp`` without its download: AMP on for a model on a CUDA device, off elsewhere.
+
+    YOLOv5 7.0.14 compares the model's FP32 and AMP detections on its bundled ``bus.jpg``; when they differ (or
+    the comparison raises) it compares again with ``yolov5n.pt``, which it downloads. Offline that download
+    raises at once and YOLOv5 turns AMP off, so a pretrained model whose two outputs differ slightly would train
+    in FP32 (more memory, slower) for a reason that has nothing to do with the GPU. The check exists for a few
+    consumer GPUs whose AMP gave wrong results; online, YOLOv5 keeps AMP on everywhere else, so on CUDA it stays
+    on here too. The decision is logged (``AMP: on`` / ``AMP: off``) so that a training log records it.
+    """
+    from yolov5.utils.general import LOGGER, colorstr
+
+    device = next(model.parameters()).device
+    if device.type != "cuda":  # YOLOv5 uses AMP on CUDA only
+        LOGGER.info(f"{colorstr('AMP: ')}off on {device.type} (AMP is used on CUDA devices only)")
+        return False
+    LOGGER.info(f"{colorstr('AMP: ')}on for {device} (YOLOv5's comparison with a downloaded yolov5n.pt is skipped)")
+    return True
 
 
 # ================================================================ models, weights, hyper-parameters
