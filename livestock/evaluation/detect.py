@@ -52,7 +52,7 @@ import numpy as np
 
 from livestock.data.yolo_format import IMAGE_SUFFIXES
 from livestock.fileio import atomic_write_bytes
-from livestock.model.engine import Candidates, engine_of_weights, get_engine, parse_device
+from livestock.model.engine import Candidates, Detector, engine_of_weights, get_engine, parse_device
 from livestock.progress import emit
 from livestock.records import CLASS_NAMES, Detections, ImageRecord, load_records
 
@@ -226,7 +226,7 @@ def load_candidates(path: str | Path) -> tuple[Candidates, dict]:
     return cands, meta
 
 
-def load_detector(weights: str | Path, imgsz: int, device: str = "auto"):
+def load_detector(weights: str | Path, imgsz: int, device: str = "auto") -> Detector:
     """The detector of the engine that wrote ``weights`` (a checkpoint or an ONNX export) on ``device``."""
     path = _check_weights(weights)
     engine = get_engine(engine_of_weights(path))
@@ -591,10 +591,12 @@ def add_detector_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cache_dir_arg(value: str) -> str | None:
+    """``--cache-dir`` as a folder, or None for ``none`` / empty (keep nothing on disk)."""
     return None if value.strip().lower() in ("", "none") else value
 
 
 def cli_detect_args(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``livestock detect`` to ``parser``."""
     parser.add_argument("--source", required=True,
                         help="images: a folder, a .txt list, a prepared records.jsonl, or one image")
     add_detector_args(parser)
@@ -604,6 +606,7 @@ def cli_detect_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_detect(args: argparse.Namespace) -> int:
+    """Run ``livestock detect`` with parsed ``args``; returns the exit code."""
     from livestock.evaluation.submission import save_detections
 
     floor = min(args.conf_floor, args.conf)

@@ -41,7 +41,7 @@ def write_answer(weights: str | os.PathLike, images: Sequence[ImageRecord] | str
 
 
 def score_answer(answer: str | os.PathLike, submission: str | os.PathLike, out_json: str | os.PathLike | None = None,
-                 iou_threshold: float = CONTEST_IOU, **settings) -> dict:
+                 iou_threshold: float = CONTEST_IOU, **settings: object) -> dict:
     """Per-class AP at the contest IoU, AP@0.5 and AP@0.5:0.95 of a submission file, as a dict (also written to
     ``out_json``, atomically, with ``settings`` such as conf / iou / weights for the record)."""
     read_answer(answer)  # a malformed answer file fails here with its own message

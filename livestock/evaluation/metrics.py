@@ -340,6 +340,7 @@ def map_at(ann: TableLike, pred: TableLike, iou: float = CONTEST_IOU) -> float:
 
 
 def map_50(ann: TableLike, pred: TableLike) -> float:
+    """The contest mAP at IoU 0.5."""
     return map_at(ann, pred, 0.5)
 
 

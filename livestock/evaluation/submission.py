@@ -474,6 +474,7 @@ def validate_submission(source: Source, answer: Source | None = None, *, classes
 
 
 def submission_summary(frame: pd.DataFrame) -> str:
+    """One line about a submission: rows, images and rows per class."""
     per_class = frame.groupby("LabelName").size().to_dict() if len(frame) else {}
     classes = ", ".join(f"{k} {v}" for k, v in sorted(per_class.items())) or "none"
     return f"{len(frame)} rows, {frame['ImageID'].nunique()} images (rows per class: {classes})"
@@ -483,6 +484,7 @@ def submission_summary(frame: pd.DataFrame) -> str:
 
 
 def cli_submit_args(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``livestock submit`` to ``parser``."""
     parser.add_argument("--detections", required=True,
                         help="detections CSV in pixel coordinates: " + ",".join(DETECTION_COLUMNS))
     parser.add_argument("--out", default="answer.csv", help="submission CSV to write (default: answer.csv)")
@@ -490,6 +492,7 @@ def cli_submit_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_submit(args: argparse.Namespace) -> int:
+    """Run ``livestock submit`` with parsed ``args``; returns the exit code."""
     detections = load_detections(args.detections)
     original = args.normalise == "original"
     path = write_submission(detections, args.out, normalise_by=normalisation(args.normalise))
@@ -500,6 +503,7 @@ def cli_submit(args: argparse.Namespace) -> int:
 
 
 def cli_check_submission_args(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``livestock check-submission`` to ``parser``."""
     parser.add_argument("submission", help="submission CSV (ImageID,LabelName,Conf,XMin,XMax,YMin,YMax)")
     parser.add_argument("--answer", help="answer CSV: also check that every ImageID is in it")
     parser.add_argument("--allow-unknown-images", action="store_true",
@@ -507,6 +511,7 @@ def cli_check_submission_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_check_submission(args: argparse.Namespace) -> int:
+    """Run ``livestock check-submission`` with parsed ``args``; returns the exit code."""
     frame = validate_submission(args.submission, args.answer,
                                 unknown_images="warn" if args.allow_unknown_images else "error")
     for warning in frame.attrs["warnings"]:
@@ -519,6 +524,7 @@ def cli_check_submission(args: argparse.Namespace) -> int:
 
 
 def cli_score_args(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``livestock score`` to ``parser``."""
     parser.add_argument("--answer", required=True,
                         help="ground-truth answer CSV (ImageID,LabelName,XMin,XMax,YMin,YMax)")
     parser.add_argument("--pred", required=True, help="submission CSV (ImageID,LabelName,Conf,XMin,XMax,YMin,YMax)")
@@ -530,6 +536,7 @@ def cli_score_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_score(args: argparse.Namespace) -> int:
+    """Run ``livestock score`` with parsed ``args``; returns the exit code."""
     if not 0.0 < args.iou <= 1.0:
         raise ValueError(f"--iou must be in (0, 1], got {args.iou}")
     answer = read_answer(args.answer)

@@ -99,10 +99,10 @@ class Engine(Protocol):
     DEFAULT_MODEL: str
     DEFAULT_HYP: str
 
-    def train(self, data_yaml: str | os.PathLike, **settings) -> object:
+    def train(self, data_yaml: str | os.PathLike, **settings: object) -> object:
         """Train and return a result with ``best``, ``save_dir`` and a per-class ``metrics`` table."""
 
-    def validate(self, weights: str | os.PathLike, data_yaml: str | os.PathLike, **settings) -> "pd.DataFrame":
+    def validate(self, weights: str | os.PathLike, data_yaml: str | os.PathLike, **settings: object) -> "pd.DataFrame":
         """Per-class validation table: index ``all`` and class names; images, instances, P, R, mAP columns."""
 
     def load_detector(self, weights: Path, imgsz: int, device: "torch.device") -> Detector:
@@ -161,17 +161,21 @@ class TrainResult:
 
     @property
     def map50(self) -> float:
+        """The final validation mAP@0.5 (``all`` row)."""
         return float(self.metrics.loc["all", "mAP@0.5"])
 
     @property
     def map50_95(self) -> float:
+        """The final validation mAP@0.5:0.95 (``all`` row)."""
         return float(self.metrics.loc["all", "mAP@0.5:0.95"])
 
     @property
     def fitness(self) -> float:
+        """YOLOv5's fitness of the final validation (:func:`fitness_yolov5`)."""
         return fitness_yolov5(self.metrics)
 
     def summary(self) -> str:
+        """The run folder, best weights with their size against the limit, epochs and the per-class table."""
         limit = self.size_report["limit_mb"]
         flag = "within" if self.size_report["within_limit"] else "OVER"
         return (f"run folder: {self.save_dir}\nbest weights: {self.best} ({self.weight_mb:.1f} MB, {flag} the "

@@ -74,6 +74,7 @@ class EvolveResult:
     plot: Path
 
     def summary(self) -> str:
+        """The evolution folder, the number of generations and the best one."""
         return (f"evolution folder: {self.save_dir}\ngenerations: {len(self.history)}; best: generation "
                 f"{self.best_generation} with fitness {self.best_fitness:.4f}\nbest hyp: {self.best_hyp_path}")
 
@@ -193,6 +194,7 @@ def evolution_history(trials: pd.DataFrame, base_hyp: Mapping[str, float]) -> pd
 
 
 def cli_evolve_args(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``livestock evolve`` to ``parser``."""
     p.add_argument("--data", required=True, help="dataset yaml, e.g. data/splits/mini/data.yaml")
     p.add_argument("--generations", type=int, default=7, help="total generations (default %(default)s)")
     p.add_argument("--epochs", type=int, default=7, help="epochs per generation (default %(default)s)")
@@ -217,6 +219,7 @@ def cli_evolve_args(p: argparse.ArgumentParser) -> None:
 
 
 def cli_evolve(args: argparse.Namespace) -> int:
+    """Run ``livestock evolve`` with parsed ``args``; returns the exit code."""
     result = evolve(
         args.data, generations=args.generations, epochs=args.epochs, keys=args.keys,
         bounds=parse_bounds(args.bounds) or None, base_hyp=args.hyp, fitness=args.fitness, model=args.model,

@@ -190,6 +190,7 @@ class GeneticSampler(optuna.samplers.BaseSampler):
         self._independent = optuna.samplers.RandomSampler(seed=seed)  # only for parameters outside the keys
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        """The searched keys' distributions: every trial samples them together."""
         return dict(self._space)
 
     def history(self, study: optuna.Study) -> pd.DataFrame:
@@ -201,6 +202,7 @@ class GeneticSampler(optuna.samplers.BaseSampler):
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        """The GA's proposal for ``trial`` (see the class docstring)."""
         if not search_space:
             return {}
         s = self._settings
@@ -210,4 +212,5 @@ class GeneticSampler(optuna.samplers.BaseSampler):
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
+        """A random value for a parameter outside the searched keys."""
         return self._independent.sample_independent(study, trial, param_name, param_distribution)

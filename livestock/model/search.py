@@ -443,6 +443,7 @@ def load_objective(spec: str) -> Objective:
 
 
 def cli_search_args(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``livestock search`` to ``parser``."""
     p.add_argument("--data", help="dataset yaml the trials train on, e.g. data/splits/mini/data.yaml")
     p.add_argument("--sampler", choices=SAMPLERS, default="ga", help="ga: YOLOv5's genetic algorithm (default); "
                    "tpe / cmaes: Bayesian / CMA-ES; random")
@@ -476,6 +477,7 @@ def cli_search_args(p: argparse.ArgumentParser) -> None:
 
 
 def cli_search(args: argparse.Namespace) -> int:
+    """Run ``livestock search`` with parsed ``args``; returns the exit code."""
     out = Path(args.out) if args.out else Path("runs/search") / args.study
     if args.objective:
         objective = load_objective(args.objective)

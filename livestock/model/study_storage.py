@@ -42,6 +42,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         self.heartbeat_stale_trial_callback = heartbeat_stale_trial_callback
 
     def record_heartbeat(self, trial_id: int) -> None:
+        """Record that ``trial_id``'s worker is alive now."""
         try:
             self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
         except UpdateFinishedTrialError:
@@ -59,9 +60,11 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return stale
 
     def get_heartbeat_interval(self) -> int | None:
+        """Seconds between heartbeats."""
         return self.heartbeat_interval
 
     def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        """What runs for a trial found stale (the retry)."""
         return self.heartbeat_stale_trial_callback
 
 

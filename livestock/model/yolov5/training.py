@@ -229,7 +229,7 @@ def train(
     verbose: bool = False,
     on_epoch: EpochCallback | None = None,
     resume: bool = False,
-    **options,
+    **options: object,
 ) -> TrainResult | None:
     """Train YOLOv5 (``yolov5.train``) and return the run folder, weights and final per-class metrics.
 
@@ -410,6 +410,7 @@ def validate(
 
 
 def cli_train_args(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``livestock train`` to ``parser``."""
     p.add_argument("--data", required=True, help="dataset yaml (e.g. data/splits/multilabel/data.yaml)")
     p.add_argument("--model", default=None, help=f"architecture: {', '.join(MODEL_NAMES)} or a yaml "
                                                 "(default yolov5n from scratch, else the checkpoint's own)")
@@ -439,6 +440,7 @@ def cli_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def cli_train(args: argparse.Namespace) -> int:
+    """Run ``livestock train`` with parsed ``args``; returns the exit code."""
     result = train(
         args.data, model=args.model, weights=args.weights or None, hyp=args.hyp, imgsz=args.imgsz,
         epochs=args.epochs, batch_size=args.batch_size, device=args.device, workers=args.workers,
@@ -453,6 +455,7 @@ def cli_train(args: argparse.Namespace) -> int:
 
 
 def cli_val_args(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``livestock val`` to ``parser``."""
     p.add_argument("--weights", required=True, help="checkpoint (.pt) or exported model (.onnx)")
     p.add_argument("--data", required=True, help="dataset yaml")
     p.add_argument("--img", "--imgsz", dest="imgsz", type=int, default=640)
@@ -471,6 +474,7 @@ def cli_val_args(p: argparse.ArgumentParser) -> None:
 
 
 def cli_val(args: argparse.Namespace) -> int:
+    """Run ``livestock val`` with parsed ``args``; returns the exit code."""
     table = validate(
         args.weights, args.data, imgsz=args.imgsz, conf=args.conf, iou=args.iou, device=args.device,
         split=args.split, batch_size=args.batch_size, workers=args.workers, project=args.project, name=args.name,
