@@ -206,7 +206,7 @@ def cli_pipeline(args: argparse.Namespace) -> int:
     print(f"[pipeline] finished in {time.perf_counter() - t0:.0f} s")
     if "score" in summary:
         s = summary["score"]
-        print(f"[pipeline] synthetic test set: mAP@0.75 = {s['map_75']:.4f} "
+        print(f"[pipeline] {s.get('test_set', 'test set')}: mAP@0.75 = {s['map_75']:.4f} "
               f"(mAP@0.5 {s.get('map_50', float('nan')):.4f}, settings conf={s.get('conf')} iou={s.get('iou')})")
     return 0
 
