@@ -186,6 +186,7 @@ def run_pipeline(cfg: PipelineConfig, workdir: str | Path | None = None, only: l
 
 
 def cli_pipeline_args(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``livestock pipeline`` to ``parser``."""
     d = PipelineConfig()
     for name, value in asdict(d).items():
         flag = "--" + name.replace("_", "-")
@@ -199,6 +200,7 @@ def cli_pipeline_args(p: argparse.ArgumentParser) -> None:
 
 
 def cli_pipeline(args: argparse.Namespace) -> int:
+    """Run ``livestock pipeline`` with parsed ``args``; returns the exit code."""
     fields = {k: v for k, v in vars(args).items() if k in PipelineConfig.__dataclass_fields__}
     cfg = PipelineConfig(**fields)
     t0 = time.perf_counter()

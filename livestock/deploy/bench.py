@@ -10,7 +10,6 @@ Trust: checkpoints are pickles (loading one runs code from it). Benchmark only f
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import tempfile
 import time
@@ -37,7 +36,7 @@ from livestock.evaluation.submission import detections_to_submission, records_to
 from livestock.model.yolov5 import models as yolov5_models
 from livestock.model.onnx_file import check_onnx_model
 from livestock.model.engine import CONTEST_MAX_WEIGHT_MB
-from livestock.fileio import atomic_write_bytes, atomic_write_csv
+from livestock.fileio import atomic_write_csv, atomic_write_figure
 from livestock.records import ImageRecord
 
 BENCH_COLUMNS = [
@@ -334,10 +333,10 @@ def plot_bench(df: pd.DataFrame, path: str | os.PathLike) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle("Deployable forms: filled = dense, hollow = pruned")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    try:
+        return atomic_write_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------- CLI: livestock bench

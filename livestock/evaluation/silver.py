@@ -41,7 +41,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,9 @@ from livestock.records import (
     load_records,
     save_records,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
 
 MODES: tuple[str, ...] = ("replace", "union")
 SILVER_DIR = paths.DATA_DIR / "silver"
@@ -432,7 +435,8 @@ def silver_records_of(plus_dir: str | Path) -> list[ImageRecord]:
 
 
 def plot_silver_examples(gold: Sequence[ImageRecord], silver: Mapping[str, Sequence[ImageRecord]],
-                         image_ids: Sequence[str], truth: pd.DataFrame | None = None, max_side: int = 480):
+                         image_ids: Sequence[str], truth: pd.DataFrame | None = None, max_side: int = 480
+                         ) -> "Figure":
     """One row per image: the gold labels, then each mode's silver labels (boxes not in gold in orange). With
     ``truth``, the boxes left out of the gold labels are drawn dashed in white on every panel."""
     from livestock.evaluation.analysis import GT_COLOUR, MISSING_COLOUR, draw_boxes, read_rgb
@@ -625,6 +629,7 @@ def compare_training_sets(data_yamls: Mapping[str, str | Path], test_images: Seq
 
 
 def cli_silver_args(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``livestock silver`` to ``parser``."""
     parser.add_argument("--weights", required=True, help="trained YOLOv5 weights (.pt; only files you trust)")
     parser.add_argument("--prepared", default=str(paths.PREPARED_DIR), help="prepared dataset (records.jsonl)")
     parser.add_argument("--split", default=str(paths.SPLITS_DIR / "multilabel"),
@@ -651,6 +656,7 @@ def cli_silver_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_silver(args: argparse.Namespace) -> int:
+    """Run ``livestock silver`` with parsed ``args``; returns the exit code."""
     modes = MODES if args.mode == "both" else (args.mode,)
     written = build_silver_sets(
         args.weights, args.prepared, args.split, args.out, modes=modes,
