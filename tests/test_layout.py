@@ -204,3 +204,20 @@ def test_public_functions_have_a_typed_signature_and_a_docstring():
             for problem in _signature_problems(fn):
                 found.add(f"signature: {_relative(path)} {name}: {problem}")
     _check("signature", found)
+
+
+def test_readme_layout_names_every_module():
+    """The README's layout section has a line for every module and sub-package of the package."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout"):]
+    missing = []
+    for path in _files():
+        if path.name == "__init__.py":
+            entry = f"{path.parent.name}/"  # a sub-package is named as a folder
+            if path.parent == PACKAGE:
+                continue
+        else:
+            entry = path.name
+        if f" {entry} " not in layout.replace("\n", " \n "):
+            missing.append(_relative(path))
+    assert not missing, f"README layout section lacks: {missing}"
