@@ -75,7 +75,8 @@ class PipelineConfig:
     imgsz: int = 320
     batch: int = 16
     device: str = "auto"
-    evolve_generations: int = 3
+    evolve_sampler: str = "ga"  # ga: YOLOv5's genetic algorithm (the original's); tpe, cmaes, random
+    evolve_trials: int = 3
     evolve_epochs: int = 3
     evolve_keys: str = "lr0,lrf,momentum"
     epochs: int = 30
@@ -108,7 +109,8 @@ def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Call
         ("split_full", "EDA/Make_Dataset_Full.ipynb", {**common}),
         ("split_mini", "EDA/Make_Dataset_Mini.ipynb", {**common}),
         ("evolve", "exp/YOLOv5_hyp_evolution.ipynb", {
-            **training, "EPOCHS": cfg.evolve_epochs, "GENERATIONS": cfg.evolve_generations, "KEYS": cfg.evolve_keys,
+            **training, "EPOCHS": cfg.evolve_epochs, "TRIALS": cfg.evolve_trials, "SAMPLER": cfg.evolve_sampler,
+            "KEYS": cfg.evolve_keys,
             "BASE_HYP": str(base_hyp), "OUT_DIR": evolve_dir,
         }),
         ("train", "train/YOLOv5_MultiLabelSplit.ipynb", {
