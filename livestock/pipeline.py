@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,32 +61,62 @@ def _local_kernel_manager() -> type:
     return IpcKernelManager
 
 
+# Option groups of `livestock pipeline --help`, in order.
+GROUPS = {
+    "data": "synthetic data (used only when data/ holds no AI Hub zips of its own)",
+    "model": "model and hardware (every training, detection and scoring stage)",
+    "evolution": "hyper-parameter search on the mini set (exp/YOLOv5_hyp_evolution.ipynb)",
+    "training": "training on the multilabel split, silver sets, gold vs gold+silver",
+    "inference": "thresholds of the answer file (YOLOv5_inference.ipynb)",
+}
+
+
+def _setting(default: Any, group: str, help: str) -> Any:
+    """A PipelineConfig field with its --help text and option group: the one place an option is described."""
+    return field(default=default, metadata={"group": group, "help": help})
+
+
 @dataclass
 class PipelineConfig:
     """Settings of the main job. The defaults are the 2-core CPU demo on synthetic data; the Colab run of
     the original uses model=yolov5m6, weights=yolov5m6.pt, imgsz=1280, batch=10, epochs=20, real zips."""
 
-    n_train: int = 300
-    n_test: int = 80
-    seed: int = 0
-    missing_cow_rate: float = 0.15
-    model: str = "yolov5n"
-    weights: str = ""  # '' = from scratch; a path or name (yolov5m6.pt) for pretrained
-    imgsz: int = 320
-    batch: int = 16
-    device: str = "auto"
-    evolve_sampler: str = "ga"  # ga: YOLOv5's genetic algorithm (the original's); tpe, cmaes, random
-    evolve_trials: int = 3
-    evolve_epochs: int = 3
-    evolve_keys: str = "lr0,lrf,momentum"
-    epochs: int = 30
-    base_hyp: str = "hyp/hyp_scratch_cpu.yaml"
-    tune: bool = True
-    conf: float = 0.001
-    iou: float = 0.68
-    workers: int = 2
-    silver_modes: str = "replace,union"
-    expand: bool = False  # also train gold vs gold+silver under the same budget (one training run per set)
+    n_train: int = _setting(300, "data", "synthetic training images to render (the real set: 16,455)")
+    n_test: int = _setting(80, "data", "synthetic test images, with their answer file data_test/answer.csv")
+    seed: int = _setting(0, "data", "seed of the synthetic data and of the gold vs gold+silver trainings")
+    missing_cow_rate: float = _setting(0.15, "data", "share of synthetic cow boxes left out of the labels, as the "
+                                                     "real cow labels miss some")
+    model: str = _setting("yolov5n", "model", "YOLOv5 architecture: yolov5n/s/m/l/x or P6 yolov5n6/s6/m6/l6/x6 "
+                                              "(the original: yolov5m6)")
+    weights: str = _setting("", "model", "'' trains from scratch; a checkpoint path or pretrained name (the "
+                                         "original: yolov5m6.pt, COCO-pretrained). Checkpoints are pickles: only "
+                                         "weights you trust")
+    imgsz: int = _setting(320, "model", "image size in pixels for training and detection (the original: 1280)")
+    batch: int = _setting(16, "model", "training batch size (the original: 10)")
+    device: str = _setting("auto", "model", "auto (GPU 0 when there is one, else CPU), cpu, 0, 0,1")
+    workers: int = _setting(2, "model", "data-loader worker processes per training run")
+    evolve_sampler: str = _setting("ga", "evolution", "ga: YOLOv5's genetic algorithm (the original's); tpe, "
+                                                      "cmaes or random")
+    evolve_trials: int = _setting(3, "evolution", "trials (generations) of the search (the original: 7)")
+    evolve_epochs: int = _setting(3, "evolution", "training epochs per trial (the original: 7)")
+    evolve_keys: str = _setting("lr0,lrf,momentum", "evolution", "hyp keys searched; every other key keeps its "
+                                                                  "value in --base-hyp (the original's keys)")
+    base_hyp: str = _setting("hyp/hyp_scratch_cpu.yaml", "evolution",
+                             "hyp yaml the search starts from (the original: YOLOv5's fine-tuning hyp, which "
+                             "evolved into hyp/experiment_hyp_v1.yaml)")
+    epochs: int = _setting(30, "training", "training epochs on the multilabel split, and per set with --expand "
+                                           "(the original: 20)")
+    silver_modes: str = _setting("replace,union", "training",
+                                 "silver (pseudo-label) sets to build: replace (the original's rule: predictions "
+                                 "label a second copy of each cow image) and/or union (gold boxes plus unmatched "
+                                 "predictions)")
+    expand: bool = _setting(False, "training", "also train gold vs gold+silver under the same budget, one training "
+                                               "run per set (the original's expand experiment)")
+    tune: bool = _setting(True, "inference", "tune NMS IoU x confidence on the validation fold before detecting "
+                                             "the test set; --no-tune uses --conf and --iou")
+    conf: float = _setting(0.001, "inference", "confidence threshold without tuning (the original's submission: "
+                                               "0.001)")
+    iou: float = _setting(0.68, "inference", "NMS IoU threshold without tuning (the original's submission: 0.68)")
 
 
 def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Callable[[], Any] | dict]]:
@@ -127,6 +157,11 @@ def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Call
             "ANSWER_OUT": "answer.csv",
         }),
     ]
+
+
+def stage_names(cfg: PipelineConfig) -> list[str]:
+    """The stages of a full run with these settings, in order."""
+    return [name for name, _, _ in _stages(cfg, Path("."))]
 
 
 def _synth_if_missing(cfg: PipelineConfig, root: Path) -> None:
@@ -188,23 +223,35 @@ def run_pipeline(cfg: PipelineConfig, workdir: str | Path | None = None, only: l
 
 
 def cli_pipeline_args(p: argparse.ArgumentParser) -> None:
-    d = PipelineConfig()
-    for name, value in asdict(d).items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+    """Options of ``livestock pipeline``: every PipelineConfig field, by group, with its help text and default."""
+    stages = stage_names(PipelineConfig(expand=True))
+    p.epilog = (f"stages, in order: {', '.join(stages)} (expand only with --expand). The executed notebooks and "
+                "summary.json go to runs/pipeline/.")
+    groups = {name: p.add_argument_group(name, text) for name, text in GROUPS.items()}
+    for f in fields(PipelineConfig):
+        flag = "--" + f.name.replace("_", "-")
+        group = groups[f.metadata["group"]]
+        if isinstance(f.default, bool):
+            action = group.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                        help=f.metadata["help"])
         else:
-            p.add_argument(flag, type=type(value), default=value)
-    p.add_argument("--workdir", default=None, help="where data/, runs/, trained_model/ go (default: the repository)")
-    p.add_argument("--only", default="", help="comma-separated stages to run")
-    p.add_argument("--from", dest="start_from", default=None, help="resume from this stage")
+            action = group.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata["help"])
+        if "%(default)" not in action.help:  # BooleanOptionalAction adds it itself on some Python versions
+            action.help += " (default: %(default)r)"
+    run = p.add_argument_group("run", "where the job runs and which stages")
+    run.add_argument("--workdir", default=None, help="where data/, runs/, trained_model/ and answer.csv go "
+                                                     "(default: the repository)")
+    run.add_argument("--only", default="", metavar="STAGES",
+                     help="comma-separated stages to run, and nothing else (e.g. eda,inference)")
+    run.add_argument("--from", dest="start_from", default=None, metavar="STAGE",
+                     help="resume: skip the stages before STAGE, run it and every later one")
 
 
 def cli_pipeline(args: argparse.Namespace) -> int:
     fields = {k: v for k, v in vars(args).items() if k in PipelineConfig.__dataclass_fields__}
     cfg = PipelineConfig(**fields)
     t0 = time.perf_counter()
-    summary = run_pipeline(cfg, workdir=args.workdir, only=[s for s in args.only.split(",") if s], start_from=args.start_from)
+    summary = run_pipeline(cfg, workdir=args.workdir, only=[s.strip() for s in args.only.split(",") if s.strip()], start_from=args.start_from)
     print(f"[pipeline] finished in {time.perf_counter() - t0:.0f} s")
     if "score" in summary:
         s = summary["score"]

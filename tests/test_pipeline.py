@@ -2,13 +2,15 @@
 copies keep their outputs, and the answer file it leaves passes the submission validator and is scored."""
 from __future__ import annotations
 
+import argparse
 import json
+from dataclasses import fields
 
 import nbformat
 import pytest
 
 from livestock import paths
-from livestock.pipeline import PipelineConfig, repo_root, run_notebook, run_pipeline
+from livestock.pipeline import GROUPS, PipelineConfig, cli_pipeline_args, repo_root, run_notebook, run_pipeline
 from livestock.evaluation.submission import validate_submission
 
 TINY = PipelineConfig(n_train=48, n_test=12, imgsz=128, batch=16, evolve_trials=2, evolve_epochs=1, epochs=3,
@@ -101,3 +103,20 @@ def test_unknown_stage_is_a_clear_error(tmp_path):
         run_pipeline(TINY, workdir=tmp_path, only=["trian"])
     with pytest.raises(ValueError, match="--expand"):
         run_pipeline(TINY, workdir=tmp_path, only=["expand"])
+
+
+def test_help_explains_every_option_in_its_group():
+    parser = argparse.ArgumentParser(prog="livestock pipeline")
+    cli_pipeline_args(parser)
+    text = " ".join(parser.format_help().split())  # argparse wraps lines
+    for group, description in GROUPS.items():
+        assert f"{group}: {' '.join(description.split())}" in text
+    by_flag = {a.option_strings[0]: a for a in parser._actions if a.option_strings}
+    for f in fields(PipelineConfig):
+        action = by_flag["--" + f.name.replace("_", "-")]
+        assert action.help.startswith(f.metadata["help"]) and "%(default)" in action.help, f.name
+        group = next(g for g in parser._action_groups if action in g._group_actions)
+        assert group.title == f.metadata["group"], f.name
+    # the original's settings, where the demo's differ
+    assert "(the original: 1280) (default: 320)" in text and "(the original: yolov5m6) (default: 'yolov5n')" in text
+    assert "(the original: 20) (default: 30)" in text and "--only STAGES" in text and "--from STAGE" in text
