@@ -8,18 +8,27 @@ threshold tuning on validation -> inference on the test zips -> answer.csv -> sc
 
 Each notebook reads the previous stage's files from disk, so a stage can be re-run alone
 (``livestock pipeline --only train``) and the job resumes where it stopped (``--from train``).
+
+While a stage runs, its progress events (:mod:`livestock.progress`: training epochs, search trials, images done)
+arrive in ``runs/pipeline/progress/<stage>.jsonl`` and are printed as they come, each line with an estimate of
+the time left for the whole job (:mod:`livestock.pipeline_progress`). Every printed line also goes to
+``runs/pipeline/log.txt``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from livestock import paths
+from livestock.pipeline_progress import JobEstimate, JobSettings, format_elapsed
+from livestock.progress import PROGRESS_ENV, follow_events
 
 
 def repo_root() -> Path:
@@ -60,6 +69,26 @@ def _local_kernel_manager() -> type:
 
     return IpcKernelManager
 
+
+@contextlib.contextmanager
+def kernel_environment(progress_file: Path) -> Iterator[None]:
+    """While open, notebook kernels started by this process (they inherit ``os.environ`` at launch) import the
+    package from this repository, whatever the virtual environment has installed, and send their progress events
+    to ``progress_file``."""
+    saved = {k: os.environ.get(k) for k in (PROGRESS_ENV, "PYTHONPATH")}
+    os.environ[PROGRESS_ENV] = str(progress_file)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(repo_root()), *filter(None, [saved["PYTHONPATH"]])])
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# ---------------------------------------------------------------- settings
 
 # Option groups of `livestock pipeline --help`, in order.
 GROUPS = {
@@ -140,8 +169,7 @@ def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Call
         ("split_mini", "EDA/Make_Dataset_Mini.ipynb", {**common}),
         ("evolve", "exp/YOLOv5_hyp_evolution.ipynb", {
             **training, "EPOCHS": cfg.evolve_epochs, "TRIALS": cfg.evolve_trials, "SAMPLER": cfg.evolve_sampler,
-            "KEYS": cfg.evolve_keys,
-            "BASE_HYP": str(base_hyp), "OUT_DIR": evolve_dir,
+            "KEYS": cfg.evolve_keys, "BASE_HYP": str(base_hyp), "OUT_DIR": evolve_dir,
         }),
         ("train", "train/YOLOv5_MultiLabelSplit.ipynb", {
             **training, "EPOCHS": cfg.epochs, "HYP": evolved_hyp, "OUT_WEIGHTS": weights_out,
@@ -172,20 +200,47 @@ def _synth_if_missing(cfg: PipelineConfig, root: Path) -> None:
         print(f"[synth] {data_dir} already holds the four training zips: using them")
         return
     generate_synthetic_dataset(data_dir, test_dir, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed,
-                               missing_cow_rate=cfg.missing_cow_rate)
+                               missing_cow_rate=cfg.missing_cow_rate, progress=True)
 
 
 def _prepare(root: Path) -> None:
     from livestock.data.yolo_format import prepare_dataset
 
-    prepare_dataset(root / paths.DATA_DIR, root / paths.PREPARED_DIR)
+    prepare_dataset(root / paths.DATA_DIR, root / paths.PREPARED_DIR, progress=True)
     if any((root / paths.TEST_DIR / z).is_file() for z in paths.TEST_ZIPS.values()):
-        prepare_dataset(root / paths.TEST_DIR, root / paths.PREPARED_TEST_DIR, images_only=True)
+        prepare_dataset(root / paths.TEST_DIR, root / paths.PREPARED_TEST_DIR, images_only=True, progress=True)
+
+
+# ---------------------------------------------------------------- the run
+
+
+class _Terminal:
+    """Prints the job's lines (from the main thread and the progress thread alike) and keeps them in a log file."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.lock = threading.Lock()
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("", encoding="utf-8")
+
+    def say(self, line: str) -> None:
+        with self.lock:
+            print(line, flush=True)
+            with open(self.log, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+
+
+def _job_settings(cfg: PipelineConfig) -> JobSettings:
+    return JobSettings(n_train=cfg.n_train, n_test=cfg.n_test, model=cfg.model, imgsz=cfg.imgsz,
+                       evolve_trials=cfg.evolve_trials, evolve_epochs=cfg.evolve_epochs, epochs=cfg.epochs,
+                       silver_modes=tuple(m.strip() for m in cfg.silver_modes.split(",") if m.strip()))
 
 
 def run_pipeline(cfg: PipelineConfig, workdir: str | Path | None = None, only: list[str] | None = None,
                  start_from: str | None = None) -> dict:
-    """Run the stages in ``workdir`` (default: the repository itself: data/, runs/, trained_model/, answer.csv)."""
+    """Run the stages in ``workdir`` (default: the repository itself: data/, runs/, trained_model/, answer.csv),
+    printing each stage's progress and the time left; returns the summary also written to runs/pipeline/summary.json."""
+    t_job = time.perf_counter()
     root = repo_root()
     work = Path(workdir).resolve() if workdir else root
     work.mkdir(parents=True, exist_ok=True)
@@ -201,32 +256,53 @@ def run_pipeline(cfg: PipelineConfig, workdir: str | Path | None = None, only: l
     if only:
         stages = [s for s in stages if s[0] in only]
     out_dir = work / paths.RUNS_DIR / "pipeline"
+    term = _Terminal(out_dir / "log.txt")
+    estimate = JobEstimate(_job_settings(cfg), work, [s[0] for s in stages])
     timings: dict[str, float] = {}
-    for name, notebook, step in stages:
-        t0 = time.perf_counter()
-        print(f"[pipeline] {name} ...", flush=True)
-        if notebook is None:
-            step()
-        else:
-            run_notebook(root / notebook, out_dir / notebook, step, cwd=work)
-            print(f"[pipeline] {name}: executed copy at {out_dir / notebook}")
-        timings[name] = time.perf_counter() - t0
-        print(f"[pipeline] {name} done in {timings[name]:.0f} s", flush=True)
-    summary = {"config": asdict(cfg), "timings_s": timings}
+    for i, (name, notebook, step) in enumerate(stages, 1):
+        progress_file = out_dir / "progress" / f"{name}.jsonl"
+        progress_file.parent.mkdir(parents=True, exist_ok=True)
+        progress_file.write_text("", encoding="utf-8")  # this run's events only
+        estimate.start_stage(name)
+        term.say(f"[pipeline] {name} ... (stage {i}/{len(stages)}; {estimate.eta()})")
+
+        def show(event: dict, name: str = name) -> None:
+            text = estimate.handle(name, event)
+            if text is not None:
+                term.say(f"[pipeline] {name}  {text}  | {estimate.eta()}")
+
+        with kernel_environment(progress_file), follow_events(progress_file, show):
+            if notebook is None:
+                step()
+            else:
+                run_notebook(root / notebook, out_dir / notebook, step, cwd=work)
+        timings[name] = estimate.finish_stage(name)
+        if notebook is not None:
+            term.say(f"[pipeline] {name}: executed copy at {out_dir / notebook}")
+        term.say(f"[pipeline] {name} done in {timings[name]:.0f} s  | {estimate.eta()}")
+    summary: dict[str, Any] = {"config": asdict(cfg), "stages": list(timings), "timings_s": timings}
     score_file = work / paths.RUNS_DIR / "inference" / "score.json"
     if score_file.is_file():
         summary["score"] = json.loads(score_file.read_text())
     from livestock.fileio import atomic_write_text
 
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
+    if "score" in summary:
+        s = summary["score"]
+        term.say(f"[pipeline] test set: mAP@0.75 = {s['map_75']!r} (mAP@0.5 {s.get('map_50', float('nan')):.4f}, "
+                 f"mAP@0.5:0.95 {s.get('map_50_95', float('nan')):.4f}; conf={s.get('conf')} iou={s.get('iou')})")
+    term.say(f"[pipeline] finished in {format_elapsed(time.perf_counter() - t_job)}")
     return summary
+
+
+# ---------------------------------------------------------------- command line
 
 
 def cli_pipeline_args(p: argparse.ArgumentParser) -> None:
     """Options of ``livestock pipeline``: every PipelineConfig field, by group, with its help text and default."""
     stages = stage_names(PipelineConfig(expand=True))
-    p.epilog = (f"stages, in order: {', '.join(stages)} (expand only with --expand). The executed notebooks and "
-                "summary.json go to runs/pipeline/.")
+    p.epilog = (f"stages, in order: {', '.join(stages)} (expand only with --expand). Every line printed also goes to "
+                "runs/pipeline/log.txt; the executed notebooks and summary.json go to runs/pipeline/.")
     groups = {name: p.add_argument_group(name, text) for name, text in GROUPS.items()}
     for f in fields(PipelineConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -248,14 +324,8 @@ def cli_pipeline_args(p: argparse.ArgumentParser) -> None:
 
 
 def cli_pipeline(args: argparse.Namespace) -> int:
-    fields = {k: v for k, v in vars(args).items() if k in PipelineConfig.__dataclass_fields__}
-    cfg = PipelineConfig(**fields)
-    t0 = time.perf_counter()
-    summary = run_pipeline(cfg, workdir=args.workdir, only=[s.strip() for s in args.only.split(",") if s.strip()], start_from=args.start_from)
-    print(f"[pipeline] finished in {time.perf_counter() - t0:.0f} s")
-    if "score" in summary:
-        s = summary["score"]
-        print(f"[pipeline] synthetic test set: mAP@0.75 = {s['map_75']:.4f} "
-              f"(mAP@0.5 {s.get('map_50', float('nan')):.4f}, settings conf={s.get('conf')} iou={s.get('iou')})")
+    """``livestock pipeline``: run the job with the options given."""
+    config = {k: v for k, v in vars(args).items() if k in PipelineConfig.__dataclass_fields__}
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    run_pipeline(PipelineConfig(**config), workdir=args.workdir, only=only, start_from=args.start_from)
     return 0
-

@@ -19,6 +19,7 @@ from livestock.evaluation.metrics import CONTEST_IOU, mean_average_precision_for
 from livestock.evaluation.submission import (detections_to_submission, read_answer, records_to_answer,
                                              submission_summary, validate_submission, write_submission)
 from livestock.fileio import atomic_write_text
+from livestock.progress import emit
 from livestock.records import ImageRecord
 
 
@@ -28,6 +29,7 @@ def write_answer(weights: str | os.PathLike, images: Sequence[ImageRecord] | str
     """Detect, write ``out_csv`` atomically in the contest format and return it validated (against ``answer``
     when given: unknown ImageIDs are then an error, as they would be a silent no-op in the scorer)."""
     detections = detect(weights, images, imgsz=imgsz, conf=conf, iou=iou, device=device, cache_dir=cache_dir)
+    emit("images", task="detect (answer)", done=len(detections), total=len(detections))
     write_submission(detections, out_csv)
     frame = validate_submission(out_csv, answer=answer, unknown_images="warn")
     print(f"{out_csv}: {submission_summary(frame)}")
