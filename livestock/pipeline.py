@@ -259,11 +259,13 @@ def run_pipeline(cfg: PipelineConfig, workdir: str | Path | None = None, only: l
     term = _Terminal(out_dir / "log.txt")
     estimate = JobEstimate(_job_settings(cfg), work, [s[0] for s in stages])
     timings: dict[str, float] = {}
+    started_at: dict[str, float] = {}
     for i, (name, notebook, step) in enumerate(stages, 1):
         progress_file = out_dir / "progress" / f"{name}.jsonl"
         progress_file.parent.mkdir(parents=True, exist_ok=True)
         progress_file.write_text("", encoding="utf-8")  # this run's events only
-        estimate.start_stage(name)
+        started_at[name] = time.time()
+        estimate.start_stage(name, started_at[name])
         term.say(f"[pipeline] {name} ... (stage {i}/{len(stages)}; {estimate.eta()})")
 
         def show(event: dict, name: str = name) -> None:
@@ -281,18 +283,31 @@ def run_pipeline(cfg: PipelineConfig, workdir: str | Path | None = None, only: l
             term.say(f"[pipeline] {name}: executed copy at {out_dir / notebook}")
         term.say(f"[pipeline] {name} done in {timings[name]:.0f} s  | {estimate.eta()}")
     summary: dict[str, Any] = {"config": asdict(cfg), "stages": list(timings), "timings_s": timings}
-    score_file = work / paths.RUNS_DIR / "inference" / "score.json"
-    if score_file.is_file():
-        summary["score"] = json.loads(score_file.read_text())
+    summary.update(_score_of_this_run(work, started_at.get("inference")))
     from livestock.fileio import atomic_write_text
 
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
-    if "score" in summary:
+    if summary["score"] is not None:
         s = summary["score"]
         term.say(f"[pipeline] test set: mAP@0.75 = {s['map_75']!r} (mAP@0.5 {s.get('map_50', float('nan')):.4f}, "
                  f"mAP@0.5:0.95 {s.get('map_50_95', float('nan')):.4f}; conf={s.get('conf')} iou={s.get('iou')})")
+    else:
+        term.say(f"[pipeline] no score: {summary['score_note']}")
     term.say(f"[pipeline] finished in {format_elapsed(time.perf_counter() - t_job)}")
     return summary
+
+
+def _score_of_this_run(work: Path, inference_started: float | None) -> dict[str, Any]:
+    """``score`` (and ``score_note`` when there is none): the test score written by the inference stage of this
+    call, never one left on disk by an earlier run, which may belong to other weights or settings."""
+    score_file = work / paths.RUNS_DIR / "inference" / "score.json"
+    if inference_started is None:
+        return {"score": None, "score_note": "the inference stage did not run in this call; its last score, if any, "
+                                             f"is in {score_file}"}
+    if not score_file.is_file() or score_file.stat().st_mtime < inference_started:
+        return {"score": None, "score_note": f"the inference stage wrote no score ({paths.TEST_ANSWER} missing: "
+                                             "real test data have no ground truth)"}
+    return {"score": json.loads(score_file.read_text())}
 
 
 # ---------------------------------------------------------------- command line

@@ -1,9 +1,11 @@
 """The main job end to end on a tiny synthetic set: every notebook it runs executes headless, the executed
 copies keep their outputs, the terminal shows each stage's progress with the time left, the answer file it leaves
-passes the submission validator and its score is the contest metric's."""
+passes the submission validator and its score is the contest metric's, and ``--from`` / ``--only`` run exactly the
+stages they name."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 from dataclasses import fields
@@ -13,6 +15,7 @@ import nbformat
 import pytest
 
 from livestock import paths
+from livestock.cli import main as cli_main
 from livestock.evaluation.inference import score_answer
 from livestock.evaluation.submission import validate_submission
 from livestock.pipeline import GROUPS, PipelineConfig, cli_pipeline_args, repo_root, run_notebook, run_pipeline
@@ -35,6 +38,11 @@ def _outputs_text(nb_path) -> str:
 def _has_image(nb_path) -> bool:
     nb = nbformat.read(nb_path, as_version=4)
     return any("image/png" in out.get("data", {}) for c in nb.cells for out in c.get("outputs", []))
+
+
+def _fingerprint(path: Path) -> tuple[str, int]:
+    """(sha256 of the bytes, mtime in ns): a file that was rewritten, even with the same bytes, changes it."""
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
 
 
 def _printed_score(log: str) -> float:
@@ -122,12 +130,49 @@ def test_pipeline_keeps_executed_notebooks_with_their_outputs(tiny_pipeline):
 
 
 @pytest.mark.slow
-def test_pipeline_resumes_from_a_stage_without_redoing_earlier_ones(tiny_pipeline):
+def test_from_a_stage_reruns_it_and_every_later_one_and_nothing_before(tiny_pipeline):
     work, _, _ = tiny_pipeline
-    before = (work / "answer.csv").stat().st_mtime_ns
-    summary = run_pipeline(TINY, workdir=work, only=["inference"])
-    assert list(summary["timings_s"]) == ["inference"]
-    assert (work / "answer.csv").stat().st_mtime_ns >= before
+    executed = work / "runs/pipeline"
+    earlier = [work / "data/prepared/records.jsonl", executed / "EDA/EDA.ipynb",
+               work / "runs/evolve/mini/best_hyp.yaml", work / "trained_model/multilabel_best.pt",
+               executed / "EDA/Data_Checking.ipynb", work / "data/silver/union/manifest.csv",
+               executed / "EDA/Data_Augmentation.ipynb"]
+    later = [executed / "YOLOv5_inference.ipynb", work / "answer.csv", work / "runs/inference/score.json"]
+    before = {p: _fingerprint(p) for p in earlier + later}
+    notebook_before = (executed / "YOLOv5_inference.ipynb").read_bytes()
+
+    summary = run_pipeline(TINY, workdir=work, start_from="inference")
+
+    assert summary["stages"] == ["inference"]
+    for p in earlier:
+        assert _fingerprint(p) == before[p], f"{p} was rewritten by a stage before --from"
+    for p in later:
+        assert _fingerprint(p)[1] > before[p][1], f"{p} was not rewritten by --from inference"
+    assert (executed / "YOLOv5_inference.ipynb").read_bytes() != notebook_before  # new outputs, execution times
+    log = (executed / "log.txt").read_text()
+    recomputed = _recomputed_score(work)
+    assert _score_part(summary["score"]) == recomputed and _printed_score(log) == recomputed["map_75"]
+
+
+@pytest.mark.slow
+def test_only_runs_exactly_the_named_stage_and_reports_no_stale_score(tiny_pipeline, capsys):
+    work, _, _ = tiny_pipeline
+    executed = work / "runs/pipeline"
+    untouched = [work / "data/prepared/records.jsonl", executed / "EDA/Make_Dataset_Multilabel.ipynb",
+                 executed / "YOLOv5_inference.ipynb", work / "answer.csv", work / "runs/inference/score.json"]
+    before = {p: _fingerprint(p) for p in untouched}
+    eda_before = _fingerprint(executed / "EDA/EDA.ipynb")
+
+    assert cli_main(["pipeline", "--workdir", str(work), "--only", "eda"]) == 0
+
+    summary = json.loads((executed / "summary.json").read_text())
+    assert summary["stages"] == ["eda"]
+    # runs/inference/score.json is still there from the full run, but it is not this call's result
+    assert summary["score"] is None and "did not run" in summary["score_note"]
+    assert "[pipeline] no score: the inference stage did not run" in capsys.readouterr().out
+    assert _fingerprint(executed / "EDA/EDA.ipynb")[1] > eda_before[1]
+    for p in untouched:
+        assert _fingerprint(p) == before[p], f"{p} was rewritten by --only eda"
 
 
 @pytest.mark.slow
