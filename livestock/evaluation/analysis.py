@@ -28,6 +28,7 @@ import pandas as pd
 
 from livestock import paths
 from livestock.fileio import atomic_write_csv, atomic_write_figure, atomic_write_text
+from livestock.progress import emit
 from livestock.records import (
     CLASS_NAMES,
     Detections,
@@ -534,8 +535,10 @@ def analysis_inputs(weights: str | Path, prepared_dir: str | Path = paths.PREPAR
 
     records = select_records(load_records(Path(prepared_dir) / "records.jsonl"), split_image_ids(split_dir, subset),
                              where=str(Path(split_dir) / f"{subset}.txt"))
+    emit("images", task=f"detect ({subset})", done=0, total=len(records))
     detections = detect(weights, list(records), imgsz=imgsz, conf=det_conf, iou=nms_iou,
                         device=device, cache_dir=cache_dir)
+    emit("images", task=f"detect ({subset})", done=len(records), total=len(records))
     return records, list(detections)
 
 

@@ -59,6 +59,7 @@ from livestock.data.yolo_format import split_image_paths
 from livestock.evaluation.detect import detect
 from livestock.fileio import atomic_write_csv, atomic_write_text
 from livestock.model.engine import DEFAULT_ENGINE, get_engine
+from livestock.progress import emit
 from livestock.records import (
     Detections,
     ImageRecord,
@@ -372,6 +373,7 @@ def write_plus_dataset(gold_train: Sequence[ImageRecord], silver: Sequence[Image
             plus_records.append(ImageRecord(rec.image_id, final_path, rec.width, rec.height, rec.label, rec.boxes))
             manifest.append({"image_id": rec.image_id, "source_image_id": source, "kind": kind,
                              "label": rec.label, "n_boxes": rec.n_boxes, "n_gold": n_gold})
+            emit("images", task=f"plus set ({mode})", done=len(manifest), total=len(entries))
         n_backgrounds = 0
         for source, img in backgrounds:
             if source and source not in gold_by_id:
@@ -522,8 +524,10 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
 
     # The detector's raw candidates are cached by weights hash and image hash (``cache_dir``), so a rerun with
     # other merge settings costs no network pass.
+    emit("images", task="detect (relabel)", done=0, total=len(targets))
     detections = detect(weights, list(targets), imgsz=imgsz, conf=conf, iou=nms_iou,
                         device=device, cache_dir=cache_dir)
+    emit("images", task="detect (relabel)", done=len(targets), total=len(targets))
     written: dict[str, Path] = {}
     silver_by_mode = {}
     for m in modes:

@@ -27,6 +27,7 @@ from livestock.evaluation.metrics import CONTEST_IOU, mean_average_precision_for
 from livestock.evaluation.detect import (DEFAULT_CONF_FLOOR, DEFAULT_MAX_DET, CandidateFiles, Candidates, GridStats, add_detector_args,
                                cache_dir_arg, collect_candidates, grid_detections, resolve_images)
 from livestock.fileio import atomic_write_csv, atomic_write_figure, atomic_write_text
+from livestock.progress import emit
 from livestock.records import ImageRecord, load_records
 from livestock.evaluation.submission import NORMALISATION_HELP, NORMALISATIONS, normalisation, detections_to_submission, read_answer, records_to_answer
 
@@ -93,6 +94,7 @@ def tune_thresholds(cache: Sequence[Candidates], answer: str | Path | pd.DataFra
                "original": (conf, iou) == ORIGINAL_SETTING}
         row.update({f"ap_{label}": float(ap) for label, (ap, _n) in sorted(aps.items())})
         rows.append(row)
+        emit("settings", task="tuning NMS IoU x conf", done=len(rows), total=len(settings))
     table = pd.DataFrame(rows)
     ap_cols = sorted(c for c in table.columns if c.startswith("ap_"))
     table = table[["conf", "iou", "map", *ap_cols, "n_detections", "original"]]
@@ -189,6 +191,7 @@ def run_tuning(weights: str | Path, images: str | Path | Sequence[str | Path | I
     floor = min(conf_floor, *confs, ORIGINAL_SETTING[0])  # the cache must serve every setting of the grid
     cache = collect_candidates(weights, images, imgsz, conf_floor=floor, device=device, cache_dir=cache_dir,
                                batch=batch, progress=progress, in_memory=False)
+    emit("images", task="detect (tuning)", done=len(cache), total=len(cache))
     table = tune_thresholds(cache, answer, confs, ious, metric_iou, max_det=max_det, agnostic=agnostic,
                             multi_label=multi_label, normalise_by=normalise_by, progress=progress)
     return table, write_tuning(table, out_dir)
