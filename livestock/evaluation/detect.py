@@ -307,7 +307,7 @@ def iter_candidates(weights: str | Path, images: str | Path | Sequence[ImageSour
         if len(pending) >= limit:
             yield from flush()
         if i % 50 == 0 or i == len(items) - 1:
-            emit("images", done=i + 1, total=len(items), what="detect")
+            emit("images", task="detect", done=i + 1, total=len(items))
     if pending:
         yield from flush()
 

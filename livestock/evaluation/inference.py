@@ -22,6 +22,7 @@ from livestock.evaluation.metrics import CONTEST_IOU, mean_average_precision_for
 from livestock.evaluation.submission import (detections_to_submission, normalisation, read_answer, records_to_answer,
                                              submission_summary, validate_submission, write_submission)
 from livestock.fileio import atomic_write_text
+from livestock.progress import emit
 from livestock.provenance import GroundTruth
 from livestock.records import ImageRecord
 
@@ -35,6 +36,7 @@ def write_answer(weights: str | os.PathLike, images: Sequence[ImageRecord] | str
     ``normalise``: ``image`` or ``original`` (see :data:`livestock.evaluation.submission.NORMALISATION_HELP`)."""
     normalise_by = normalisation(normalise)
     detections = detect(weights, images, imgsz=imgsz, conf=conf, iou=iou, device=device, cache_dir=cache_dir)
+    emit("images", task="detect (answer)", done=len(detections), total=len(detections))
     write_submission(detections, out_csv, normalise_by=normalise_by)
     frame = validate_submission(out_csv, answer=answer, unknown_images="warn",
                                 check_coordinate_range=normalise_by is None)
@@ -70,7 +72,7 @@ def score_answer(answer: str | os.PathLike, submission: str | os.PathLike, out_j
 
 
 def score_if_truth(truth: GroundTruth, submission: str | os.PathLike, out_json: str | os.PathLike,
-                   **settings) -> dict | None:
+                   **settings: object) -> dict | None:
     """:func:`score_answer` against ``truth`` when it belongs to the test images, the result (and ``out_json``)
     naming the data set (``test_set``: "synthetic test set" or "your test set"). Otherwise None, and an earlier
     ``out_json`` is removed: it scored other images and must not pass for a score of these."""

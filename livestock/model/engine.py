@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # engine name -> module implementing it (imported only when asked for: each pulls in a large package)
 ENGINES: dict[str, str] = {"yolov5": "livestock.model.yolov5"}
 DEFAULT_ENGINE = "yolov5"
+CONTEST_MAX_WEIGHT_MB = 100.0  # the contest's limit on the submitted weight file; MB = 10**6 bytes
 
 
 @dataclass(frozen=True)

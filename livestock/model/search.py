@@ -63,6 +63,7 @@ from livestock.model.search_results import (CLAIM_ATTR, FINISHED_STATES, SETTING
                                             SearchResult, write_results)
 from livestock.model.study_storage import display_url, open_storage, storage_url
 from livestock.model.yolov5.compat import DEFAULT_HYP, load_hyp
+from livestock.progress import emit
 
 SAMPLERS = ("ga", "tpe", "cmaes", "random")
 PRUNERS = ("none", "median", "hyperband")
@@ -243,12 +244,26 @@ def _work(plan: _Plan, worker_seed: int | None, progress: bool | str = False,
                 # as a queued retry.
                 time.sleep(min(plan.heartbeat_interval, 5))
                 continue
-            study.optimize(objective, n_trials=1, catch=(_SurplusTrial,))
+            study.optimize(objective, n_trials=1, catch=(_SurplusTrial,), callbacks=[_emit_trial(plan.trials)])
             best = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
             if best:
                 bar.set_postfix(best=f"{max(best):.4f}")
     finally:
         bar.close()
+
+
+def _emit_trial(requested: int) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """An Optuna callback sending each finished trial of this worker to :mod:`livestock.progress` (the main job
+    prints it): its number, state, fitness, the study's finished count against ``requested``, the best so far."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.user_attrs.get(SURPLUS_ATTR):
+            return  # never ran: another worker took its slot
+        values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        emit("trial", number=trial.number, state=trial.state.name, fitness=trial.value,
+             done=_counts(study)["finished"], requested=requested, best=max(values) if values else None)
+
+    return callback
 
 
 def _worker_process(plan: _Plan, worker_seed: int | None) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from livestock.fileio import atomic_link_or_copy, atomic_output
+from livestock.model.engine import CONTEST_MAX_WEIGHT_MB
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -134,7 +135,6 @@ def _check_amp_offline(model: "torch.nn.Module") -> bool:
 
 # ================================================================ models, weights, hyper-parameters
 
-CONTEST_MAX_WEIGHT_MB = 100.0  # the contest's limit on the submitted weight file; MB = 10**6 bytes, as YOLOv5 prints
 MODEL_NAMES: tuple[str, ...] = tuple(f"yolov5{size}{p6}" for p6 in ("", "6") for size in "nsmlx")
 PRETRAINED_URL = "https://github.com/ultralytics/yolov5/releases/download/v7.0/{name}"
 DOWNLOAD_TIMEOUT_S = 15.0
