@@ -49,7 +49,7 @@ SYNTH_ZIP_COMMENT = b"livestock synth: synthetic AI Hub-format data"
 _REMAKE: dict[str, tuple[str, str]] = {
     "livestock prepare": ("prepare", "livestock prepare"),
     "livestock split": ("split_multilabel", "livestock split"),
-    "livestock evolve": ("evolve", "livestock evolve"),
+    "livestock search": ("evolve", "livestock evolve` / `livestock search"),
     "livestock silver": ("silver", "livestock silver"),
     "livestock analyze": ("analysis", "livestock analyze"),
 }
@@ -68,16 +68,17 @@ def fingerprint(paths: Iterable[str | os.PathLike], root: str | os.PathLike | No
     entries = []
     for p in paths:
         p = Path(p)
-        base = Path(root) if root is not None else p.parent
-        if p.is_dir():
-            files = [f for f in p.rglob("*") if f.is_file()]
-        elif p.is_file():
-            files = [p]
-        else:
-            raise FileNotFoundError(f"{p}: input not found")
-        for f in files:
-            st = f.stat()
-            entries.append((Path(os.path.relpath(f, base)).as_posix(), st.st_size, st.st_mtime_ns))
+        base = os.path.abspath(root if root is not None else p.parent)
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{p}: input not found") from None
+        files = [(f, f.stat()) for f in p.rglob("*") if f.is_file()] if p.is_dir() else [(p, st)]
+        for f, fst in files:
+            full = os.path.abspath(f)
+            # one stat per file; the name relative to the base without os.path.relpath's cost where it is a prefix
+            name = full[len(base) + 1:] if full.startswith(base + os.sep) else os.path.relpath(full, base)
+            entries.append((name.replace(os.sep, "/"), fst.st_size, fst.st_mtime_ns))
     h = hashlib.sha256()
     for name, size, mtime_ns in sorted(entries):
         h.update(f"{name}\0{size}\0{mtime_ns}\n".encode("utf-8"))
@@ -212,7 +213,10 @@ def _remake_hint(made_by: str) -> str:
     stage, command = _REMAKE.get(made_by, (None, made_by))
     if stage is None:
         return f"make it again with `{command}`"
-    return f"re-run the {stage} stage (`livestock pipeline --from {stage}`, or `{command}`)"
+    hint = f"re-run the {stage} stage (`livestock pipeline --from {stage}`, or `{command}`)"
+    if made_by == "livestock search":  # trials add up in an evolution folder: it is never continued on other data
+        hint += " in a new evolution folder"
+    return hint
 
 
 def _earliest_stale(record_file: Path, record: dict, current: str) -> tuple[Path, dict]:
@@ -262,6 +266,21 @@ def require_current(*paths: str | os.PathLike | None) -> dict | None:
                              f"{_remake_hint(record['made_by'])}")
         shared = shared or (str(p), record)
     return shared[1] if shared else None
+
+
+def continue_folder(folder: str | os.PathLike, source: str | os.PathLike, made_by: str, marker: str) -> dict | None:
+    """Before work that continues in ``folder`` (an evolution or search folder: trials add up across runs), check
+    that ``source`` (its data.yaml) is current and that the work already there (``marker``, e.g. ``trials.csv``,
+    exists) was done on the same data, then record it. A :class:`StaleError` when the folder holds work on other
+    data, or on data of unknown origin while ``source``'s is known: such work must not mix with the current."""
+    record = require_current(source)
+    known = record["inputs"] if record else None
+    old = read_record(folder)
+    if (Path(folder) / marker).exists() and (old.get("inputs") if old else None) != known:
+        raise StaleError(f"{folder}: holds work on other data than {source} now describes (or of unknown origin); "
+                         f"move it away, or choose another name for it, to work on the current data")
+    record_derived(folder, source, made_by)
+    return record
 
 
 def matches_inputs(derived: str | os.PathLike, data_dir: str | os.PathLike) -> bool:

@@ -263,6 +263,11 @@ def test_stages_refuse_splits_and_truth_of_other_training_zips(tmp_path, capsys)
     assert split_record["inputs"] == provenance.input_fingerprint(data) and split_record["made_by"] == "livestock split"
     assert len(split_records(prepared, splits / "multilabel")) > 0
     assert default_truth_csv(prepared) == data / "synth_truth.csv"  # the truth of these very zips
+    # an evolution folder with a finished trial and its best hyp, made on these zips
+    evolution = tmp_path / "evolve" / "mini"
+    provenance.continue_folder(evolution, splits / "mini" / "data.yaml", "livestock search", marker="trials.csv")
+    (evolution / "trials.csv").write_text("number,fitness\n0,0.1\n")
+    shutil.copyfile(Path(__file__).resolve().parents[1] / "hyp" / "hyp_scratch_cpu.yaml", evolution / "best_hyp.yaml")
 
     _drop_zips(other_data, data, paths.TRAIN_ZIPS.values())  # new training zips; the old outputs stay behind
     with pytest.raises(StaleError, match=r"prepared.*other data than .*data holds now; re-run the prepare stage"):
@@ -291,6 +296,18 @@ def test_stages_refuse_splits_and_truth_of_other_training_zips(tmp_path, capsys)
     make_all_splits(prepared, splits)
     assert len(split_records(prepared, splits / "multilabel")) > 0
     assert provenance.require_current(prepared, splits / "mini" / "data.yaml")["dataset"] == "synthetic"
+
+    # The evolved hyp of the old zips: training refuses it, and the evolution folder is never continued.
+    from livestock.model.search import run_search, training_objective
+    from livestock.model.yolov5.training import train
+
+    with pytest.raises(StaleError, match=r"best_hyp\.yaml: made by `livestock search`.*evolve stage.*new evolution"):
+        train(splits / "multilabel" / "data.yaml", hyp=evolution / "best_hyp.yaml", epochs=1, imgsz=64,
+              project=tmp_path / "runs")
+    with pytest.raises(StaleError, match=r"mini: holds work on other data than .*mini/data\.yaml now describes"):
+        run_search(training_objective(splits / "mini" / "data.yaml", epochs=1), trials=1, out=evolution,
+                   progress=False)
+    assert not (tmp_path / "runs").exists()  # nothing was trained
 
 
 # ---------------------------------------------------------------- end to end: new test zips after a run

@@ -164,7 +164,6 @@ def evolve(
         mutation_prob=float(mutation_prob), sigma=float(sigma),
     )
     _check_resume(save_dir, settings)
-    provenance.record_derived(save_dir, data_yaml, "livestock evolve")  # best_hyp.yaml's users check it
     # One worker owns an evolution folder, so a trial still running at the start was cut off by a crash: exclusive
     # retries it at once instead of waiting for its heartbeat to go stale.
     search = run_search(
