@@ -134,6 +134,12 @@ class Engine(Protocol):
     def load_hyp(self, hyp: str | os.PathLike | dict) -> dict:
         """The engine's hyper-parameters from a dict, a path or a shipped name, validated."""
 
+    def checkpoint_size_report(self, path: str | os.PathLike, limit_mb: float = CONTEST_MAX_WEIGHT_MB) -> dict:
+        """The checkpoint's size as it would be submitted (stripped, FP16) against the contest's limit."""
+
+    def export_onnx(self, weights: str | os.PathLike, imgsz: int, out_path: str | os.PathLike) -> Path:
+        """A fixed-shape ONNX file of the weights, with the engine's name in its metadata."""
+
 
 def get_engine(name: str = DEFAULT_ENGINE) -> ModuleType:
     """The module implementing engine ``name`` (see :data:`ENGINES`)."""

@@ -5,8 +5,9 @@
 candidates (YOLO26's NMS-free head as end-to-end candidates, or its one-to-many head with NMS) and exports.
 """
 from livestock.model.ultralytics.adapter import (DEFAULT_HYP, DEFAULT_MODEL, HYP_KEYS, MODEL_NAMES, NAME, VARIANTS,
-                                                 export_onnx, load_checkpoint, load_detector, load_hyp, train,
-                                                 validate)
+                                                 checkpoint_size_report, export_onnx, load_checkpoint, load_detector,
+                                                 load_hyp, train, validate)
 
-__all__ = ["DEFAULT_HYP", "DEFAULT_MODEL", "HYP_KEYS", "MODEL_NAMES", "NAME", "VARIANTS", "export_onnx",
+__all__ = ["DEFAULT_HYP", "DEFAULT_MODEL", "HYP_KEYS", "MODEL_NAMES", "NAME", "VARIANTS", "checkpoint_size_report",
+           "export_onnx",
            "load_checkpoint", "load_detector", "load_hyp", "train", "validate"]
