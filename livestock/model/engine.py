@@ -112,6 +112,9 @@ class Engine(Protocol):
     def load_hyp(self, hyp: str | os.PathLike | dict) -> dict:
         """The engine's hyper-parameters from a dict, a path or a shipped name, validated."""
 
+    def can_resume(self, save_dir: str | os.PathLike) -> bool:
+        """Whether the run folder holds an interrupted training that ``train(..., resume=True)`` continues."""
+
 
 def get_engine(name: str = DEFAULT_ENGINE) -> ModuleType:
     """The module implementing engine ``name`` (see :data:`ENGINES`)."""

@@ -9,11 +9,11 @@ from livestock.model.yolov5.compat import (CONTEST_MAX_WEIGHT_MB, DEFAULT_HYP, H
                                            load_hyp)
 from livestock.model.yolov5.detector import load_detector
 from livestock.model.yolov5.models import export_onnx
-from livestock.model.yolov5.training import train, validate
+from livestock.model.yolov5.training import can_resume, train, validate
 
 NAME = "yolov5"
 DEFAULT_MODEL = "yolov5n"
 
 __all__ = ["CONTEST_MAX_WEIGHT_MB", "DEFAULT_HYP", "DEFAULT_MODEL", "HYP_KEYS", "MODEL_NAMES", "NAME",
-           "PretrainedWeightsError", "WeightSizeError", "ensure_yolov5", "export_onnx", "load_checkpoint",
+           "PretrainedWeightsError", "WeightSizeError", "can_resume", "ensure_yolov5", "export_onnx", "load_checkpoint",
            "load_detector", "load_hyp", "train", "validate"]
