@@ -115,8 +115,11 @@ class PipelineConfig:
     seed: int = _setting(0, "data", "seed of the synthetic data and of the gold vs gold+silver trainings")
     missing_cow_rate: float = _setting(0.15, "data", "share of synthetic cow boxes left out of the labels, as the "
                                                      "real cow labels miss some")
-    model: str = _setting("yolov5n", "model", "YOLOv5 architecture: yolov5n/s/m/l/x or P6 yolov5n6/s6/m6/l6/x6 "
-                                              "(the original: yolov5m6)")
+    engine: str = _setting("yolov5", "model", "detection engine: yolov5 (the original's) or ultralytics (YOLOv8 / "
+                                              "YOLO11 / YOLO26)")
+    model: str = _setting("", "model", "architecture, '' for the engine's smallest: yolov5n/s/m/l/x or P6 "
+                                       "yolov5n6 ... yolov5x6 (the original: yolov5m6); with --engine ultralytics "
+                                       "yolo11n ... yolo26x")
     weights: str = _setting("auto", "model", "auto: the barn-pretrained trained_model/pretrained_<model>_<imgsz>.pt "
                                              "when it is there (its manifest verified), else from scratch; '' trains "
                                              "from scratch; a checkpoint path or pretrained name (the original: "
@@ -132,9 +135,10 @@ class PipelineConfig:
     evolve_epochs: int = _setting(3, "evolution", "training epochs per trial (the original: 7)")
     evolve_keys: str = _setting("lr0,lrf,momentum", "evolution", "hyp keys searched; every other key keeps its "
                                                                   "value in --base-hyp (the original's keys)")
-    base_hyp: str = _setting("hyp/hyp_scratch_cpu.yaml", "evolution",
-                             "hyp yaml the search starts from (the original: YOLOv5's fine-tuning hyp, which "
-                             "evolved into hyp/experiment_hyp_v1.yaml)")
+    base_hyp: str = _setting("", "evolution",
+                             "hyp yaml the search starts from; '' for the engine's CPU scratch hyp "
+                             "(hyp/hyp_scratch_cpu.yaml for yolov5). The original started from YOLOv5's fine-tuning "
+                             "hyp, which evolved into hyp/experiment_hyp_v1.yaml")
     epochs: int = _setting(30, "training", "training epochs on the multilabel split, and per set with --expand "
                                            "(the original: 20)")
     silver_modes: str = _setting("replace,union", "training",
@@ -154,13 +158,14 @@ def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Call
     """(name, notebook or None, parameters or a callable doing the step in-process)."""
     evolve_dir = f"{paths.RUNS_DIR}/evolve/mini"
     weights_out = f"{paths.TRAINED_MODEL_DIR}/multilabel_best.pt"
-    base_hyp = Path(cfg.base_hyp)
-    if not base_hyp.is_absolute() and not (work / base_hyp).is_file():
-        base_hyp = repo_root() / base_hyp  # the hyp files ship with the repository
+    base_hyp = cfg.base_hyp  # '' -> the engine's own CPU scratch hyp, shipped with the package
+    if base_hyp and not Path(base_hyp).is_absolute() and not (work / base_hyp).is_file():
+        base_hyp = str(repo_root() / base_hyp)  # the hyp files ship with the repository
     common = {"ROOT": str(work)}
     model = {**common, "DEVICE": cfg.device, "IMGSZ": cfg.imgsz}
     # What every training notebook (evolution, the split model, gold vs silver) shares.
-    training = {**model, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "BATCH": cfg.batch, "WORKERS": cfg.workers}
+    training = {**model, "ENGINE": cfg.engine, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "BATCH": cfg.batch,
+                "WORKERS": cfg.workers}
     evolved_hyp = f"{evolve_dir}/best_hyp.yaml"
     return [
         ("synth", None, lambda: _synth_if_missing(cfg, work)),
@@ -171,7 +176,7 @@ def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Call
         ("split_mini", "EDA/Make_Dataset_Mini.ipynb", {**common}),
         ("evolve", "exp/YOLOv5_hyp_evolution.ipynb", {
             **training, "EPOCHS": cfg.evolve_epochs, "TRIALS": cfg.evolve_trials, "SAMPLER": cfg.evolve_sampler,
-            "KEYS": cfg.evolve_keys, "BASE_HYP": str(base_hyp), "OUT_DIR": evolve_dir,
+            "KEYS": cfg.evolve_keys, "BASE_HYP": base_hyp, "OUT_DIR": evolve_dir,
         }),
         ("train", "train/YOLOv5_MultiLabelSplit.ipynb", {
             **training, "EPOCHS": cfg.epochs, "HYP": evolved_hyp, "OUT_WEIGHTS": weights_out,
@@ -200,7 +205,7 @@ def start_weights(cfg: PipelineConfig, folder: str | Path | None = None) -> tupl
     from livestock.model.pretrain import resolve_start_weights
 
     folder = folder if folder is not None else repo_root() / paths.TRAINED_MODEL_DIR
-    return resolve_start_weights(cfg.weights, cfg.model, cfg.imgsz, folder)
+    return resolve_start_weights(cfg.weights, cfg.model, cfg.imgsz, folder, engine=cfg.engine)
 
 
 def _synth_if_missing(cfg: PipelineConfig, root: Path) -> None:

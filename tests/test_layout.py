@@ -66,6 +66,16 @@ def _check(kind: str, found: set[str]) -> None:
     assert not message, "\n".join(message)
 
 
+def test_only_its_engine_imports_ultralytics():
+    found = set()
+    for path in _files():
+        if path.parent == PACKAGE / "model" / "ultralytics":
+            continue
+        if any(name == "ultralytics" or name.startswith("ultralytics.") for name in _imported_names(path)):
+            found.add(f"imports ultralytics: {_relative(path)}")
+    _check("imports ultralytics", found)
+
+
 def test_only_the_engine_imports_yolov5():
     found = set()
     for path in _files():

@@ -210,3 +210,21 @@ def test_help_explains_every_option_in_its_group():
     # the original's settings, where the demo's differ
     assert "(the original: 1280) (default: 320)" in text and "(the original: yolov5m6) (default: 'yolov5n')" in text
     assert "(the original: 20) (default: 30)" in text and "--only STAGES" in text and "--from STAGE" in text
+
+
+@pytest.mark.slow
+def test_the_second_engine_runs_the_whole_main_job(tmp_path):
+    """``--engine ultralytics --model yolo26n``: every stage, from evolution of the engine's own hyp keys to the
+    answer file, goes through the engine interface; the end-to-end head's answer is valid and scored."""
+    cfg = PipelineConfig(n_train=32, n_test=8, imgsz=96, batch=16, evolve_trials=2, evolve_epochs=1, epochs=2,
+                         workers=0, engine="ultralytics", model="yolo26n")
+    summary = run_pipeline(cfg, workdir=tmp_path)
+    assert list(summary["timings_s"])[-4:] == ["train", "analysis", "silver", "inference"]
+    from livestock.model.engine import engine_of_weights
+
+    assert engine_of_weights(tmp_path / "trained_model/multilabel_best.pt") == "ultralytics"
+    best_hyp = (tmp_path / "runs/evolve/mini/best_hyp.yaml").read_text()
+    assert "dfl:" in best_hyp and "obj_pw" not in best_hyp  # the engine's own hyp space, not YOLOv5's
+    frame = validate_submission(tmp_path / "answer.csv", answer=tmp_path / paths.TEST_ANSWER, unknown_images="warn")
+    assert len(frame) > 0
+    assert _score_part(summary["score"]) == _recomputed_score(tmp_path)

@@ -43,11 +43,14 @@ from livestock.fileio import atomic_write_bytes, atomic_write_text
 from livestock.model.engine import DEFAULT_ENGINE, ENGINES, get_engine, parse_device
 
 MANIFEST_KIND = "livestock-pretrained-weights"
+# Engines whose training resumes an interrupted run (``can_resume``, ``train(resume=True)``): a pretraining of hours
+# must survive the end of a session. Ultralytics' adapter does not resume yet.
+RESUMABLE_ENGINES = ("yolov5",)
 AUTO = "auto"  # the pipeline's weights setting: the pretrained file for its model and size when present
 PRETRAIN_STYLES = tuple(s for s in STYLES if s != "barn")  # the barn style is the main job's own distribution
 DEFAULT_SEED = 101  # the main job's data use seed 0; the shifted style's streams differ from the barn's anyway
 DEFAULT_FRAMES = 2000
-DEFAULT_EPOCHS = 100
+DEFAULT_EPOCHS = 60
 VAL_FOLDS = 10  # fold 0 of 10 is the validation split: 90 / 10
 FULL_WIDTH = 1280  # the narrower calibrated frame width: the default image scale keeps every frame >= imgsz wide
 STATE_FILE = "pretrain_state.json"
@@ -75,8 +78,9 @@ class PretrainSettings:
     out: str = str(paths.TRAINED_MODEL_DIR)
 
     def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise ValueError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if self.engine not in RESUMABLE_ENGINES:
+            raise ValueError(f"engine {self.engine!r} cannot pretrain: a pretraining must resume after an "
+                             f"interruption, which only {', '.join(RESUMABLE_ENGINES)} can (engines: {', '.join(ENGINES)})")
         if self.style not in PRETRAIN_STYLES:
             raise ValueError(f"pretraining style must be one of {PRETRAIN_STYLES} (barn is the main job's own "
                              f"distribution), not {self.style!r}")
@@ -171,15 +175,16 @@ def verify_pretrained(weights: str | os.PathLike) -> dict:
     return manifest
 
 
-def resolve_start_weights(weights: str, model: str, imgsz: int,
-                          folder: str | os.PathLike = paths.TRAINED_MODEL_DIR) -> tuple[str, str]:
+def resolve_start_weights(weights: str, model: str, imgsz: int, folder: str | os.PathLike = paths.TRAINED_MODEL_DIR,
+                          engine: str = DEFAULT_ENGINE) -> tuple[str, str]:
     """(the weights a training starts from, '' for scratch; a line saying which and why).
 
-    ``auto``: the pretrained file of ``model`` at ``imgsz`` in ``folder`` when it exists (its manifest verified),
-    else from scratch. A ``pretrained_*.pt`` path is verified too; other values pass as they are.
+    ``auto``: the pretrained file of ``model`` (``''``: the engine's default) at ``imgsz`` in ``folder`` when it
+    exists (its manifest verified), else from scratch. A ``pretrained_*.pt`` path is verified too; other values pass
+    as they are.
     """
     if weights == AUTO:
-        path = pretrained_weights_path(model, imgsz, folder)
+        path = pretrained_weights_path(model or get_engine(engine).DEFAULT_MODEL, imgsz, folder)
         if not path.is_file():
             return "", f"from scratch (auto: no pretrained weights {path})"
     else:
@@ -448,7 +453,8 @@ def cli_pretrain_args(p: argparse.ArgumentParser) -> None:
     p.description = ("Pretrain the main job's model on a larger synthetic set in a shifted style (the stand-in for "
                      "COCO weights) and write trained_model/pretrained_<model>_<imgsz>.pt with its manifest. Run the "
                      "same command again after an interruption: it continues from the last finished epoch.")
-    p.add_argument("--engine", choices=list(ENGINES), default=d.engine, help="detection engine (%(default)s)")
+    p.add_argument("--engine", choices=list(RESUMABLE_ENGINES), default=d.engine,
+                   help="detection engine (%(default)s; one that resumes an interrupted training)")
     p.add_argument("--model", default=d.model, help="architecture (default %(default)s: the main job's)")
     p.add_argument("--imgsz", "--img", dest="imgsz", type=int, default=d.imgsz, help="training size (%(default)s)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (%(default)s)")

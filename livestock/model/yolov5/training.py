@@ -6,20 +6,20 @@ import argparse
 import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from livestock.data.yolo_format import load_data_yaml, yaml_class_names
 from livestock.fileio import atomic_write_csv, atomic_write_text
-from livestock.model.engine import TrainResult, distributed_rank, is_main_process, parse_device
-from livestock.model.yolov5.compat import (CONTEST_MAX_WEIGHT_MB, DEFAULT_HYP, METRIC_COLUMNS, PASSTHROUGH_OPTIONS, check_weight_size, ensure_yolov5, load_checkpoint,
-                                           load_hyp, model_cfg, resolve_weights)
+from livestock.model.engine import (METRIC_COLUMNS, EpochCallback, TrainResult, distributed_rank, is_main_process,
+                                    parse_device)
+from livestock.model.yolov5.compat import (CONTEST_MAX_WEIGHT_MB, DEFAULT_HYP, PASSTHROUGH_OPTIONS, check_weight_size,
+                                           ensure_yolov5, load_checkpoint, load_hyp, model_cfg, resolve_weights)
 from livestock.progress import emit
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 RANK_WAIT_S = 300.0  # how long a distributed rank waits for rank 0 to name the run folder
-EpochCallback = Callable[[int, int, dict], None]  # (epoch from 1, epochs, metrics of that epoch's validation)
 
 
 # ================================================================ datasets
