@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup pipeline test test-fast benchmark constraints gpu-wheels gpu-check clean-outputs
+.PHONY: setup pipeline pretrain test test-fast benchmark constraints gpu-wheels gpu-check clean-outputs
 
 $(STAMP): pyproject.toml requirements.txt requirements-test.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ constraints: $(STAMP)
 ## The main job: synthetic data -> EDA -> splits -> evolution -> training -> tuning -> answer.csv -> score
 pipeline: $(STAMP)
 	$(VENV)/bin/livestock pipeline
+
+## The barn-pretrained starting weights (hours on a CPU; re-run the same command to continue after an interruption)
+pretrain: $(STAMP)
+	$(VENV)/bin/livestock pretrain
 
 ## The test suite (unit tests + every notebook headless on a tiny synthetic set)
 test: $(STAMP)

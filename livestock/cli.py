@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "val": ("livestock.model.training", "validate weights on a data.yaml (per-class table)"),
     "evolve": ("livestock.model.evolve", "genetic evolution of chosen hyper-parameters"),
     "search": ("livestock.model.search", "hyper-parameter search on Optuna (GA, TPE, CMA-ES), shared by many workers"),
+    "pretrain": ("livestock.model.pretrain", "barn-pretrained starting weights from a larger shifted-style synthetic set"),
     "detect": ("livestock.evaluation.detect", "run a detector on images, cache raw candidates, write detections"),
     "tune": ("livestock.evaluation.tune", "score a grid of NMS IoU x confidence from cached candidates"),
     "submit": ("livestock.evaluation.submission", "turn detections into a contest answer.csv"),

@@ -22,7 +22,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -120,9 +120,11 @@ class PipelineConfig:
     model: str = _setting("", "model", "architecture, '' for the engine's smallest: yolov5n/s/m/l/x or P6 "
                                        "yolov5n6 ... yolov5x6 (the original: yolov5m6); with --engine ultralytics "
                                        "yolo11n ... yolo26x")
-    weights: str = _setting("", "model", "'' trains from scratch; a checkpoint path or pretrained name (the "
-                                         "original: yolov5m6.pt, COCO-pretrained). Checkpoints are pickles: only "
-                                         "weights you trust")
+    weights: str = _setting("auto", "model", "auto: the barn-pretrained trained_model/pretrained_<model>_<imgsz>.pt "
+                                             "when it is there (its manifest verified), else from scratch; '' trains "
+                                             "from scratch; a checkpoint path or pretrained name (the original: "
+                                             "yolov5m6.pt, COCO-pretrained). Checkpoints are pickles: only weights "
+                                             "you trust")
     imgsz: int = _setting(320, "model", "image size in pixels for training and detection (the original: 1280)")
     batch: int = _setting(16, "model", "training batch size (the original: 10)")
     device: str = _setting("auto", "model", "auto (GPU 0 when there is one, else CPU), cpu, 0, 0,1")
@@ -197,6 +199,15 @@ def stage_names(cfg: PipelineConfig) -> list[str]:
     return [name for name, _, _ in _stages(cfg, Path("."))]
 
 
+def start_weights(cfg: PipelineConfig, folder: str | Path | None = None) -> tuple[str, str]:
+    """The weights the training stages start from ('' for scratch) and a line saying which and why: ``auto`` is
+    the pretrained file for the model and image size in ``folder`` (default: the repository's trained_model/)."""
+    from livestock.model.pretrain import resolve_start_weights
+
+    folder = folder if folder is not None else repo_root() / paths.TRAINED_MODEL_DIR
+    return resolve_start_weights(cfg.weights, cfg.model, cfg.imgsz, folder, engine=cfg.engine)
+
+
 def _synth_if_missing(cfg: PipelineConfig, root: Path) -> None:
     from livestock.data.synth import generate_synthetic_dataset
 
@@ -249,6 +260,8 @@ def run_pipeline(cfg: PipelineConfig, workdir: str | Path | None = None, only: l
     root = repo_root()
     work = Path(workdir).resolve() if workdir else root
     work.mkdir(parents=True, exist_ok=True)
+    weights, weights_line = start_weights(cfg)  # a pretrained file that fails its manifest stops the job here
+    cfg = replace(cfg, weights=weights)
     stages = _stages(cfg, work)
     names = [s[0] for s in stages]
     for n in (only or []) + ([start_from] if start_from else []):
@@ -262,6 +275,7 @@ def run_pipeline(cfg: PipelineConfig, workdir: str | Path | None = None, only: l
         stages = [s for s in stages if s[0] in only]
     out_dir = work / paths.RUNS_DIR / "pipeline"
     term = _Terminal(out_dir / "log.txt")
+    term.say(f"[pipeline] starting weights: {weights_line}")
     estimate = JobEstimate(_job_settings(cfg), work, [s[0] for s in stages])
     timings: dict[str, float] = {}
     started_at: dict[str, float] = {}

@@ -208,7 +208,7 @@ def test_help_explains_every_option_in_its_group():
         group = next(g for g in parser._action_groups if action in g._group_actions)
         assert group.title == f.metadata["group"], f.name
     # the original's settings, where the demo's differ
-    assert "(the original: 1280) (default: 320)" in text and "(the original: yolov5m6) (default: 'yolov5n')" in text
+    assert "(the original: 1280) (default: 320)" in text and "yolo11n ... yolo26x (default: '')" in text
     assert "(the original: 20) (default: 30)" in text and "--only STAGES" in text and "--from STAGE" in text
 
 

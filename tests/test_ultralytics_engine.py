@@ -205,6 +205,9 @@ def test_engine_is_registered_with_yolov5s_interface():
     for fn in ("train", "validate", "load_detector", "load_hyp"):
         ours, theirs = inspect.signature(getattr(E, fn)).parameters, inspect.signature(getattr(Y, fn)).parameters
         for name, p in theirs.items():  # every YOLOv5 argument is accepted, with the same default
+            if name == "resume":
+                continue  # resuming an interrupted training is YOLOv5's only, so far: `livestock train` passes it
+                # only when asked, and the Ultralytics adapter has no such argument to accept it silently
             assert name in ours, (fn, name)
             # each engine's own: its hyp file, and validation's NMS IoU (0.7 here, 0.6 in YOLOv5)
             if name not in ("hyp", "iou"):

@@ -8,10 +8,10 @@ from livestock.model.yolov5.compat import (DEFAULT_HYP, HYP_KEYS, MODEL_NAMES, c
                                            ensure_yolov5, load_checkpoint, load_hyp)
 from livestock.model.yolov5.detector import load_detector
 from livestock.model.yolov5.models import export_onnx
-from livestock.model.yolov5.training import train, validate
+from livestock.model.yolov5.training import can_resume, train, validate
 
 NAME = "yolov5"
 DEFAULT_MODEL = "yolov5n"
 
-__all__ = ["DEFAULT_HYP", "DEFAULT_MODEL", "HYP_KEYS", "MODEL_NAMES", "NAME", "checkpoint_size_report",
+__all__ = ["DEFAULT_HYP", "DEFAULT_MODEL", "HYP_KEYS", "MODEL_NAMES", "NAME", "can_resume", "checkpoint_size_report",
            "ensure_yolov5", "export_onnx", "load_checkpoint", "load_detector", "load_hyp", "train", "validate"]

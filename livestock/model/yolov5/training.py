@@ -342,6 +342,16 @@ def _resume_opt(save_dir: Path) -> tuple[argparse.Namespace, int]:
     return _yolov5_train_opt(resume=str(last)), epochs
 
 
+def can_resume(save_dir: str | os.PathLike) -> bool:
+    """True when ``save_dir`` holds a training that stopped before its end, which ``train(..., resume=True)``
+    continues: a ``weights/last.pt`` that still carries its optimiser state (a finished run's is stripped)."""
+    save_dir = Path(save_dir)
+    last = save_dir / "weights" / "last.pt"
+    if not last.is_file() or not (save_dir / "opt.yaml").is_file():
+        return False
+    return load_checkpoint(last).get("optimizer") is not None
+
+
 def _epochs_in_results(results_csv: Path) -> int:
     if not results_csv.is_file():
         return 0
