@@ -16,7 +16,7 @@ import yaml
 import livestock.model.yolov5.compat as E
 import livestock.model.yolov5.training as T
 from livestock.data.yolo_format import load_data_yaml
-from livestock.model.engine import METRIC_COLUMNS, PretrainedWeightsError, WeightSizeError
+from livestock.model.engine import METRIC_COLUMNS, PretrainedWeightsError, WeightSizeError, validation_batch
 from livestock.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -480,7 +480,7 @@ def test_cli_train_fails_on_oversize_but_keeps_the_weights(toy, tmp_path, capsys
 
 
 def test_validation_batch_fits_large_images():
-    assert [T.validation_batch(s) for s in (320, 640, 960, 1280, 2560)] == [32, 32, 14, 8, 2]
+    assert [validation_batch(s) for s in (320, 640, 960, 1280, 2560)] == [32, 32, 14, 8, 2]
 
 
 def test_distributed_ranks_share_one_run_folder(tmp_path, monkeypatch):

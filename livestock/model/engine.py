@@ -255,6 +255,13 @@ class TrainResult:
                 f"{limit:g} MB limit)\nepochs run: {self.epochs_run}\n{self.metrics.round(4).to_string()}")
 
 
+def validation_batch(imgsz: int) -> int:
+    """A validation batch that fits a 16 GB GPU at any size: YOLOv5's 32 at 640 px and below, fewer images as
+    the pixels per image grow (8 at 1280)."""
+    return max(1, min(32, int(32 * (640 / max(int(imgsz), 1)) ** 2)))
+
+
+
 # ---------------------------------------------------------------- devices
 
 

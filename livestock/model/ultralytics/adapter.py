@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Iterator
 from livestock.data.yolo_format import load_data_yaml, yaml_class_names
 from livestock.fileio import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, METRIC_COLUMNS, EpochCallback, PretrainedWeightsError,
-                                    TrainResult, WeightSizeError, parse_device)
+                                    TrainResult, WeightSizeError, parse_device, validation_batch)
 from livestock.model.onnx_file import load_onnx
 from livestock.model.ultralytics.compat import ensure_ultralytics
 from livestock.progress import emit
@@ -429,7 +429,7 @@ def validate(
     iou: float = 0.7,
     device: str = "auto",
     split: str = "val",
-    batch_size: int = 32,
+    batch_size: int | None = None,
     workers: int = 8,
     project: str | os.PathLike = "runs/val",
     name: str = "exp",
@@ -449,6 +449,8 @@ def validate(
     ``table.attrs['save_dir']``. ``half`` applies on CUDA only. ``variant``: the head (see the module docstring;
     an ONNX file holds the one it was exported with). Loading ``.pt`` weights runs pickled code: trusted files only.
     """
+    if batch_size is None:
+        batch_size = validation_batch(imgsz)
     ensure_ultralytics()
     weights = Path(weights)
     if not weights.exists():

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Iterator
 from livestock.data.yolo_format import load_data_yaml, yaml_class_names
 from livestock.fileio import atomic_write_csv, atomic_write_text
 from livestock.model.engine import (METRIC_COLUMNS, EpochCallback, TrainResult, distributed_rank, is_main_process,
-                                    parse_device)
+                                    parse_device, validation_batch)
 from livestock.model.yolov5.compat import (CONTEST_MAX_WEIGHT_MB, DEFAULT_HYP, PASSTHROUGH_OPTIONS, check_weight_size,
                                            ensure_yolov5, load_checkpoint, load_hyp, model_cfg, resolve_weights)
 from livestock.progress import emit
@@ -306,12 +306,6 @@ def train(
     return TrainResult(save_dir=save_dir, best=best, last=last, data_yaml=Path(data_yaml), imgsz=int(imgsz),
                        metrics=capture.table(),
                        weight_mb=report["file_mb"], size_report=report, hyp=hyp_values, epochs_run=epochs_run)
-
-
-def validation_batch(imgsz: int) -> int:
-    """A validation batch that fits a 16 GB GPU at any size: YOLOv5's 32 at 640 px and below, fewer images as
-    the pixels per image grow (8 at 1280)."""
-    return max(1, min(32, int(32 * (640 / max(int(imgsz), 1)) ** 2)))
 
 
 def _new_run_opt(data_yaml: str | os.PathLike, save_dir: Path, **settings) -> argparse.Namespace:
