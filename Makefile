@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup pipeline test test-fast benchmark gpu-wheels gpu-check clean-outputs
+.PHONY: setup pipeline rehearsal test test-fast benchmark gpu-wheels gpu-check clean-outputs
 
 $(STAMP): pyproject.toml requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ setup: $(STAMP)
 ## The main job: synthetic data -> EDA -> splits -> evolution -> training -> tuning -> answer.csv -> score
 pipeline: $(STAMP)
 	$(VENV)/bin/livestock pipeline
+
+## Full-scale rehearsal: the data and evaluation stages at the real dataset's size, each timed and measured
+## (runs/rehearsal/summary.md); needs the main job's model (make pipeline). REHEARSAL_ARGS="--scale 0.1" for less.
+REHEARSAL_ARGS ?=
+rehearsal: $(STAMP)
+	$(VENV)/bin/livestock rehearsal $(REHEARSAL_ARGS)
 
 ## The test suite (unit tests + every notebook headless on a tiny synthetic set)
 test: $(STAMP)

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("livestock.deploy.export", "export weights to ONNX FP32 / FP16 / INT8"),
     "bench": ("livestock.deploy.bench", "size / latency / accuracy report of exported models"),
     "pipeline": ("livestock.pipeline", "the main job: every notebook in order on the synthetic set"),
+    "rehearsal": ("livestock.rehearsal", "data and evaluation stages at the real dataset's size, timed and measured"),
 }
 
 

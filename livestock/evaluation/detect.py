@@ -187,7 +187,8 @@ def cache_folder(cache_dir: str | Path, weights: str | Path, imgsz: int, conf_fl
     return Path(cache_dir) / f"{Path(weights).stem}-{sha[:16]}" / f"imgsz{int(imgsz)}-floor{conf_floor:g}"
 
 
-def _cache_key(sha: str, imgsz: int, conf_floor: float) -> str:
+def cache_key(sha: str, imgsz: int, conf_floor: float) -> str:
+    """The key a cache file must carry to serve weights of SHA-256 ``sha`` at ``imgsz`` and ``conf_floor``."""
     return f"{sha}|imgsz={int(imgsz)}|floor={conf_floor!r}|format={CACHE_FORMAT}"
 
 
@@ -269,7 +270,7 @@ def iter_candidates(weights: str | Path, images: str | Path | Sequence[ImageSour
     wpath = _check_weights(weights)
     items = resolve_images(images)
     sha = weights_sha256(wpath)
-    key = _cache_key(sha, imgsz, conf_floor)
+    key = cache_key(sha, imgsz, conf_floor)
     folder = cache_folder(cache_dir, wpath, imgsz, conf_floor, sha) if cache_dir is not None else None
 
     detector = None
