@@ -14,12 +14,12 @@ stage                 what it runs
 ``detect_test``       the model on every test frame (conf 0.001, NMS IoU 0.68), ``answer.csv`` and its score
 ``tune``              the 210-setting NMS IoU x confidence grid on the multilabel validation fold
 ``silver``            silver labels on every cow frame of the multilabel training folds, as the main job
-``m6_cache``          stand-in YOLOv5m6@1280 candidates (:mod:`livestock.evaluation.standin`) for the
-                      validation fold (cache floor 1e-4, as tuning uses) and the cow training frames (floor 0.05,
-                      as silver labelling uses)
-``m6_tune``           tuning over the whole validation fold (or ``--m6-images`` of it) on those candidates, at
-                      the grid's largest NMS IoU (0.70, which keeps the most boxes) and all its 10 confidences
-``m6_silver``         the same silver labels from those candidates
+``m6_cache``          stand-in YOLOv5m6@1280 candidates (:mod:`livestock.evaluation.standin`) for ``--m6-images``
+                      validation frames (cache floor 1e-4, as tuning uses) and the cow training frames (floor
+                      0.05, as silver labelling uses)
+``m6_tune``           tuning on those validation frames' candidates at the grid's largest NMS IoU (0.70, which
+                      keeps the most boxes) and all its 10 confidences
+``m6_silver``         the same silver labels as ``silver``, from those candidates
 ====================  ======================================================================================
 
 The model is the main job's (``--weights``, default ``trained_model/multilabel_best.pt``) at its image size
@@ -29,12 +29,14 @@ largest worker process: ``ru_maxrss`` of the rusage ``os.wait4`` returns for it,
 (the files the stage wrote, each counted once).
 
 Tuning keeps one NMS IoU's detections of every image and confidence at a time and scores them before moving to the
-next IoU (:func:`livestock.evaluation.detect.grid_detections`), so the 10 settings of one IoU over the whole fold
-reach the same peak memory as the 210-setting grid, and the grid costs 21 such passes: ``m6_tune`` measures one
-pass and reports ``extrapolated_seconds`` = 21 x that pass (x fold / measured images with ``--m6-images``, whose
-peak memory then stands for that many images, not the fold). ``m6_tune`` and ``m6_silver`` also record
-``rss_mb_before``, the process's peak before the measured work (imports, the image list), so what the work itself
-adds is their difference.
+next IoU (:func:`livestock.evaluation.detect.grid_detections`), so the 10 settings of one IoU reach the same peak
+memory as the 210-setting grid, and the grid costs 21 such passes. At m6 volume one pass costs seconds per image on
+2 cores (a capped set of 30,000 float32 confidences nearly always holds a tie, and then every setting runs its own
+NMS over up to 30,000 rows), so the whole fold would take hours: ``m6_tune`` measures ``--m6-images`` frames (50,
+spread evenly over the fold; 0 for all) and reports ``extrapolated_seconds`` = measured pass x 21 IoU values x fold /
+measured frames. What the pass holds grows with the frames (each frame's detections at every confidence of the
+IoU), so ``extrapolated_peak_rss_mb`` = the process's peak before tuning (``rss_mb_before``: imports, image list)
+plus what tuning added, times fold / measured frames; ``m6_silver`` runs on every cow frame and is measured as is.
 
 The rehearsal resumes: a stage that finished leaves ``stages/<stage>.json`` with its figures, and a re-run skips
 it (keeping those figures) while its outputs are present and its settings unchanged; once a stage runs again,
@@ -93,7 +95,7 @@ class RehearsalConfig:
     seed: int = 0
     workers: int = 2
     device: str = "auto"
-    m6_images: int = 0  # validation images m6_tune measures; 0: the whole fold
+    m6_images: int = 50  # validation frames m6_tune measures; 0: the whole fold
 
     @property
     def train_counts(self) -> dict[str, int]:
@@ -169,6 +171,12 @@ def _val_records(cfg: RehearsalConfig) -> list:
     return split_records(cfg.path("prepared"), cfg.path("splits") / "multilabel", "val")
 
 
+def _m6_val_records(cfg: RehearsalConfig) -> tuple[list, list]:
+    """The validation fold and the frames of it that the m6@1280 tuning pass measures."""
+    fold = _val_records(cfg)
+    return fold, (pick_evenly(fold, cfg.m6_images) if cfg.m6_images else fold)
+
+
 def _tune(cfg: RehearsalConfig) -> dict:
     val = _val_records(cfg)
     table, _ = run_tuning(cfg.weights, val, cfg.path("tune"), imgsz=cfg.imgsz, device=cfg.device,
@@ -195,9 +203,9 @@ def _silver_stage(cfg: RehearsalConfig) -> dict:
 
 
 def _m6_cache(cfg: RehearsalConfig) -> dict:
-    val = _val_records(cfg)
+    fold, val = _m6_val_records(cfg)
     cows = _cow_frames(cfg)
-    sources = sample_head(cfg.weights, pick_evenly(val, SOURCE_IMAGES), cfg.imgsz, device=cfg.device)
+    sources = sample_head(cfg.weights, pick_evenly(fold, SOURCE_IMAGES), cfg.imgsz, device=cfg.device)
     out: dict[str, Any] = {"images": len(val) + len(cows), "source_images": len(sources),
                            "source_rows": int(sum(len(s.objectness) for s in sources))}
     for name, records, floor in (("tune", val, DEFAULT_CONF_FLOOR), ("silver", cows, SILVER_CONF)):
@@ -221,8 +229,7 @@ def _peak_rss_mb() -> float:
 
 
 def _m6_tune(cfg: RehearsalConfig) -> dict:
-    fold = _val_records(cfg)
-    val = pick_evenly(fold, cfg.m6_images) if cfg.m6_images else fold
+    fold, val = _m6_val_records(cfg)
     _require_cached(cfg, val, DEFAULT_CONF_FLOOR)
     answer = records_to_answer(val)
     rss_before = _peak_rss_mb()
@@ -231,14 +238,17 @@ def _m6_tune(cfg: RehearsalConfig) -> dict:
                                cache_dir=cfg.path("m6_cache"), in_memory=False, device=cfg.device)
     table = tune_thresholds(cache, answer, DEFAULT_CONFS, (M6_TUNE_IOU,), extra_settings=())
     seconds = time.perf_counter() - start
+    rss_tuning = _peak_rss_mb()
     write_tuning(table, cfg.path("m6_tune"))
     passes = len(DEFAULT_IOUS)  # one pass per NMS IoU value of the full grid, each as costly as this one
+    scale = len(fold) / len(val)
     return {"images": len(fold), "measured_images": len(val), "measured_settings": len(table),
             "grid_settings": len(grid_settings()), "tuning_seconds": seconds, "rss_mb_before": rss_before,
-            "extrapolated_seconds": seconds * passes * len(fold) / len(val),
-            "extrapolation": f"{passes} NMS IoU passes x the measured pass (IoU {M6_TUNE_IOU:g}, "
-                             f"{len(DEFAULT_CONFS)} confidences, {len(val)} of {len(fold)} validation images"
-                             + (")" if len(val) == len(fold) else ", scaled to the fold)")}
+            "extrapolated_seconds": seconds * passes * scale,
+            "extrapolated_peak_rss_mb": rss_before + (rss_tuning - rss_before) * scale,
+            "extrapolation": f"seconds: the measured pass (NMS IoU {M6_TUNE_IOU:g}, {len(DEFAULT_CONFS)} confidences, "
+                             f"{len(val)} of {len(fold)} validation frames) x {passes} IoU values x {scale:.4g}; "
+                             f"peak RSS: the peak before tuning + what tuning added x {scale:.4g}"}
 
 
 def _m6_silver(cfg: RehearsalConfig) -> dict:
@@ -310,7 +320,7 @@ def _settings(cfg: RehearsalConfig, stage: Stage) -> dict:
     settings: dict[str, Any] = {"scale": cfg.scale, "seed": cfg.seed}
     if stage.uses_model:
         settings.update(weights_sha256=weights_sha256(cfg.weights), imgsz=cfg.imgsz)
-    if stage.name == "m6_tune":
+    if stage.name in ("m6_cache", "m6_tune"):
         settings["m6_images"] = cfg.m6_images
     return settings
 
@@ -409,12 +419,17 @@ def build_summary(cfg: RehearsalConfig, records: dict[str, dict]) -> dict:
     """The summary of a rehearsal: settings, every stage's figures, totals and the issue's targets."""
     total = sum(r["seconds"] for r in records.values())
     prep_split = records["prepare"]["seconds"] + records["split"]["seconds"]
-    measured = {"whole_rehearsal_seconds": total, "prepare_and_splits_seconds": prep_split,
-                "m6_tune_peak_rss_mb": records["m6_tune"]["peak_rss_mb"],
-                "m6_silver_peak_rss_mb": records["m6_silver"]["peak_rss_mb"]}
-    targets = {k: {"limit": TARGETS[k], "measured": round(v, 2),
+    tune = records["m6_tune"]["details"]
+    whole_fold = tune["measured_images"] == tune["images"]
+    measured = {"whole_rehearsal_seconds": (total, "measured"),
+                "prepare_and_splits_seconds": (prep_split, "measured"),
+                "m6_tune_peak_rss_mb": (records["m6_tune"]["peak_rss_mb"], "measured") if whole_fold else
+                (tune["extrapolated_peak_rss_mb"],
+                 f"extrapolated from {tune['measured_images']} of {tune['images']} validation frames"),
+                "m6_silver_peak_rss_mb": (records["m6_silver"]["peak_rss_mb"], "measured")}
+    targets = {k: {"limit": TARGETS[k], "value": round(v, 2), "how": how,
                    # the limits are for the real size; a scaled-down run says nothing about meeting them
-                   "met": (v <= TARGETS[k]) if cfg.scale == 1.0 else None} for k, v in measured.items()}
+                   "met": (v <= TARGETS[k]) if cfg.scale == 1.0 else None} for k, (v, how) in measured.items()}
     return {"settings": {"scale": cfg.scale, "weights": str(cfg.weights), "imgsz": cfg.imgsz, "seed": cfg.seed,
                          "workers": cfg.workers, "train_frames": cfg.train_counts, "test_frames": cfg.test_counts,
                          "m6_imgsz": M6_IMGSZ, "m6_head_rows": M6_HEAD_ROWS, "cpu_count": os.cpu_count()},
@@ -427,22 +442,24 @@ def summary_markdown(summary: dict) -> str:
     s = summary["settings"]
     lines = [f"# Rehearsal (scale {s['scale']:g}: {sum(s['train_frames'].values())} training and "
              f"{sum(s['test_frames'].values())} test frames; model {s['weights']} at {s['imgsz']} px)", "",
-             "| stage | what | seconds | peak RSS (MB) | disk (MB) | images | measured images | extrapolated seconds |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| stage | what | seconds | peak RSS (MB) | disk (MB) | images | measured images | extrapolated seconds "
+             "| extrapolated peak RSS (MB) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in summary["stages"].items():
         d = r["details"]
-        extrapolated = f"{d['extrapolated_seconds']:.0f}" if "extrapolated_seconds" in d else ""
+        seconds = f"{d['extrapolated_seconds']:.0f}" if "extrapolated_seconds" in d else ""
+        rss = f"{d['extrapolated_peak_rss_mb']:.0f}" if "extrapolated_peak_rss_mb" in d else ""
         lines.append(f"| {name} | {r['about']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['disk_mb']:.1f} | "
-                     f"{d.get('images', '')} | {d.get('measured_images', '')} | {extrapolated} |")
+                     f"{d.get('images', '')} | {d.get('measured_images', '')} | {seconds} | {rss} |")
     lines += ["", f"Total: {summary['totals']['seconds']:.1f} s; prepare + split: "
               f"{summary['totals']['prepare_and_splits_seconds']:.1f} s.", ""]
     for name, r in summary["stages"].items():
         if "extrapolation" in r["details"]:
-            lines.append(f"{name} extrapolated seconds: {r['details']['extrapolation']}.")
-    lines += ["", "| target | limit | measured | met |", "|---|---:|---:|---|"]
+            lines.append(f"{name} extrapolated: {r['details']['extrapolation']}.")
+    lines += ["", "| target | limit | value | how | met |", "|---|---:|---:|---|---|"]
     for k, t in summary["targets"].items():
         met = "n/a (scaled run)" if t["met"] is None else ("yes" if t["met"] else "no")
-        lines.append(f"| {k} | {t['limit']} | {t['measured']} | {met} |")
+        lines.append(f"| {k} | {t['limit']} | {t['value']} | {t['how']} | {met} |")
     return "\n".join(lines) + "\n"
 
 
@@ -461,9 +478,9 @@ def cli_rehearsal_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2,
                         help="processes for generation and stand-in candidates (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: %(default)s)")
-    parser.add_argument("--m6-images", type=int, default=0,
-                        help="validation images the m6@1280 tuning pass measures, its time scaled to the fold "
-                             "(default 0: the whole fold)")
+    parser.add_argument("--m6-images", type=int, default=50,
+                        help="validation frames the m6@1280 tuning pass measures, its time and memory scaled to "
+                             "the fold (default: %(default)s; 0: the whole fold, hours at full scale)")
     parser.add_argument("--redo", action="store_true", help="run every stage again, from empty outputs")
 
 
