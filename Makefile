@@ -5,20 +5,29 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup pipeline rehearsal test test-fast benchmark gpu-wheels gpu-check clean-outputs
+.PHONY: setup pipeline pretrain rehearsal test test-fast benchmark constraints gpu-wheels gpu-check clean-outputs
 
-$(STAMP): pyproject.toml requirements.txt requirements-test.txt
+$(STAMP): pyproject.toml requirements.txt requirements-test.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt
+	$(PY) -m pip install --quiet -c constraints.txt -r requirements.txt -r requirements-test.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
 
+## Rewrite constraints.txt (the exact versions installed) from the current .venv, after a requirement changed
+constraints: $(STAMP)
+	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --all --exclude-editable | grep -v '^-e\|^#\|^pip=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
 ## The main job: synthetic data -> EDA -> splits -> evolution -> training -> tuning -> answer.csv -> score
 pipeline: $(STAMP)
 	$(VENV)/bin/livestock pipeline
+
+## The barn-pretrained starting weights (hours on a CPU; re-run the same command to continue after an interruption)
+pretrain: $(STAMP)
+	$(VENV)/bin/livestock pretrain
 
 ## Full-scale rehearsal: the data and evaluation stages at the real dataset's size, each timed and measured
 ## (runs/rehearsal/summary.md); needs the main job's model (make pipeline). REHEARSAL_ARGS="--scale 0.1" for less.

@@ -8,10 +8,13 @@ so lines from several processes (evolution workers) never interleave.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+import threading
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
 PROGRESS_ENV = "LIVESTOCK_PROGRESS"
 
@@ -43,3 +46,35 @@ def read_events(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], i
         except ValueError:
             continue  # not ours: a progress file is only ever appended to by emit()
     return events, offset + end
+
+
+@contextlib.contextmanager
+def follow_events(path: str | os.PathLike, handle: Callable[[dict], None], interval_s: float = 0.5
+                  ) -> Iterator[None]:
+    """While open, a background thread hands every event appended to ``path`` to ``handle``, in order; on close
+    the events still unread are handed over too. An exception in ``handle`` is reported, not raised: progress
+    display never stops the work it watches."""
+    stop = threading.Event()
+    offset = 0
+
+    def drain() -> None:
+        nonlocal offset
+        events, offset = read_events(path, offset)
+        for event in events:
+            try:
+                handle(event)
+            except Exception as e:  # a display bug must not end a training run
+                print(f"[progress] could not show event {event}: {e!r}", file=sys.stderr)
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            drain()
+
+    thread = threading.Thread(target=loop, name=f"progress:{os.fspath(path)}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        drain()

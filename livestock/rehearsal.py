@@ -433,7 +433,8 @@ def build_summary(cfg: RehearsalConfig, records: dict[str, dict]) -> dict:
     return {"settings": {"scale": cfg.scale, "weights": str(cfg.weights), "imgsz": cfg.imgsz, "seed": cfg.seed,
                          "workers": cfg.workers, "train_frames": cfg.train_counts, "test_frames": cfg.test_counts,
                          "m6_imgsz": M6_IMGSZ, "m6_head_rows": M6_HEAD_ROWS, "cpu_count": os.cpu_count()},
-            "stages": records, "totals": {"seconds": round(total, 2), "prepare_and_splits_seconds": round(prep_split, 2)},
+            "stages": records,
+            "totals": {"seconds": round(total, 2), "prepare_and_splits_seconds": round(prep_split, 2)},
             "targets": targets}
 
 

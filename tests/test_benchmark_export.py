@@ -18,7 +18,7 @@ import platform
 import pytest
 
 from livestock.deploy.bench import benchmark_models, format_bench_table, plot_bench
-from livestock.deploy.export import SIZE_LIMIT_MB
+from livestock.model.engine import CONTEST_MAX_WEIGHT_MB
 
 
 def _cpu_name() -> str:
@@ -60,4 +60,4 @@ def test_benchmark_export(tmp_path):
     # Structure, not speed: every form was built and timed, and the sizes are what the formats imply.
     assert set(df["variant"]) == {"pytorch-fp32", "onnx-fp32", "onnx-fp16", "onnx-int8"}
     assert (df["latency_ms"] > 0).all()
-    assert int8["size_mb"] < SIZE_LIMIT_MB and m6.loc["onnx-fp16", "size_mb"] < SIZE_LIMIT_MB
+    assert int8["size_mb"] < CONTEST_MAX_WEIGHT_MB and m6.loc["onnx-fp16", "size_mb"] < CONTEST_MAX_WEIGHT_MB

@@ -16,6 +16,7 @@ import yaml
 import livestock.model.yolov5.compat as E
 import livestock.model.yolov5.training as T
 from livestock.data.yolo_format import load_data_yaml
+from livestock.model.engine import METRIC_COLUMNS, PretrainedWeightsError, WeightSizeError
 from livestock.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -246,7 +247,7 @@ def test_pretrained_by_name_missing_is_a_clear_error(tmp_path, monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(E, "_download", failing_download)
-    with pytest.raises(E.PretrainedWeightsError) as info:
+    with pytest.raises(PretrainedWeightsError) as info:
         E.resolve_weights("yolov5m6.pt", download_dir=tmp_path / "trained_model")
     msg = str(info.value)
     assert calls and calls[0][0].endswith("/v7.0/yolov5m6.pt") and calls[0][2] <= 30
@@ -388,7 +389,7 @@ def test_weight_size_guard_both_ways(tmp_path):
     with pytest.warns(RuntimeWarning, match="over the 1 MB limit"):
         report = E.check_weight_size(path, max_weight_mb=1.0)
     assert not report["within_limit"]
-    with pytest.raises(E.WeightSizeError, match=r"best\.pt: stripped FP16 weights are 3\.\d MB, over the 1 MB"):
+    with pytest.raises(WeightSizeError, match=r"best\.pt: stripped FP16 weights are 3\.\d MB, over the 1 MB"):
         E.check_weight_size(path, max_weight_mb=1.0, fail_on_oversize=True)
     import warnings
 
@@ -418,7 +419,7 @@ def test_training_result(tiny_train_result, tiny_trained_model):
     assert r.best.is_file() and r.last.is_file() and r.best.parent == r.save_dir / "weights"
     assert r.epochs_run == yaml.safe_load((r.save_dir / "opt.yaml").read_text())["epochs"]  # no early stop
     assert E.load_hyp(r.save_dir / "hyp.yaml") == r.hyp
-    assert list(r.metrics.index) == ["all", "pig", "cow"] and list(r.metrics.columns) == list(E.METRIC_COLUMNS)
+    assert list(r.metrics.index) == ["all", "pig", "cow"] and list(r.metrics.columns) == list(METRIC_COLUMNS)
     assert r.metrics.loc["all", "instances"] == r.metrics.loc[["pig", "cow"], "instances"].sum() > 0
     assert r.metrics.loc["all", "mAP@0.5"] == pytest.approx(r.metrics.loc[["pig", "cow"], "mAP@0.5"].mean())
     # best.pt is YOLOv5's stripped FP16 file, far under the contest limit, and it loads with YOLOv5's loader.

@@ -19,7 +19,8 @@ import pytest
 from livestock.deploy.bench import (
     BENCH_COLUMNS, benchmark_models, compressed_size_mb, evaluate_map, plot_bench, validation_images,
 )
-from livestock.deploy.export import SIZE_LIMIT_MB, export_model, export_onnx_fp32, export_openvino, file_size_mb
+from livestock.model.engine import CONTEST_MAX_WEIGHT_MB
+from livestock.deploy.export import export_model, export_onnx_fp32, export_openvino, file_size_mb
 from livestock.data.split import pick_evenly
 from livestock.deploy.images import images_from, letterbox_input
 from livestock.deploy.onnx_model import check_model_file, find_detect_head, sort_topologically
@@ -323,7 +324,7 @@ def test_exports_are_single_files_with_metadata(nano):
         info = check_onnx_model(path, imgsz=IMG, nc=2)
         assert info.input_shape == (1, 3, IMG, IMG)
         assert info.names == {0: "pig", 1: "cow"} and info.stride == 32 and info.precision == precision
-        assert file_size_mb(path) < SIZE_LIMIT_MB
+        assert file_size_mb(path) < CONTEST_MAX_WEIGHT_MB
     sizes = {f: file_size_mb(nano[f]) for f in ("onnx", "onnx-fp16", "onnx-int8")}
     assert sizes["onnx-fp16"] < 0.6 * sizes["onnx"] and sizes["onnx-int8"] < 0.4 * sizes["onnx"]
 

@@ -66,6 +66,16 @@ def _check(kind: str, found: set[str]) -> None:
     assert not message, "\n".join(message)
 
 
+def test_only_its_engine_imports_ultralytics():
+    found = set()
+    for path in _files():
+        if path.parent == PACKAGE / "model" / "ultralytics":
+            continue
+        if any(name == "ultralytics" or name.startswith("ultralytics.") for name in _imported_names(path)):
+            found.add(f"imports ultralytics: {_relative(path)}")
+    _check("imports ultralytics", found)
+
+
 def test_only_the_engine_imports_yolov5():
     found = set()
     for path in _files():
@@ -170,3 +180,54 @@ def test_a_cycle_is_found_and_shown():
     assert _cycles(graph) == [["a", "b", "c"]]
     assert _one_cycle(graph, ["a", "b", "c"]) == ["a", "b", "c", "a"]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def _public_functions(path: Path):
+    """Module-level functions and public methods of public classes, with their owner's name."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+            yield node.name, node
+        elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and not item.name.startswith("_"):
+                    yield f"{node.name}.{item.name}", item
+
+
+def _signature_problems(fn: ast.FunctionDef) -> list[str]:
+    problems = []
+    if not ast.get_docstring(fn):
+        problems.append("no docstring")
+    args = [a for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs if a.arg not in ("self", "cls")]
+    args += [a for a in (fn.args.vararg, fn.args.kwarg) if a is not None]
+    if any(a.annotation is None for a in args):
+        problems.append("an argument without a type")
+    if fn.returns is None:
+        problems.append("no return type")
+    return problems
+
+
+def test_public_functions_have_a_typed_signature_and_a_docstring():
+    found = set()
+    for path in _files():
+        for name, fn in _public_functions(path):
+            for problem in _signature_problems(fn):
+                found.add(f"signature: {_relative(path)} {name}: {problem}")
+    _check("signature", found)
+
+
+def test_readme_layout_names_every_module():
+    """The README's layout section has a line for every module and sub-package of the package."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout"):]
+    missing = []
+    for path in _files():
+        if path.name == "__init__.py":
+            entry = f"{path.parent.name}/"  # a sub-package is named as a folder
+            if path.parent == PACKAGE:
+                continue
+        else:
+            entry = path.name
+        if f" {entry} " not in layout.replace("\n", " \n "):
+            missing.append(_relative(path))
+    assert not missing, f"README layout section lacks: {missing}"

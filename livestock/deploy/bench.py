@@ -10,7 +10,6 @@ Trust: checkpoints are pickles (loading one runs code from it). Benchmark only f
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import tempfile
 import time
@@ -23,7 +22,7 @@ import pandas as pd
 
 from livestock.data.yolo_format import label_path_for, read_label_file, yolo_to_pixel
 from livestock.deploy.export import (
-    DEFAULT_FORMATS, SIZE_LIMIT_MB, comma_list, export_model, export_path, file_size_mb,
+    DEFAULT_FORMATS, comma_list, export_model, export_path, file_size_mb,
 )
 from livestock.data.split import pick_evenly
 from livestock.deploy.images import images_from, letterbox_input
@@ -36,7 +35,8 @@ from livestock.evaluation.metrics import map_at
 from livestock.evaluation.submission import detections_to_submission, records_to_answer
 from livestock.model.yolov5 import models as yolov5_models
 from livestock.model.onnx_file import check_onnx_model
-from livestock.fileio import atomic_write_bytes, atomic_write_csv
+from livestock.model.engine import CONTEST_MAX_WEIGHT_MB
+from livestock.fileio import atomic_write_csv, atomic_write_figure
 from livestock.records import ImageRecord
 
 BENCH_COLUMNS = [
@@ -278,7 +278,7 @@ def benchmark_models(
         if scratch is not None:
             scratch.cleanup()
     df = pd.DataFrame(rows)
-    df["under_100mb"] = df["size_mb"] <= SIZE_LIMIT_MB
+    df["under_100mb"] = df["size_mb"] <= CONTEST_MAX_WEIGHT_MB
     for _, group in df.groupby(["model", "imgsz"], sort=False):
         dense = group[group["sparsity"] == 0]
         pt = dense.loc[dense["variant"] == "pytorch-fp32", "latency_ms"].iloc[0]
@@ -323,8 +323,8 @@ def plot_bench(df: pd.DataFrame, path: str | os.PathLike) -> Path:
                                 fontsize=7, xytext=(3, 3), textcoords="offset points")
             ax.scatter([], [], color=colour, label=f"{label}@{size}")
         if column == "size_mb":
-            ax.axhline(SIZE_LIMIT_MB, color="grey", linestyle="--", linewidth=1)
-            ax.text(0.01, SIZE_LIMIT_MB, "100 MB limit", va="bottom", fontsize=8, color="grey",
+            ax.axhline(CONTEST_MAX_WEIGHT_MB, color="grey", linestyle="--", linewidth=1)
+            ax.text(0.01, CONTEST_MAX_WEIGHT_MB, "100 MB limit", va="bottom", fontsize=8, color="grey",
                     transform=ax.get_yaxis_transform())
         ax.set_xscale("log")
         ax.set_xlabel(f"latency per image ({devices}), batch 1, {int(df['threads'].iloc[0])} CPU threads (ms, log)")
@@ -333,10 +333,10 @@ def plot_bench(df: pd.DataFrame, path: str | os.PathLike) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle("Deployable forms: filled = dense, hollow = pruned")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    try:
+        return atomic_write_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------- CLI: livestock bench

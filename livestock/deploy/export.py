@@ -30,11 +30,11 @@ from livestock.deploy.onnx_model import check_model_file, find_detect_head, sort
 from livestock.deploy.quantize import quantize_onnx_int8
 from livestock.data.yolo_format import IMAGE_SUFFIXES
 from livestock.model.yolov5 import models as yolov5_models
+from livestock.model.engine import CONTEST_MAX_WEIGHT_MB
 from livestock.model.onnx_file import as_hw, check_onnx_model, load_onnx, save_onnx, set_onnx_metadata
 
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "onnx-fp16", "onnx-int8", "openvino")
 DEFAULT_FORMATS: tuple[str, ...] = ("onnx", "onnx-fp16", "onnx-int8")
-SIZE_LIMIT_MB = 100.0  # the contest's limit on the weight file
 _FILE_SUFFIX = {"onnx": ".onnx", "onnx-fp16": "_fp16.onnx", "onnx-int8": "_int8.onnx", "openvino": "_openvino_model"}
 
 
@@ -150,8 +150,8 @@ def export_model(
             paths.pop("onnx", None)
     for fmt, path in paths.items():
         mb = file_size_mb(path)
-        if mb > SIZE_LIMIT_MB:
-            logging.getLogger(__name__).warning("%s: %.1f MB, over the contest's %.0f MB limit", path, mb, SIZE_LIMIT_MB)
+        if mb > CONTEST_MAX_WEIGHT_MB:
+            logging.getLogger(__name__).warning("%s: %.1f MB, over the contest's %.0f MB limit", path, mb, CONTEST_MAX_WEIGHT_MB)
     return paths
 
 
@@ -180,6 +180,6 @@ def cli_export(args: argparse.Namespace) -> int:
                          out_dir=args.out, n_calib=args.n_calib)
     for fmt, path in paths.items():
         mb = file_size_mb(path)
-        flag = "" if mb <= SIZE_LIMIT_MB else f"  (over the {SIZE_LIMIT_MB:.0f} MB limit)"
+        flag = "" if mb <= CONTEST_MAX_WEIGHT_MB else f"  (over the {CONTEST_MAX_WEIGHT_MB:.0f} MB limit)"
         print(f"{fmt:<10} {mb:8.1f} MB  {path}{flag}")
     return 0

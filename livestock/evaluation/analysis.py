@@ -19,16 +19,16 @@ in notebooks alike.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from livestock import paths
-from livestock.fileio import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from livestock.fileio import atomic_write_csv, atomic_write_figure, atomic_write_text
+from livestock.progress import emit
 from livestock.records import (
     CLASS_NAMES,
     Detections,
@@ -36,11 +36,17 @@ from livestock.records import (
     load_records,
 )
 
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 TRUTH_COLUMNS: tuple[str, ...] = ("image_id", "label", "x1", "y1", "x2", "y2", "labelled")
 TABLE_COLUMNS: tuple[str, ...] = (
     "class", "images", "labels", "predictions", "TP", "P", "R", "mAP@0.5", "mAP@0.75", "mAP@0.5:0.95",
 )
 GT_COLOUR, PRED_COLOUR, MISSING_COLOUR = "#1db954", "#e5383b", "#ff9f1c"
+
+FIGURE_DPI = 110  # the analysis figures hold thumbnails: a little sharper than the default 100
 
 
 # ---------------------------------------------------------------- geometry
@@ -112,6 +118,7 @@ def load_truth(path: str | Path) -> pd.DataFrame:
 
 
 def normalise_truth(truth: pd.DataFrame, where: str = "truth") -> pd.DataFrame:
+    """A truth table (``synth_truth.csv`` rows) with its ``labelled`` column as booleans, checked."""
     truth = truth.copy()
     raw = truth["labelled"]
     if raw.dtype == bool:
@@ -333,6 +340,7 @@ def score_missing_label_finder(candidates: pd.DataFrame, ranked: pd.DataFrame, t
 
 
 def read_rgb(path: str, max_side: int) -> tuple[np.ndarray, float]:
+    """An image as RGB, shrunk to at most ``max_side`` pixels, and the scale it was shrunk by."""
     import cv2
 
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -344,8 +352,9 @@ def read_rgb(path: str, max_side: int) -> tuple[np.ndarray, float]:
     return img[:, :, ::-1], scale
 
 
-def draw_boxes(ax, boxes: np.ndarray, scale: float, colour: str, scores: np.ndarray | None = None,
+def draw_boxes(ax: "Axes", boxes: np.ndarray, scale: float, colour: str, scores: np.ndarray | None = None,
                 linestyle: str = "-") -> None:
+    """Draw pixel boxes (scaled by ``scale``) on ``ax``, with their scores when given."""
     from matplotlib.patches import Rectangle
 
     for i, (x1, y1, x2, y2) in enumerate(np.asarray(boxes).reshape(-1, 4) * scale):
@@ -369,7 +378,7 @@ def _grid(n: int, ncols: int, tile: float = 3.6):
 
 
 def plot_overlays(records: Sequence[ImageRecord], detections: Iterable[Detections], image_ids: Sequence[str],
-                  conf: float = 0.25, ncols: int = 3, max_side: int = 640):
+                  conf: float = 0.25, ncols: int = 3, max_side: int = 640) -> "Figure":
     """Grid of the chosen images: labelled boxes in green, predictions (confidence >= ``conf``) in red with
     their scores."""
     rec_by_id = {r.image_id: r for r in records}
@@ -390,7 +399,7 @@ def plot_overlays(records: Sequence[ImageRecord], detections: Iterable[Detection
     return fig
 
 
-def plot_boxes_per_image(counts: pd.DataFrame):
+def plot_boxes_per_image(counts: pd.DataFrame) -> "Figure":
     """Left: predicted vs labelled boxes per image (one point per image, per class, size = how many images
     share the point). Right: histogram of n_pred - n_gt per class."""
     from matplotlib.figure import Figure
@@ -424,7 +433,7 @@ def plot_boxes_per_image(counts: pd.DataFrame):
 
 
 def plot_missing_label_thumbnails(records: Sequence[ImageRecord], candidates: pd.DataFrame, ranked: pd.DataFrame,
-                                  top_k: int = 12, ncols: int = 4, max_side: int = 480):
+                                  top_k: int = 12, ncols: int = 4, max_side: int = 480) -> "Figure":
     """Thumbnails of the ``top_k`` images most likely to miss labels: labelled boxes in green, the confident
     unmatched predictions in orange with their scores."""
     rec_by_id = {r.image_id: r for r in records}
@@ -455,16 +464,6 @@ def choose_overlay_images(counts: pd.DataFrame, n: int = 6) -> list[str]:
     return list(order["image_id"].head(n))
 
 
-def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """PNG written atomically (rendered to memory first)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-# ---------------------------------------------------------------- the stage
-
-
 def split_image_ids(split_dir: str | Path, subset: str = "val") -> list[str]:
     """Image ids (file names) listed in ``<split_dir>/<subset>.txt`` (one image path per line)."""
     path = Path(split_dir) / f"{subset}.txt"
@@ -477,6 +476,7 @@ def split_image_ids(split_dir: str | Path, subset: str = "val") -> list[str]:
 
 
 def select_records(records: Sequence[ImageRecord], image_ids: Iterable[str], where: str = "split") -> list[ImageRecord]:
+    """The records of ``image_ids``, in that order; an id without a record is an error naming ``where``."""
     by_id = {r.image_id: r for r in records}
     ids = list(image_ids)
     unknown = [i for i in ids if i not in by_id]
@@ -500,11 +500,11 @@ def write_error_analysis(records: Sequence[ImageRecord], detections: Sequence[De
     written["per_class"] = atomic_write_csv(table, out / "per_class.csv")
     counts = boxes_per_image(records, detections, conf=conf)
     written["boxes_per_image"] = atomic_write_csv(counts, out / "boxes_per_image.csv")
-    written["boxes_per_image_png"] = save_figure(plot_boxes_per_image(counts), out / "boxes_per_image.png")
+    written["boxes_per_image_png"] = atomic_write_figure(plot_boxes_per_image(counts), out / "boxes_per_image.png", dpi=FIGURE_DPI)
     chosen = choose_overlay_images(counts, n_overlays)
     if chosen:
         fig = plot_overlays(records, detections, chosen, conf=conf)
-        written["overlays_png"] = save_figure(fig, out / "overlays.png")
+        written["overlays_png"] = atomic_write_figure(fig, out / "overlays.png", dpi=FIGURE_DPI)
     candidates = missing_label_candidates(records, detections, conf=missing_conf, iou_threshold=iou_threshold,
                                           classes=missing_classes)
     ranked = rank_missing_label_images(candidates, by=rank_by)
@@ -516,8 +516,9 @@ def write_error_analysis(records: Sequence[ImageRecord], detections: Sequence[De
         written["missing_finder_score"] = atomic_write_csv(finder, out / "missing_finder_score.csv")
     written["missing_candidates"] = atomic_write_csv(candidates, out / "missing_candidates.csv")
     written["missing_ranked"] = atomic_write_csv(ranked, out / "missing_ranked.csv")
-    written["missing_thumbnails_png"] = save_figure(
-        plot_missing_label_thumbnails(records, candidates, ranked, top_k=top_k), out / "missing_thumbnails.png")
+    written["missing_thumbnails_png"] = atomic_write_figure(
+        plot_missing_label_thumbnails(records, candidates, ranked, top_k=top_k), out / "missing_thumbnails.png",
+        dpi=FIGURE_DPI)
     settings = {"conf": conf, "iou": iou_threshold, "missing_conf": missing_conf, "rank_by": rank_by,
                 "missing_classes": list(missing_classes) if missing_classes is not None else None,
                 "images": len(records), "detections": int(sum(len(d) for d in detections))}
@@ -534,8 +535,10 @@ def analysis_inputs(weights: str | Path, prepared_dir: str | Path = paths.PREPAR
 
     records = select_records(load_records(Path(prepared_dir) / "records.jsonl"), split_image_ids(split_dir, subset),
                              where=str(Path(split_dir) / f"{subset}.txt"))
+    emit("images", task=f"detect ({subset})", done=0, total=len(records))
     detections = detect(weights, list(records), imgsz=imgsz, conf=det_conf, iou=nms_iou,
                         device=device, cache_dir=cache_dir)
+    emit("images", task=f"detect ({subset})", done=len(records), total=len(records))
     return records, list(detections)
 
 
@@ -569,6 +572,7 @@ def run_error_analysis(weights: str | Path, prepared_dir: str | Path = paths.PRE
 
 
 def cli_analyze_args(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``livestock analyze`` to ``parser``."""
     parser.add_argument("--weights", required=True, help="trained YOLOv5 weights (.pt; only files you trust)")
     parser.add_argument("--prepared", default=str(paths.PREPARED_DIR), help="prepared dataset (records.jsonl)")
     parser.add_argument("--split", default=str(paths.SPLITS_DIR / "multilabel"), help="split folder (val.txt)")
@@ -591,6 +595,7 @@ def cli_analyze_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_analyze(args: argparse.Namespace) -> int:
+    """Run ``livestock analyze`` with parsed ``args``; returns the exit code."""
     written = run_error_analysis(
         args.weights, args.prepared, args.split, args.out, subset=args.subset, imgsz=args.imgsz,
         det_conf=args.det_conf, nms_iou=args.nms_iou, conf=args.conf, iou_threshold=args.iou,

@@ -25,6 +25,14 @@ computes YOLOv5's own order of that set and compares it with the prefix; where t
 runs NMS on YOLOv5's order for that setting instead. Every setting is thus exact; the equality tests check it.
 (The reference is YOLOv5's NMS on the CPU; on a GPU YOLOv5 may order tied confidences differently again.)
 
+Candidates of the Ultralytics engine (``Candidates.postprocess == "ultralytics"``) are replayed with Ultralytics'
+rules, which differ from YOLOv5's in two details: its ``non_max_suppression`` sorts the rows itself only when more
+than ``max_nms`` pass the confidence filter, and otherwise hands them in row order to ``torchvision.ops.nms``,
+whose own sort is stable, so tied confidences keep their row order (the prefix property then holds without
+exception); and its ``scale_boxes`` undoes the letterbox with the padding rounded as ``LetterBox`` rounded it
+and a gain per axis from the rounded resized size. Filters, the class offset, caps and ``max_det`` are the same.
+Neither engine's NMS time limit is replayed (they give up on a batch after a few seconds; the replay never does).
+
 Letterboxing follows YOLOv5's ``detect.py`` (``LoadImages``): BGR decode with ``cv2.imdecode``, ``letterbox``
 to ``imgsz`` with the model's stride, a minimal rectangle (``auto``) for PyTorch weights and the exported fixed
 shape for ONNX; boxes go back to the original image with ``scale_boxes`` (which clips). Boxes are not rounded
@@ -197,7 +205,7 @@ def save_candidates(cands: Candidates, path: str | Path, key: str = "", image_sh
     meta = {"format": CACHE_FORMAT, "key": key, "image_sha256": image_sha256, "image_id": cands.image_id,
             "width": cands.width, "height": cands.height, "input_shape": list(cands.input_shape),
             "conf_floor": cands.conf_floor, "end_to_end": cands.end_to_end,
-            "has_objectness": cands.objectness is not None}
+            "has_objectness": cands.objectness is not None, "postprocess": cands.postprocess}
     arrays = {"boxes": np.ascontiguousarray(cands.boxes, dtype=np.float32),
               "scores": np.ascontiguousarray(cands.scores, dtype=np.float32)}
     if cands.objectness is not None:
@@ -219,7 +227,8 @@ def load_candidates(path: str | Path) -> tuple[Candidates, dict]:
             cands = Candidates(meta["image_id"], int(meta["width"]), int(meta["height"]),
                                (int(meta["input_shape"][0]), int(meta["input_shape"][1])),
                                np.asarray(z["boxes"], dtype=np.float32), np.asarray(z["scores"], dtype=np.float32),
-                               obj, float(meta["conf_floor"]), bool(meta["end_to_end"]))
+                               obj, float(meta["conf_floor"]), bool(meta["end_to_end"]),
+                               str(meta.get("postprocess", "yolov5")))
     except FileNotFoundError:
         raise
     except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as e:
@@ -278,9 +287,10 @@ def iter_candidates(weights: str | Path, images: str | Path | Sequence[ImageSour
 
     def flush() -> Iterator[Candidates]:
         found = detector.candidates(np.stack([p[3] for p in pending]), conf_floor)
+        rules = getattr(detector, "postprocess", "yolov5")
         for (i, (h0, w0), img_sha, chw), (boxes, scores, obj, end_to_end) in zip(pending, found):
             cands = Candidates(items[i].image_id, w0, h0, (int(chw.shape[1]), int(chw.shape[2])),
-                               *cap_candidates(boxes, scores, obj), float(conf_floor), end_to_end)
+                               *cap_candidates(boxes, scores, obj), float(conf_floor), end_to_end, rules)
             if folder is not None:
                 save_candidates(cands, folder / f"{cands.image_id}.npz", key, img_sha)
             yield cands
@@ -308,7 +318,7 @@ def iter_candidates(weights: str | Path, images: str | Path | Sequence[ImageSour
         if len(pending) >= limit:
             yield from flush()
         if i % 50 == 0 or i == len(items) - 1:
-            emit("images", done=i + 1, total=len(items), what="detect")
+            emit("images", task="detect", done=i + 1, total=len(items))
     if pending:
         yield from flush()
 
@@ -398,14 +408,20 @@ def _candidate_matrix(cands: Candidates, multi_label: bool) -> tuple["torch.Tens
     return torch.cat((box, conf, j.float()), 1), obj
 
 
-def _nms_order(mat: "torch.Tensor", obj: "torch.Tensor", conf: float, end_to_end: bool) -> "torch.Tensor":
+def _nms_order(mat: "torch.Tensor", obj: "torch.Tensor", conf: float, end_to_end: bool,
+               postprocess: str = "yolov5") -> "torch.Tensor":
     """Indices into ``mat`` of the rows NMS sees at ``conf``, in YOLOv5's order: the rows it keeps, sorted with
-    its own (unstable) ``argsort(descending=True)`` on the very same values, cut at ``max_nms``. An end-to-end
-    head's rows keep the head's own order (it already ranked them)."""
+    its own (unstable) ``argsort(descending=True)`` on the very same values, cut at ``max_nms``. Ultralytics sorts
+    so only past ``max_nms``; below, ``torchvision.ops.nms`` orders the rows with a stable sort, reproduced here.
+    An end-to-end head's rows keep the head's own order (it already ranked them)."""
+    import torch
+
     sel = ((obj > conf) & (mat[:, 4] > conf)).nonzero(as_tuple=False).view(-1)
     if end_to_end:
         return sel
     x = mat[sel]
+    if postprocess == "ultralytics" and len(sel) <= MAX_NMS:
+        return sel[torch.sort(x[:, 4], descending=True, stable=True)[1]]
     return sel[x[:, 4].argsort(descending=True)[:MAX_NMS]]
 
 
@@ -419,10 +435,13 @@ def _nms(rows: "torch.Tensor", iou: float, agnostic: bool, end_to_end: bool) -> 
     return torchvision.ops.nms(rows[:, :4] + c, rows[:, 4], iou)
 
 
-def scale_boxes_to_image(input_shape: tuple[int, int], boxes: "torch.Tensor", image_hw: tuple[int, int]
-                         ) -> "torch.Tensor":
+def scale_boxes_to_image(input_shape: tuple[int, int], boxes: "torch.Tensor", image_hw: tuple[int, int],
+                         postprocess: str = "yolov5") -> "torch.Tensor":
     """Corner boxes in letterboxed-input pixels -> pixels of the original image, clipped to it (the same float
-    operations as YOLOv5's ``scale_boxes``, so detections match its ``detect.py`` exactly)."""
+    operations as YOLOv5's ``scale_boxes``, or Ultralytics' with ``postprocess="ultralytics"``, so detections match
+    the engine's own predictions exactly)."""
+    if postprocess == "ultralytics":
+        return _scale_boxes_ultralytics(input_shape, boxes, image_hw)
     gain = min(input_shape[0] / image_hw[0], input_shape[1] / image_hw[1])
     pad = (input_shape[1] - image_hw[1] * gain) / 2, (input_shape[0] - image_hw[0] * gain) / 2
     boxes[..., [0, 2]] -= pad[0]
@@ -435,8 +454,32 @@ def scale_boxes_to_image(input_shape: tuple[int, int], boxes: "torch.Tensor", im
     return boxes
 
 
+def _scale_boxes_ultralytics(input_shape: tuple[int, int], boxes: "torch.Tensor", image_hw: tuple[int, int]
+                             ) -> "torch.Tensor":
+    # Ultralytics' scale_boxes: LetterBox's rounded resized size gives one gain per axis, its rounded padding the
+    # offset; the same operations in the same order, so the floats agree.
+    gain = min(input_shape[0] / image_hw[0], input_shape[1] / image_hw[1])
+    new_h, new_w = (max(round(x * gain), 1) for x in image_hw)
+    gain_y, gain_x = new_h / image_hw[0], new_w / image_hw[1]
+    pad_x, pad_y = round((input_shape[1] - new_w) / 2 - 0.1), round((input_shape[0] - new_h) / 2 - 0.1)
+    boxes[..., 0] -= pad_x
+    boxes[..., 1] -= pad_y
+    boxes[..., 2] -= pad_x
+    boxes[..., 3] -= pad_y
+    boxes[..., 0] /= gain_x
+    boxes[..., 1] /= gain_y
+    boxes[..., 2] /= gain_x
+    boxes[..., 3] /= gain_y
+    boxes[..., 0].clamp_(0, image_hw[1])
+    boxes[..., 1].clamp_(0, image_hw[0])
+    boxes[..., 2].clamp_(0, image_hw[1])
+    boxes[..., 3].clamp_(0, image_hw[0])
+    return boxes
+
+
 def _to_detections(cands: Candidates, rows: "torch.Tensor") -> Detections:
-    boxes = scale_boxes_to_image(cands.input_shape, rows[:, :4].clone(), (cands.height, cands.width))
+    boxes = scale_boxes_to_image(cands.input_shape, rows[:, :4].clone(), (cands.height, cands.width),
+                                 cands.postprocess)
     return Detections(cands.image_id, cands.width, cands.height, boxes.double().numpy(),
                       rows[:, 4].double().numpy(), rows[:, 5].long().numpy())
 
@@ -448,7 +491,7 @@ def nms_from_candidates(cands: Candidates, conf: float = DEFAULT_CONF, iou: floa
     max_det=...)`` gives for this image, scaled back to the original image (pixel corners, clipped)."""
     _check_setting(cands, conf, iou)
     mat, obj = _candidate_matrix(cands, multi_label)
-    x = mat[_nms_order(mat, obj, conf, cands.end_to_end)]
+    x = mat[_nms_order(mat, obj, conf, cands.end_to_end, cands.postprocess)]
     keep = _nms(x, iou, agnostic, cands.end_to_end)[:max_det]
     return _to_detections(cands, x[keep])
 
@@ -478,7 +521,7 @@ class _GridImage:
         self.own_order: dict[float, torch.Tensor] = {}  # conf -> rows in YOLOv5's order, where not the prefix
         for c in confs:
             _check_setting(cands, c, 0.0)
-            yolo = _nms_order(mat, obj, c, cands.end_to_end)
+            yolo = _nms_order(mat, obj, c, cands.end_to_end, cands.postprocess)
             if torch.equal(yolo, order[: len(yolo)]):
                 self.prefix[c] = len(yolo)
             else:

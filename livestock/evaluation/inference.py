@@ -19,6 +19,7 @@ from livestock.evaluation.metrics import CONTEST_IOU, mean_average_precision_for
 from livestock.evaluation.submission import (detections_to_submission, normalisation, read_answer, records_to_answer,
                                              submission_summary, validate_submission, write_submission)
 from livestock.fileio import atomic_write_text
+from livestock.progress import emit
 from livestock.records import ImageRecord
 
 
@@ -31,6 +32,7 @@ def write_answer(weights: str | os.PathLike, images: Sequence[ImageRecord] | str
     ``normalise``: ``image`` or ``original`` (see :data:`livestock.evaluation.submission.NORMALISATION_HELP`)."""
     normalise_by = normalisation(normalise)
     detections = detect(weights, images, imgsz=imgsz, conf=conf, iou=iou, device=device, cache_dir=cache_dir)
+    emit("images", task="detect (answer)", done=len(detections), total=len(detections))
     write_submission(detections, out_csv, normalise_by=normalise_by)
     frame = validate_submission(out_csv, answer=answer, unknown_images="warn",
                                 check_coordinate_range=normalise_by is None)

@@ -41,7 +41,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -59,12 +59,16 @@ from livestock.data.yolo_format import split_image_paths
 from livestock.evaluation.detect import detect
 from livestock.fileio import atomic_write_csv, atomic_write_text
 from livestock.model.engine import DEFAULT_ENGINE, get_engine
+from livestock.progress import emit
 from livestock.records import (
     Detections,
     ImageRecord,
     load_records,
     save_records,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
 
 MODES: tuple[str, ...] = ("replace", "union")
 SILVER_DIR = paths.DATA_DIR / "silver"
@@ -369,6 +373,7 @@ def write_plus_dataset(gold_train: Sequence[ImageRecord], silver: Sequence[Image
             plus_records.append(ImageRecord(rec.image_id, final_path, rec.width, rec.height, rec.label, rec.boxes))
             manifest.append({"image_id": rec.image_id, "source_image_id": source, "kind": kind,
                              "label": rec.label, "n_boxes": rec.n_boxes, "n_gold": n_gold})
+            emit("images", task=f"plus set ({mode})", done=len(manifest), total=len(entries))
         n_backgrounds = 0
         for source, img in backgrounds:
             if source and source not in gold_by_id:
@@ -432,7 +437,8 @@ def silver_records_of(plus_dir: str | Path) -> list[ImageRecord]:
 
 
 def plot_silver_examples(gold: Sequence[ImageRecord], silver: Mapping[str, Sequence[ImageRecord]],
-                         image_ids: Sequence[str], truth: pd.DataFrame | None = None, max_side: int = 480):
+                         image_ids: Sequence[str], truth: pd.DataFrame | None = None, max_side: int = 480
+                         ) -> "Figure":
     """One row per image: the gold labels, then each mode's silver labels (boxes not in gold in orange). With
     ``truth``, the boxes left out of the gold labels are drawn dashed in white on every panel."""
     from livestock.evaluation.analysis import GT_COLOUR, MISSING_COLOUR, draw_boxes, read_rgb
@@ -518,8 +524,10 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
 
     # The detector's raw candidates are cached by weights hash and image hash (``cache_dir``), so a rerun with
     # other merge settings costs no network pass.
+    emit("images", task="detect (relabel)", done=0, total=len(targets))
     detections = detect(weights, list(targets), imgsz=imgsz, conf=conf, iou=nms_iou,
                         device=device, cache_dir=cache_dir)
+    emit("images", task="detect (relabel)", done=len(targets), total=len(targets))
     written: dict[str, Path] = {}
     silver_by_mode = {}
     for m in modes:
@@ -625,6 +633,7 @@ def compare_training_sets(data_yamls: Mapping[str, str | Path], test_images: Seq
 
 
 def cli_silver_args(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``livestock silver`` to ``parser``."""
     parser.add_argument("--weights", required=True, help="trained YOLOv5 weights (.pt; only files you trust)")
     parser.add_argument("--prepared", default=str(paths.PREPARED_DIR), help="prepared dataset (records.jsonl)")
     parser.add_argument("--split", default=str(paths.SPLITS_DIR / "multilabel"),
@@ -651,6 +660,7 @@ def cli_silver_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_silver(args: argparse.Namespace) -> int:
+    """Run ``livestock silver`` with parsed ``args``; returns the exit code."""
     modes = MODES if args.mode == "both" else (args.mode,)
     written = build_silver_sets(
         args.weights, args.prepared, args.split, args.out, modes=modes,

@@ -17,19 +17,22 @@ submission); then the higher confidence; then the lower NMS IoU.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import pandas as pd
 
 from livestock.evaluation.metrics import CONTEST_IOU, mean_average_precision_for_boxes
 from livestock.evaluation.detect import (DEFAULT_CONF_FLOOR, DEFAULT_MAX_DET, CandidateFiles, Candidates, GridStats, add_detector_args,
                                cache_dir_arg, collect_candidates, grid_detections, resolve_images)
-from livestock.fileio import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from livestock.fileio import atomic_write_csv, atomic_write_figure, atomic_write_text
+from livestock.progress import emit
 from livestock.records import ImageRecord, load_records
 from livestock.evaluation.submission import NORMALISATION_HELP, NORMALISATIONS, normalisation, detections_to_submission, read_answer, records_to_answer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
 
 # The peer entry's grid, as the nearest doubles to the decimals (np.arange would give 0.30000000000000004 etc.).
 DEFAULT_CONFS: tuple[float, ...] = tuple(round(0.0001 * k, 4) for k in range(1, 11))
@@ -91,6 +94,7 @@ def tune_thresholds(cache: Sequence[Candidates], answer: str | Path | pd.DataFra
                "original": (conf, iou) == ORIGINAL_SETTING}
         row.update({f"ap_{label}": float(ap) for label, (ap, _n) in sorted(aps.items())})
         rows.append(row)
+        emit("settings", task="tuning NMS IoU x conf", done=len(rows), total=len(settings))
     table = pd.DataFrame(rows)
     ap_cols = sorted(c for c in table.columns if c.startswith("ap_"))
     table = table[["conf", "iou", "map", *ap_cols, "n_detections", "original"]]
@@ -110,7 +114,7 @@ def best_setting(table: pd.DataFrame) -> pd.Series:
     return table.loc[order.index[0]]
 
 
-def plot_heatmap(table: pd.DataFrame, title: str | None = None):
+def plot_heatmap(table: pd.DataFrame, title: str | None = None) -> "Figure":
     """mAP over the grid (NMS IoU down, confidence across), the best setting starred, the original ringed.
     Returns a matplotlib Figure (drawn without pyplot, so no global state changes)."""
     from matplotlib.figure import Figure
@@ -160,12 +164,10 @@ def write_tuning(table: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
         "answer_images_not_detected": table.attrs.get("dropped_images"),
         "grid": table.attrs.get("grid"),
     }
-    buf = io.BytesIO()
-    plot_heatmap(table).savefig(buf, format="png")
     return {
         "scores": atomic_write_csv(table, out / "scores.csv"),
         "best": atomic_write_text(out / "best.json", json.dumps(summary, indent=2) + "\n"),
-        "heatmap": atomic_write_bytes(out / "heatmap.png", buf.getvalue()),
+        "heatmap": atomic_write_figure(plot_heatmap(table), out / "heatmap.png"),
     }
 
 
@@ -189,6 +191,7 @@ def run_tuning(weights: str | Path, images: str | Path | Sequence[str | Path | I
     floor = min(conf_floor, *confs, ORIGINAL_SETTING[0])  # the cache must serve every setting of the grid
     cache = collect_candidates(weights, images, imgsz, conf_floor=floor, device=device, cache_dir=cache_dir,
                                batch=batch, progress=progress, in_memory=False)
+    emit("images", task="detect (tuning)", done=len(cache), total=len(cache))
     table = tune_thresholds(cache, answer, confs, ious, metric_iou, max_det=max_det, agnostic=agnostic,
                             multi_label=multi_label, normalise_by=normalise_by, progress=progress)
     return table, write_tuning(table, out_dir)
@@ -198,6 +201,7 @@ def run_tuning(weights: str | Path, images: str | Path | Sequence[str | Path | I
 
 
 def cli_tune_args(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``livestock tune`` to ``parser``."""
     parser.add_argument("--images", required=True,
                         help="validation images: a prepared records.jsonl (ground truth included), a folder, "
                              "a .txt list, or one image")
@@ -214,6 +218,7 @@ def cli_tune_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_tune(args: argparse.Namespace) -> int:
+    """Run ``livestock tune`` with parsed ``args``; returns the exit code."""
     table, written = run_tuning(
         args.weights, args.images, args.out, args.answer, imgsz=args.imgsz, confs=args.confs, ious=args.ious,
         metric_iou=args.metric_iou, max_det=args.max_det, agnostic=args.agnostic, multi_label=args.multi_label,

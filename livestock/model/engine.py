@@ -16,6 +16,10 @@ The raw-candidate type has to describe three kinds of detection head without los
 
 Boxes are corner coordinates ``(x1, y1, x2, y2)`` in pixels of the letterboxed network input of shape
 ``input_shape``; mapping them back to the original image happens once, after NMS.
+
+Engines differ in small details of that NMS and mapping (the order NMS sees tied confidences, how letterbox padding
+is undone); ``Candidates.postprocess`` names the engine whose rules the replay follows (see
+:mod:`livestock.evaluation.detect`).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
@@ -33,8 +37,21 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 # engine name -> module implementing it (imported only when asked for: each pulls in a large package)
-ENGINES: dict[str, str] = {"yolov5": "livestock.model.yolov5"}
+ENGINES: dict[str, str] = {"yolov5": "livestock.model.yolov5", "ultralytics": "livestock.model.ultralytics"}
 DEFAULT_ENGINE = "yolov5"
+CONTEST_MAX_WEIGHT_MB = 100.0  # the contest's limit on the submitted weight file; MB = 10**6 bytes
+POSTPROCESS_RULES: tuple[str, ...] = ("yolov5", "ultralytics")  # see Candidates.postprocess
+# The per-class table every engine's validation returns: index ``all`` and the class names, these columns.
+METRIC_COLUMNS: tuple[str, ...] = ("images", "instances", "P", "R", "mAP@0.5", "mAP@0.5:0.95")
+EpochCallback = Callable[[int, int, dict], None]  # (epoch from 1, epochs, metrics of that epoch's validation)
+
+
+class WeightSizeError(ValueError):
+    """The trained weight file is larger than the size limit (the contest's 100 MB by default)."""
+
+
+class PretrainedWeightsError(FileNotFoundError):
+    """Pretrained weights were asked for by name, are not on disk, and could not be downloaded."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +60,8 @@ class Candidates:
 
     ``boxes``: ``(n, 4)`` float32 corners in network-input pixels; ``scores``: ``(n, classes)`` float32 class
     scores; ``objectness``: ``(n,)`` float32, or None for heads without one; ``end_to_end``: the rows are final
-    detections (one class score set per row, NMS-free). ``width`` / ``height``: the original image."""
+    detections (one class score set per row, NMS-free). ``width`` / ``height``: the original image.
+    ``postprocess``: whose NMS order and box mapping the replay reproduces, one of :data:`POSTPROCESS_RULES`."""
 
     image_id: str
     width: int
@@ -54,8 +72,11 @@ class Candidates:
     objectness: np.ndarray | None
     conf_floor: float
     end_to_end: bool = False
+    postprocess: str = "yolov5"
 
     def __post_init__(self) -> None:
+        if self.postprocess not in POSTPROCESS_RULES:
+            raise ValueError(f"{self.image_id}: postprocess {self.postprocess!r} is not one of {POSTPROCESS_RULES}")
         n = len(self.boxes)
         if self.boxes.shape != (n, 4) or self.scores.ndim != 2 or len(self.scores) != n:
             raise ValueError(f"{self.image_id}: boxes {self.boxes.shape} and scores {self.scores.shape} do not match")
@@ -77,7 +98,9 @@ class Candidates:
 
 
 class Detector(Protocol):
-    """A loaded model that turns images into :class:`Candidates`, letterboxing them as its engine does."""
+    """A loaded model that turns images into :class:`Candidates`, letterboxing them as its engine does. A detector
+    may say whose post-processing rules its candidates follow in a ``postprocess`` attribute (default
+    ``"yolov5"``; see :class:`Candidates`)."""
 
     n_classes: int
     max_batch: int | None  # a fixed batch size of an exported model, else None
@@ -111,6 +134,12 @@ class Engine(Protocol):
     def load_hyp(self, hyp: str | os.PathLike | dict) -> dict:
         """The engine's hyper-parameters from a dict, a path or a shipped name, validated."""
 
+    def checkpoint_size_report(self, path: str | os.PathLike, limit_mb: float = CONTEST_MAX_WEIGHT_MB) -> dict:
+        """The checkpoint's size as it would be submitted (stripped, FP16) against the contest's limit."""
+
+    def export_onnx(self, weights: str | os.PathLike, imgsz: int, out_path: str | os.PathLike) -> Path:
+        """A fixed-shape ONNX file of the weights, with the engine's name in its metadata."""
+
 
 def get_engine(name: str = DEFAULT_ENGINE) -> ModuleType:
     """The module implementing engine ``name`` (see :data:`ENGINES`)."""
@@ -120,20 +149,64 @@ def get_engine(name: str = DEFAULT_ENGINE) -> ModuleType:
 
 
 def engine_of_weights(weights: str | os.PathLike) -> str:
-    """The engine that wrote a weight file: from an ONNX file's ``engine`` metadata (exports before it was
-    recorded are YOLOv5's), from a checkpoint's pickled classes otherwise."""
+    """The engine that wrote a weight file: from an ONNX file's ``engine`` metadata (else Ultralytics' exporter's
+    own metadata; exports without either are YOLOv5's), from a checkpoint's pickled classes otherwise (read
+    without unpickling: a checkpoint whose model classes come from ``ultralytics`` is Ultralytics')."""
     path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights not found")
     if path.suffix.lower() == ".onnx":
         import onnx
 
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: weights not found")
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as e:  # protobuf's DecodeError on a truncated or foreign file
             raise ValueError(f"{path}: not a valid ONNX model (corrupt or truncated file?): {e}") from e
-        return {p.key: p.value for p in model.metadata_props}.get("engine", "yolov5")
-    return "yolov5"
+        meta = {p.key: p.value for p in model.metadata_props}
+        if "engine" in meta:
+            return meta["engine"]
+        return "ultralytics" if meta.get("author", "").startswith("Ultralytics") else "yolov5"
+    return "ultralytics" if any(m.split(".")[0] == "ultralytics" for m in _pickled_modules(path)) else "yolov5"
+
+
+def _pickled_modules(path: Path) -> set[str]:
+    """The modules of the classes a ``torch.save`` zip file refers to, read from its pickle's opcodes without
+    running them (empty for a file that is not such an archive)."""
+    import pickletools
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            data = z.read(name) if name else b""
+    except (zipfile.BadZipFile, OSError):
+        return set()
+    modules: set[str] = set()
+    strings: list[str] = []  # strings pushed so far: STACK_GLOBAL (protocol 4) takes the last two, module and name
+    memo: dict[int, str | None] = {}
+    top: str | None = None  # the top of the stack when the last opcode pushed a string
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            if op.name == "MEMOIZE":
+                memo[len(memo)] = top
+                continue
+            if op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[int(arg)] = top
+                continue
+            top = None
+            if op.name == "GLOBAL":  # protocol 2 (torch.save's default): "module name"
+                modules.add(str(arg).split(" ")[0])
+            elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"):
+                top = str(arg)
+            elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+                top = memo.get(int(arg))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                modules.add(strings[-2])
+            if top is not None:
+                strings.append(top)
+    except ValueError:  # a truncated pickle: what was read so far decides
+        pass
+    return modules
 
 
 # ---------------------------------------------------------------- training results

@@ -43,14 +43,15 @@ YOLOV5_EVOLVE_META: dict[str, tuple[float, float, float]] = {
 # ---------------------------------------------------------------- keys, bounds, mutation
 
 
-def parse_keys(keys: str | Iterable[str]) -> tuple[str, ...]:
-    """``"lr0,lrf"`` or ``["lr0", "lrf"]`` -> ``("lr0", "lrf")``; every key must be a YOLOv5 hyp key."""
+def parse_keys(keys: str | Iterable[str], allowed: Sequence[str] = HYP_KEYS) -> tuple[str, ...]:
+    """``"lr0,lrf"`` or ``["lr0", "lrf"]`` -> ``("lr0", "lrf")``; every key must be one of ``allowed`` (the
+    engine's hyp keys; YOLOv5's by default)."""
     items = [k.strip() for k in (keys.split(",") if isinstance(keys, str) else keys) if k and k.strip()]
     if not items:
         raise ValueError("no hyper-parameter keys to evolve")
-    unknown = [k for k in items if k not in HYP_KEYS]
+    unknown = [k for k in items if k not in allowed]
     if unknown:
-        raise ValueError(f"unknown hyper-parameter keys {unknown}; choose from {', '.join(HYP_KEYS)}")
+        raise ValueError(f"unknown hyper-parameter keys {unknown}; choose from {', '.join(allowed)}")
     if len(set(items)) != len(items):
         raise ValueError(f"repeated keys in {items}")
     return tuple(items)

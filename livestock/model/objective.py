@@ -108,14 +108,15 @@ class TrainingObjective:
         """The settings every worker of one study must share (paths may differ between machines)."""
         return {"kind": "training", "epochs": self.epochs, "imgsz": self.imgsz, "batch": self.batch,
                 "model": self.model, "weights": Path(self.weights).name if self.weights else None,
-                "fitness": self.fitness, "optimizer": self.optimizer, "linear_lr": self.linear_lr}
+                "fitness": self.fitness, "optimizer": self.optimizer, "linear_lr": self.linear_lr, "engine": self.engine}
 
 
 def training_objective(data_yaml: str | os.PathLike, epochs: int, imgsz: int = 640, batch: int = 16,
                        model: str | None = None, weights: str | os.PathLike | None = None, device: str = "auto",
                        workers: int = 8, seed: int = 0, project: str | os.PathLike = "runs/search/search",
                        fitness: str = "contest", optimizer: str = "SGD", linear_lr: bool = True,
-                       keep_weights: bool = False, verbose: bool = False) -> TrainingObjective:
+                       keep_weights: bool = False, verbose: bool = False,
+                       engine: str = DEFAULT_ENGINE) -> TrainingObjective:
     """The real objective: train ``epochs`` epochs on ``data_yaml`` (the mini set) with the trial's hyp, score the
     validation fold with the contest metric (``fitness="contest"``, mAP@0.75) or YOLOv5's fitness; each trial's run
     goes to ``project/trial_NNN``. The base hyp comes from :func:`run_search`, which hands every trial its full hyp.
@@ -129,7 +130,7 @@ def training_objective(data_yaml: str | os.PathLike, epochs: int, imgsz: int = 6
         data_yaml=str(data_yaml), epochs=int(epochs), imgsz=int(imgsz), batch=int(batch), model=model,
         weights=str(weights) if weights else None, device=device, workers=int(workers), seed=int(seed),
         project=str(project), fitness=fitness, optimizer=optimizer, linear_lr=bool(linear_lr),
-        keep_weights=bool(keep_weights), verbose=bool(verbose),
+        keep_weights=bool(keep_weights), verbose=bool(verbose), engine=get_engine(engine).NAME,
     )
 
 

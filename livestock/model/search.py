@@ -62,7 +62,8 @@ from livestock.model.objective import FITNESS_KINDS, Objective, TrialReporter, t
 from livestock.model.search_results import (CLAIM_ATTR, FINISHED_STATES, SETTINGS_ATTR, SURPLUS_ATTR, WORKER_ATTR,
                                             SearchResult, write_results)
 from livestock.model.study_storage import display_url, open_storage, storage_url
-from livestock.model.yolov5.compat import DEFAULT_HYP, load_hyp
+from livestock.model.engine import DEFAULT_ENGINE, ENGINES, get_engine
+from livestock.progress import emit
 
 SAMPLERS = ("ga", "tpe", "cmaes", "random")
 PRUNERS = ("none", "median", "hyperband")
@@ -243,12 +244,26 @@ def _work(plan: _Plan, worker_seed: int | None, progress: bool | str = False,
                 # as a queued retry.
                 time.sleep(min(plan.heartbeat_interval, 5))
                 continue
-            study.optimize(objective, n_trials=1, catch=(_SurplusTrial,))
+            study.optimize(objective, n_trials=1, catch=(_SurplusTrial,), callbacks=[_emit_trial(plan.trials)])
             best = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
             if best:
                 bar.set_postfix(best=f"{max(best):.4f}")
     finally:
         bar.close()
+
+
+def _emit_trial(requested: int) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """An Optuna callback sending each finished trial of this worker to :mod:`livestock.progress` (the main job
+    prints it): its number, state, fitness, the study's finished count against ``requested``, the best so far."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.user_attrs.get(SURPLUS_ATTR):
+            return  # never ran: another worker took its slot
+        values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        emit("trial", number=trial.number, state=trial.state.name, fitness=trial.value,
+             done=_counts(study)["finished"], requested=requested, best=max(values) if values else None)
+
+    return callback
 
 
 def _worker_process(plan: _Plan, worker_seed: int | None) -> None:
@@ -343,7 +358,7 @@ def run_search(
     trials: int,
     keys: str | Sequence[str] = DEFAULT_KEYS,
     bounds: Mapping[str, tuple[float, float]] | None = None,
-    base_hyp: str | os.PathLike | dict = DEFAULT_HYP,
+    base_hyp: str | os.PathLike | dict | None = None,
     sampler: str = "ga",
     pruner: str = "none",
     storage: str | os.PathLike | None = None,
@@ -358,6 +373,7 @@ def run_search(
     exclusive: bool = False,
     progress: bool | str = True,
     after_trial: Callable[[SearchResult], None] | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> SearchResult:
     """Search ``keys`` of ``base_hyp`` with ``sampler`` until study ``study_name`` in ``storage`` has ``trials``
     finished trials, running ``workers`` local worker processes; then write the results into ``out``.
@@ -374,13 +390,15 @@ def run_search(
       no heartbeat for the grace period is failed and retried once.
     - ``exclusive``: this call is the study's only user, so trials still RUNNING when it starts were left by a run
       that died: they are failed and retried at once instead of after the grace period.
+    - ``engine``: whose hyp space ``keys`` and ``base_hyp`` (default: the engine's CPU scratch hyp) belong to.
     - ``progress``: a progress bar (a string: its label) in this process.
     - ``after_trial(result)``: called after trials.csv and best_hyp.yaml were rewritten, each time a trial finished
       (seen by this process: its own trials, or its spawned workers' trials).
     """
-    keys = parse_keys(keys)
+    trainer = get_engine(engine)
+    keys = parse_keys(keys, trainer.HYP_KEYS)
     bounds_by_key = resolve_bounds(keys, bounds)
-    base = load_hyp(base_hyp)
+    base = trainer.load_hyp(trainer.DEFAULT_HYP if base_hyp is None else base_hyp)
     if trials < 1 or workers < 1:
         raise ValueError(f"need trials >= 1 and workers >= 1 (got {trials}, {workers})")
     make_sampler(sampler, base, bounds_by_key, trials, seed, ga)  # a bad name fails before anything starts
@@ -398,7 +416,7 @@ def run_search(
                  base_hyp=base, sampler=sampler, pruner=pruner, seed=int(seed), ga=ga,
                  heartbeat_interval=int(heartbeat_interval), grace_period=grace_period)
     settings = _jsonable({"keys": list(keys), "bounds": {k: list(v) for k, v in bounds_by_key.items()},
-                          "base_hyp": base, "sampler": sampler, "seed": int(seed),
+                          "base_hyp": base, "engine": engine, "sampler": sampler, "seed": int(seed),
                           "ga": [ga.top_n, ga.mutation_prob, ga.sigma], "objective": _objective_identity(objective)})
     study, created = _open_or_create(plan, settings, join)
     if created and sampler != "ga":
@@ -460,11 +478,13 @@ def cli_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keys", default=",".join(DEFAULT_KEYS), help="hyp keys to search (default %(default)s)")
     p.add_argument("--bounds", default=None, help="override bounds, e.g. lr0=1e-4:1e-2,momentum=0.8:0.95")
     p.add_argument("--pruner", choices=PRUNERS, default="none")
-    p.add_argument("--base-hyp", "--hyp", dest="base_hyp", default=DEFAULT_HYP,
-                   help="base hyp yaml or shipped name; keys not searched keep its values (default %(default)s)")
+    p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE, help="detection engine (%(default)s)")
+    p.add_argument("--base-hyp", "--hyp", dest="base_hyp", default=None,
+                   help="base hyp yaml or shipped name; keys not searched keep its values (default: the engine's "
+                        "CPU scratch hyp)")
     p.add_argument("--fitness", choices=FITNESS_KINDS, default="contest",
                    help="contest: mAP@0.75 by the contest metric (default); yolov5: 0.1 mAP@0.5 + 0.9 mAP@0.5:0.95")
-    p.add_argument("--model", default=None, help="architecture (default yolov5n from scratch)")
+    p.add_argument("--model", default=None, help="architecture (default: the engine's smallest, from scratch)")
     p.add_argument("--weights", default="", help="'' = from scratch; checkpoint path or pretrained name")
     p.add_argument("--device", default="auto")
     p.add_argument("--loader-workers", type=int, default=8, help="data-loader workers of each training run")
@@ -487,11 +507,11 @@ def cli_search(args: argparse.Namespace) -> int:
         objective = training_objective(
             args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, model=args.model,
             weights=args.weights or None, device=args.device, workers=args.loader_workers, seed=args.seed,
-            project=out, fitness=args.fitness,
+            project=out, fitness=args.fitness, engine=args.engine,
         )
     result = run_search(
         objective, trials=args.trials, keys=args.keys, bounds=parse_bounds(args.bounds) or None,
-        base_hyp=args.base_hyp, sampler=args.sampler, pruner=args.pruner, storage=args.storage,
+        base_hyp=args.base_hyp, engine=args.engine, sampler=args.sampler, pruner=args.pruner, storage=args.storage,
         study_name=args.study, out=out, workers=args.workers, join=args.join, seed=args.seed,
         heartbeat_interval=args.heartbeat, grace_period=args.grace,
     )

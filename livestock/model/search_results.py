@@ -1,7 +1,6 @@
 """A search's results on disk: the trials table, the best hyp, the fitness plot and parameter importances."""
 from __future__ import annotations
 
-import io
 import math
 import os
 import warnings
@@ -15,7 +14,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from livestock.model.study_storage import display_url
-from livestock.fileio import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from livestock.fileio import atomic_write_csv, atomic_write_figure, atomic_write_text
 
 MIN_IMPORTANCE_TRIALS = 4
 TRIALS_NAME, BEST_HYP_NAME, PLOT_NAME, IMPORTANCE_NAME = "trials.csv", "best_hyp.yaml", "fitness.png", "importances.csv"
@@ -50,9 +49,7 @@ def plot_evolution(history: pd.DataFrame, keys: Sequence[str], path: str | os.Pa
             ax.set_yscale("log")
     if len(keys):
         fig.colorbar(sc, ax=axes[-1], label="fitness")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_figure(fig, path, dpi=100)
 
 
 def _study_settings(study: optuna.Study) -> dict[str, Any]:

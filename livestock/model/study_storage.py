@@ -105,8 +105,22 @@ def open_storage(url: str, heartbeat_interval: int = 30,
             engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}  # trials run for hours; idle links drop
             if url.startswith("sqlite"):
                 engine_kwargs["connect_args"] = {"timeout": 60}  # several local processes share one file
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=int(heartbeat_interval),
-                              grace_period=grace_period, heartbeat_stale_trial_callback=retry)
+            return _rdb_storage(url, engine_kwargs=engine_kwargs, heartbeat_interval=int(heartbeat_interval),
+                                grace_period=grace_period, heartbeat_stale_trial_callback=retry)
         path = Path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
         return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat_interval, grace_period, retry)
+
+
+def _rdb_storage(url: str, attempts: int = 5, **kwargs: Any) -> RDBStorage:
+    """``RDBStorage`` whose first use of an empty database may race with another worker's: both create Optuna's
+    tables and types, and on PostgreSQL the loser fails with a duplicate-key error on the type it tried to create.
+    The schema is then there, so the loser simply connects again."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts - 1):
+        try:
+            return RDBStorage(url, **kwargs)
+        except (IntegrityError, ProgrammingError):
+            time.sleep(0.2 * (attempt + 1))
+    return RDBStorage(url, **kwargs)

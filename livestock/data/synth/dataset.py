@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from livestock.data.synth.calibration import CLASS_CODE, TEST_PIG_SIZES, TRAIN_PIG_SIZES, split_by_class_ratio
 from livestock.data.synth.render import SynthImage, render_image
-from livestock.fileio import atomic_output, atomic_write_csv
+from livestock.data.synth.style import STYLES, get_style
+from livestock.fileio import atomic_output, atomic_write_bytes, atomic_write_csv
 from livestock.paths import DATA_DIR, SYNTH_TRUTH, TEST_ANSWER, TEST_DIR, TEST_ZIPS, TRAIN_ZIPS
 
 # The label JSON's own categories are behaviours, not species. Their ids are chosen so that reading
@@ -135,8 +136,10 @@ _GROUPS = (("cow", "train"), ("pig", "train"), ("pig", "test"), ("cow", "test"))
 
 
 def _render_job(job: tuple) -> SynthImage:
-    """Render one image from ``(label, number, split, seed, size, missing_cow_rate, image_scale, labels_only)``."""
-    return render_image(*job)[1]
+    """Render one image from ``(label, number, split, seed, size, missing_cow_rate, image_scale, labels_only,
+    style)``."""
+    *args, style = job
+    return render_image(*args, style=style)[1]
 
 
 def _single_threaded_cv2() -> None:
@@ -166,6 +169,7 @@ def generate_synthetic_dataset(
     train_counts: dict[str, int] | None = None,
     test_counts: dict[str, int] | None = None,
     progress: bool = True,
+    style: str = "barn",
     workers: int = 1,
 ) -> SynthSummary:
     """Write a synthetic AI Hub-format dataset.
@@ -176,9 +180,11 @@ def generate_synthetic_dataset(
     normalised by each image's own size). ``n_train`` / ``n_test`` are split cow : pig in the real ratio
     unless ``train_counts`` / ``test_counts`` ({'cow': n, 'pig': n}) are given. ``image_scale`` < 1
     renders smaller frames (labels match them); ``labels_only`` writes plain grey JPEGs of the right
-    size and the same labels as a full render. ``workers`` > 1 renders in that many processes while this one
-    writes the zips in the same order. Same arguments, same bytes, whatever ``workers``.
+    size and the same labels as a full render. ``style``: ``barn`` (the main job's frames) or ``shifted``
+    (the pretraining domain, :mod:`livestock.data.synth.style`). ``workers`` > 1 renders in that many processes
+    while this one writes the zips in the same order. Same arguments, same bytes, whatever ``workers``.
     """
+    get_style(style)  # an unknown style fails before anything is written
     train_dir, test_dir = Path(train_dir), Path(test_dir)
     if train_dir.resolve() == test_dir.resolve():
         raise ValueError(f"{train_dir}: train and test folders must differ (their zip names coincide)")
@@ -207,7 +213,7 @@ def generate_synthetic_dataset(
     jobs: dict[tuple[str, str], list[tuple]] = {}
     for label, split in _GROUPS:
         nums = numbers[label][0 if split == "train" else 1]
-        jobs[(label, split)] = [(label, number, split, seed, size, missing_cow_rate, image_scale, labels_only)
+        jobs[(label, split)] = [(label, number, split, seed, size, missing_cow_rate, image_scale, labels_only, style)
                                 for number, size in zip(nums, _frame_sizes(label, len(nums), split))]
     rendered: Iterator[SynthImage] = iter(())
 
@@ -262,6 +268,37 @@ def generate_synthetic_dataset(
     return summary
 
 
+# The preview's frames: cows and both pig frame sizes, the same (label, number, size) in each style.
+PREVIEW_FRAMES = (("cow", 1, (1920, 1080)), ("pig", 2, (1920, 1080)), ("cow", 3, (1920, 1080)),
+                  ("pig", 4, (1280, 960)), ("cow", 5, (1920, 1080)), ("pig", 6, (1920, 1080)))
+
+
+def style_preview(out_png: str | os.PathLike, seed: int = 0, tile_width: int = 240) -> Path:
+    """Write a PNG of the :data:`PREVIEW_FRAMES` in every style, one row per style, with their true boxes."""
+    tile_height = tile_width * 9 // 16
+    rows = []
+    for name in STYLES:
+        tiles = []
+        for label, number, size in PREVIEW_FRAMES:
+            img, rec = render_image(label, number, "train", seed, size, 0.0, tile_width / size[0], style=name)
+            for x1, y1, x2, y2 in rec.boxes:
+                cv2.rectangle(img, (x1, y1), (x2 - 1, y2 - 1), (0, 255, 255), 1)
+            k = min(tile_width / img.shape[1], tile_height / img.shape[0])  # letterboxed into the tile
+            img = cv2.resize(img, (round(img.shape[1] * k), round(img.shape[0] * k)), interpolation=cv2.INTER_AREA)
+            tile = np.zeros((tile_height, tile_width, 3), np.uint8)
+            x0, y0 = (tile_width - img.shape[1]) // 2, (tile_height - img.shape[0]) // 2
+            tile[y0:y0 + img.shape[0], x0:x0 + img.shape[1]] = img
+            tiles.append(tile)
+        row = np.concatenate(tiles, axis=1)
+        caption = np.zeros((20, row.shape[1], 3), np.uint8)
+        cv2.putText(caption, f"style {name}", (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        rows += [caption, row]
+    ok, buf = cv2.imencode(".png", np.concatenate(rows, axis=0), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if not ok:
+        raise ValueError(f"{out_png}: PNG encoding failed")
+    return atomic_write_bytes(out_png, buf.tobytes())
+
+
 def cli_synth_args(parser: argparse.ArgumentParser) -> None:
     """The ``livestock synth`` options."""
     parser.add_argument("--out", type=Path, default=DATA_DIR, help="folder for the four training zips (default: data)")
@@ -276,16 +313,23 @@ def cli_synth_args(parser: argparse.ArgumentParser) -> None:
                         help="frame size factor: 1.0 gives 1920x1080 / 1280x960, 0.25 gives 480x270 / 320x240")
     parser.add_argument("--labels-only", action="store_true",
                         help="skip rendering: plain grey JPEGs of the right size, same labels")
+    parser.add_argument("--style", choices=list(STYLES), default="barn",
+                        help="barn: the main job's frames; shifted: the pretraining domain (default: barn)")
+    parser.add_argument("--preview", type=Path, default=None, metavar="PNG",
+                        help="instead of a dataset, write six example frames of every style, side by side, to PNG")
     parser.add_argument("--workers", type=int, default=1,
                         help="rendering processes (default 1); the output is the same for any number")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def cli_synth(args: argparse.Namespace) -> int:
-    """``livestock synth``: write the dataset and print its summary."""
+    """``livestock synth``: write the dataset and print its summary (or, with ``--preview``, the style preview)."""
+    if args.preview is not None:
+        print(f"wrote {style_preview(args.preview, seed=args.seed)}")
+        return 0
     summary = generate_synthetic_dataset(args.out, args.test_out, args.n_train, args.n_test, seed=args.seed,
                                          missing_cow_rate=args.missing_cow_rate, image_scale=args.image_scale,
-                                         labels_only=args.labels_only, progress=not args.quiet,
+                                         labels_only=args.labels_only, progress=not args.quiet, style=args.style,
                                          workers=args.workers)
     print(summary.format())
     return 0

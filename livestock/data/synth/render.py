@@ -16,6 +16,7 @@ import numpy as np
 from livestock.data.synth.calibration import CLASS_CODE, MIN_VISIBLE_SHARE, SPLIT_CODE, scene_style
 from livestock.data.synth.scene import Occluder, Scene, plan_scene
 from livestock.data.synth.shapes import FIXED_BITS, FIXED_ONE, Animal, draw_part, fixed_point
+from livestock.data.synth.style import Style, get_style
 
 
 def _animal_roi(animal: Animal, width: int, height: int) -> tuple[int, int, int, int] | None:
@@ -71,55 +72,53 @@ def _draw_occluder(canvas: np.ndarray, o: Occluder, colour, aa: bool) -> None:
     cv2.line(canvas, p0, p1, colour, max(1, int(round(o.thickness))), cv2.LINE_AA if aa else cv2.LINE_8, FIXED_BITS)
 
 
-_PIG_COATS = np.array([[160, 172, 228], [178, 188, 236], [150, 178, 214], [196, 204, 228], [140, 160, 200],
-                       [170, 182, 222]], float)  # BGR: pinks, beige, pale, dirty
-_COW_COATS = {"holstein": np.array([226, 228, 232], float), "brown": np.array([52, 92, 156], float),
-              "darkbrown": np.array([38, 62, 112], float), "black": np.array([38, 38, 42], float)}
-
-
 def _clip_u8(c) -> tuple[int, int, int]:
     return tuple(int(v) for v in np.clip(np.round(c), 0, 255))
 
 
-def _palette(label: str, rng: np.random.Generator) -> tuple[dict[str, tuple], tuple | None]:
+def _palette(label: str, rng: np.random.Generator, style: Style) -> tuple[dict[str, tuple], tuple | None]:
     if label == "pig":
-        base = _PIG_COATS[rng.integers(len(_PIG_COATS))] * rng.uniform(0.9, 1.08) + rng.normal(0, 4, 3)
+        coats = style.pig_coats
+        base = np.array(coats[rng.integers(len(coats))], float) * rng.uniform(0.9, 1.08) + rng.normal(0, 4, 3)
         pinker = np.array([-10, -15, 10])
         tones = {"body": base, "belly": base * 1.05 + pinker, "highlight": base * 1.07, "leg": base * 0.86,
                  "tail": base * 0.9, "ear": base * 0.88 + pinker, "snout": base * 0.8 + pinker * 2,
                  "nostril": np.array([50, 50, 80])}
         patch = (base * rng.uniform(0.45, 0.75)) if rng.random() < 0.6 else np.array([70, 72, 80])
     else:
-        coat = rng.choice(list(_COW_COATS), p=[0.35, 0.4, 0.15, 0.1])
-        base = _COW_COATS[coat] * rng.uniform(0.85, 1.15) + rng.normal(0, 2.5, 3)  # keep dark coats neutral
-        dark = coat != "holstein"
+        coat = style.cow_coats[int(rng.choice(len(style.cow_coats), p=[p for _, p in style.cow_coats]))][0]
+        base = np.array(coat.base, float) * rng.uniform(0.85, 1.15) + rng.normal(0, 2.5, 3)  # keep dark coats neutral
+        dark = coat.dark
         tones = {"body": base, "head": base * 0.95, "leg": base * (0.9 if dark else 0.95),
                  "leg_far": base * 0.7, "hoof": np.array([35, 38, 45]), "tail": base * 0.8,
                  "ear": base * 0.9, "ear_far": base * 0.7, "horn": np.array([185, 205, 215]),
                  "udder": np.array([160, 170, 225]),
                  "muzzle": np.array([60, 70, 95]) if dark else np.array([140, 150, 190]),
                  "eye": np.array([20, 20, 25])}
-        patch = np.array([34, 34, 38]) + rng.normal(0, 4, 3) if coat == "holstein" else None
+        if coat.face is not None:  # a white face with a pink muzzle
+            tones["head"] = np.array(coat.face, float) * rng.uniform(0.9, 1.05)
+            tones["muzzle"] = np.array([140, 150, 200])
+        patch = np.array(coat.patch) + rng.normal(0, 4, 3) if coat.patch is not None else None
     return {k: _clip_u8(v) for k, v in tones.items()}, (_clip_u8(patch) if patch is not None else None)
 
 
-def _background(scene: Scene, rng: np.random.Generator) -> np.ndarray:
+def _background(scene: Scene, rng: np.random.Generator, style: Style) -> np.ndarray:
     """Barn background at a quarter of the resolution (smooth anyway), then enlarged."""
     w, h = max(8, scene.width // 4), max(8, scene.height // 4)
     yy = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
     hz = scene.horizon
     # BGR: sawdust, straw, bare concrete, dark wet bedding / concrete, worn concrete, wet slats
     if scene.label == "cow":
-        floor = np.array(rng.choice([[118, 146, 168], [92, 134, 168], [126, 130, 134], [70, 84, 100]]), np.float32)
-        wall = np.array(rng.choice([[170, 175, 180], [150, 165, 180], [120, 130, 140]]), np.float32)
+        floor = np.array(rng.choice(style.cow_floors), np.float32)
+        wall = np.array(rng.choice(style.cow_walls), np.float32)
     else:
-        floor = np.array(rng.choice([[128, 132, 134], [108, 114, 120], [140, 142, 140], [96, 108, 122]]), np.float32)
-        wall = np.array(rng.choice([[185, 188, 190], [160, 170, 175], [140, 150, 160]]), np.float32)
-    floor = floor * rng.uniform(0.8, 1.15) + rng.normal(0, 3, 3).astype(np.float32)
+        floor = np.array(rng.choice(style.pig_floors), np.float32)
+        wall = np.array(rng.choice(style.pig_walls), np.float32)
+    floor = floor * rng.uniform(*style.floor_gain) + rng.normal(0, 3, 3).astype(np.float32)
     # brightness field: large blotches (wet patches, bedding, dirt) + fine grain, times soft shadows
     blot = cv2.resize(rng.standard_normal((6, 10), dtype=np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     grain = cv2.GaussianBlur(rng.standard_normal((h, w), dtype=np.float32), (0, 0), 1.2)
-    light = 1.0 + blot * np.float32(rng.uniform(0.04, 0.12)) + grain * np.float32(rng.uniform(0.05, 0.11))
+    light = 1.0 + blot * np.float32(rng.uniform(*style.blotches)) + grain * np.float32(rng.uniform(*style.grain))
     shade = np.ones((h, w), np.float32)
     for a in scene.animals:  # soft shadow under each animal
         pts = np.concatenate([p.pts for p in a.parts]) / 4.0
@@ -135,7 +134,41 @@ def _background(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     return cv2.resize(img, (scene.width, scene.height), interpolation=cv2.INTER_LINEAR)
 
 
-def _structures(img: np.ndarray, scene: Scene, rng: np.random.Generator) -> None:
+def _textures(img: np.ndarray, scene: Scene, rng: np.random.Generator) -> None:
+    """Shifted style: planks, tiles or grass tufts on the floor and boards on the wall, at full resolution."""
+    W, H = scene.width, scene.height
+    s = H / 1080.0
+    hz = max(0, int(scene.horizon * H))
+    kind = int(rng.integers(3))
+    dark = tuple(int(v) for v in np.clip(img[min(H - 1, (hz + H) // 2), W // 2].astype(int) - 35, 0, 255))
+    step = max(3, int(rng.uniform(20, 60) * s))
+    if kind == 0:  # boards across the floor, widening towards the camera
+        y = float(hz + step)
+        while y < H:
+            cv2.line(img, (0, int(y)), (W, int(y + rng.normal(0, 2) * s)), dark, max(1, int(3 * s)), cv2.LINE_AA)
+            y += step * (0.6 + 0.8 * (y - hz) / max(H - hz, 1))
+    elif kind == 1:  # tiles or a rubber-mat grid
+        for y in range(hz + step, H, step):
+            cv2.line(img, (0, y), (W, y), dark, max(1, int(2 * s)), cv2.LINE_8)
+        for x in range(int(rng.uniform(0, step)), W, step):
+            cv2.line(img, (x, hz), (x, H), dark, max(1, int(2 * s)), cv2.LINE_8)
+    else:  # grass or straw tufts
+        n = int(rng.integers(300, 900) * max(s * s * 4, 0.05)) + 1
+        xs, ys = rng.integers(0, W, n), rng.integers(min(hz, H - 1), H, n)
+        lean = rng.normal(0, 0.4, n)
+        length = rng.uniform(6, 18, n) * max(s, 0.25)
+        tone = rng.integers(-40, 40, (n, 1))
+        for x, y, a, ln, t in zip(xs, ys, lean, length, tone):
+            colour = tuple(int(v) for v in np.clip(img[y, x].astype(int) + t, 0, 255))
+            cv2.line(img, (int(x), int(y)), (int(x + a * ln), int(y - ln)), colour, 1, cv2.LINE_AA)
+    if hz > 2:  # wall boards
+        wall_step = max(3, int(rng.uniform(30, 90) * s))
+        wall_dark = tuple(int(v) for v in np.clip(img[hz // 2, W // 2].astype(int) - 40, 0, 255))
+        for x in range(int(rng.uniform(0, wall_step)), W, wall_step):
+            cv2.line(img, (x, 0), (x, hz), wall_dark, max(1, int(3 * s)), cv2.LINE_AA)
+
+
+def _structures(img: np.ndarray, scene: Scene, rng: np.random.Generator, style: Style) -> None:
     """Barn structure behind the animals: wall line, windows, feed fence, slatted floor, troughs."""
     W, H = scene.width, scene.height
     s = H / 1080.0
@@ -149,7 +182,7 @@ def _structures(img: np.ndarray, scene: Scene, rng: np.random.Generator) -> None
         for _ in range(int(rng.integers(0, 3))):  # roof beams
             y = int(rng.uniform(0, hz))
             cv2.line(img, (0, y), (W, y + int(rng.normal(0, 0.03) * H)), (60, 60, 65), max(1, int(10 * s)), cv2.LINE_AA)
-    metal = (150, 150, 145)
+    metal = style.metal
     if scene.label == "cow":
         if rng.random() < 0.7:  # feed fence (headlocks) along the back
             y0, y1 = hz, hz + int(rng.uniform(0.08, 0.2) * H)
@@ -175,7 +208,7 @@ def _structures(img: np.ndarray, scene: Scene, rng: np.random.Generator) -> None
                 cv2.line(img, (x0, y), (x1, y), (60, 62, 64), max(1, int(3 * s)), cv2.LINE_8)
         for _ in range(int(rng.integers(1, 4))):  # pen partitions
             x = int(rng.uniform(0, 1) * W)
-            cv2.line(img, (x, hz), (x + int(rng.normal(0, 0.15) * W), H), (175, 178, 180), max(2, int(24 * s)),
+            cv2.line(img, (x, hz), (x + int(rng.normal(0, 0.15) * W), H), style.partition, max(2, int(24 * s)),
                      cv2.LINE_AA)
         if rng.random() < 0.5:  # round feeder
             c = (int(rng.uniform(0.1, 0.9) * W), int(rng.uniform(0.1, 0.9) * H))
@@ -185,8 +218,9 @@ def _structures(img: np.ndarray, scene: Scene, rng: np.random.Generator) -> None
             cv2.circle(img, c, max(1, r // 2), (90, 95, 100), -1, cv2.LINE_AA)
 
 
-def _paint_animal(img: np.ndarray, idmap: np.ndarray, k: int, animal: Animal, roi, rng: np.random.Generator) -> None:
-    tones, patch = _palette(animal.label, rng)
+def _paint_animal(img: np.ndarray, idmap: np.ndarray, k: int, animal: Animal, roi, rng: np.random.Generator,
+                  style: Style) -> None:
+    tones, patch = _palette(animal.label, rng, style)
     for p in animal.parts:
         draw_part(img, p, tones[p.tone], animal.scale, aa=True)
     if roi is None:
@@ -238,15 +272,17 @@ def _noise(shape: tuple[int, int], sigma: int) -> tuple[np.ndarray, np.ndarray]:
     return _NOISE_BANK[key]
 
 
-def _render(scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list]:
-    img = _background(scene, rng)
-    _structures(img, scene, rng)
+def _render(scene: Scene, rng: np.random.Generator, style: Style) -> tuple[np.ndarray, np.ndarray, list]:
+    img = _background(scene, rng, style)
+    if style.textures:
+        _textures(img, scene, rng)
+    _structures(img, scene, rng, style)
     idmap = np.zeros((scene.height, scene.width), np.uint8)
     rois = []
     for k, animal in enumerate(scene.animals, start=1):
         roi = _draw_id(idmap, k, animal)
         rois.append(roi)
-        _paint_animal(img, idmap, k, animal, roi, rng)
+        _paint_animal(img, idmap, k, animal, roi, rng, style)
     for o in scene.occluders:
         shade = int(rng.integers(60, 170))
         _draw_occluder(img, o, (shade, shade, shade + int(rng.integers(-10, 10))), aa=True)
@@ -254,18 +290,25 @@ def _render(scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     # lighting: a smooth gain field (window light, heat lamps, dark corners), applied once
     gw, gh = 16, 9
     yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
-    gain = 1.0 + rng.uniform(-0.25, 0.25) * (xx / gw - 0.5) + rng.uniform(-0.25, 0.25) * (yy / gh - 0.5)
-    gain -= rng.uniform(0.0, 0.35) * (((xx / gw - 0.5) ** 2 + (yy / gh - 0.5) ** 2) * 2)
+    tilt = style.light_tilt
+    gain = 1.0 + rng.uniform(-tilt, tilt) * (xx / gw - 0.5) + rng.uniform(-tilt, tilt) * (yy / gh - 0.5)
+    gain -= rng.uniform(0.0, style.vignette) * (((xx / gw - 0.5) ** 2 + (yy / gh - 0.5) ** 2) * 2)
     gain = np.repeat(gain[..., None], 3, axis=2)
-    if scene.label == "pig" and rng.random() < 0.35:  # warm heat lamp
+    if scene.label == "pig" and rng.random() < style.heat_lamp_share:  # warm heat lamp
         lx, ly = rng.uniform(0, gw), rng.uniform(0, gh)
         spot = np.exp(-((xx - lx) ** 2 + (yy - ly) ** 2) / rng.uniform(3, 10))
         gain += spot[..., None] * np.array([0.0, 0.12, 0.35], np.float32)
-    gain *= rng.uniform(0.75, 1.15)
+    gain *= rng.uniform(*style.exposure)
+    if style.colour_casts:  # the light source's colour: sodium lamps, cold LEDs, green-tinted roof sheets
+        cast = np.array(style.colour_casts[rng.integers(len(style.colour_casts))], np.float32)
+        gain *= cast * np.float32(rng.uniform(0.9, 1.1))
     gain = cv2.resize(np.clip(gain * 128, 0, 255).astype(np.uint8), (scene.width, scene.height),
                       interpolation=cv2.INTER_LINEAR)
     img = cv2.multiply(img, gain, scale=1.0 / 128)
-    if rng.random() < 0.12:  # infrared night frame
+    if style.contrast is not None:  # flat haze or hard light, about the frame's mean
+        c = rng.uniform(*style.contrast)
+        img = cv2.addWeighted(img, c, img, 0.0, float(img.mean()) * (1.0 - c))
+    if rng.random() < style.night_share:  # infrared night frame
         img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
     blur = rng.choice(3, p=[0.55, 0.3, 0.15])
     if blur:
@@ -310,25 +353,28 @@ class SynthImage:
 
 def render_image(label: str, number: int, split: str = "train", seed: int = 0, size: tuple[int, int] = (1920, 1080),
                  missing_cow_rate: float = 0.15, image_scale: float = 1.0, labels_only: bool = False,
-                 jpeg_quality: int | None = None) -> tuple[np.ndarray | None, SynthImage]:
+                 jpeg_quality: int | None = None, style: str | Style = "barn") -> tuple[np.ndarray | None, SynthImage]:
     """Render one synthetic frame. Returns (BGR image or None when ``labels_only``, its record).
 
-    The same (label, number, split, seed, size, image_scale) always gives the same boxes, whether the
-    pixels are rendered or not.
+    The same (label, number, split, seed, size, image_scale, style) always gives the same boxes, whether the
+    pixels are rendered or not. ``style``: ``barn`` (the main job's frames) or ``shifted`` (the pretraining
+    domain, see :mod:`livestock.data.synth.style`); the styles draw from different random streams.
     """
+    style = get_style(style)
     if label not in CLASS_CODE or split not in SPLIT_CODE:
         raise ValueError(f"label must be 'pig' or 'cow' and split 'train' or 'test', got {label!r}, {split!r}")
     scene_style(label, size)  # refuses a class and frame size the generator has no style for
-    entropy = [int(seed), CLASS_CODE[label], SPLIT_CODE[split], int(number)]
+    entropy = [int(seed), CLASS_CODE[label], SPLIT_CODE[split], int(number), *style.entropy]
     rng_geometry = np.random.default_rng(entropy + [0])
     rng_look = np.random.default_rng(entropy + [1])
-    scene = plan_scene(rng_geometry, label, size, split, missing_cow_rate if split == "train" else 0.0, image_scale)
+    scene = plan_scene(rng_geometry, label, size, split, missing_cow_rate if split == "train" else 0.0, image_scale,
+                       style)
     if labels_only:
         idmap, rois = draw_ids(scene)
         img = None
         jpeg = _solid_jpeg(scene.width, scene.height)
     else:
-        img, idmap, rois = _render(scene, rng_look)
+        img, idmap, rois = _render(scene, rng_look, style)
         quality = int(jpeg_quality if jpeg_quality is not None else rng_look.integers(55, 96))
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
@@ -351,14 +397,15 @@ def render_image(label: str, number: int, split: str = "train", seed: int = 0, s
 
 
 def render_empty_frame(label: str, size: tuple[int, int] = (1920, 1080), seed: int = 0,
-                       image_scale: float = 1.0) -> np.ndarray:
+                       image_scale: float = 1.0, style: str | Style = "barn") -> np.ndarray:
     """A barn frame in the style of ``label``'s scenes (walls, floor, pens, fences, lighting, noise) with
     no animal in it (BGR uint8): background images for training, or to paste animals onto."""
+    style = get_style(style)
     scene_style(label, size)  # refuses a class and frame size the generator has no style for
-    rng = np.random.default_rng([int(seed), CLASS_CODE[label], 2, 0])
-    scene = plan_scene(rng, label, size, "test", 0.0, image_scale)
+    rng = np.random.default_rng([int(seed), CLASS_CODE[label], 2, 0, *style.entropy])
+    scene = plan_scene(rng, label, size, "test", 0.0, image_scale, style)
     scene.animals = []
-    img, _, _ = _render(scene, rng)
+    img, _, _ = _render(scene, rng, style)
     return img
 
 

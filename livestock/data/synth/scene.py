@@ -12,6 +12,7 @@ import numpy as np
 
 from livestock.data.synth.calibration import TRAIN_COW_LABELLED_COUNT_HIST, scene_style
 from livestock.data.synth.shapes import Animal, cow_shape, fill_fraction, pig_shape, pose_parts, unit_extent
+from livestock.data.synth.style import BARN, Style
 
 _QUANTILE_LEVELS = np.linspace(0.0, 1.0, 21)
 _PLACEMENT_TRIES = 25
@@ -50,8 +51,8 @@ def _sample_count(rng: np.random.Generator, hist: tuple[int, ...]) -> int:
 
 
 def plan_scene(rng: np.random.Generator, label: str, size: tuple[int, int], split: str,
-               missing_cow_rate: float, image_scale: float) -> Scene:
-    """Plan a ``label`` frame of full ``size`` scaled by ``image_scale``, drawing from ``rng`` only."""
+               missing_cow_rate: float, image_scale: float, style: Style = BARN) -> Scene:
+    """Plan a ``label`` frame of full ``size`` scaled by ``image_scale`` in ``style``, drawing from ``rng`` only."""
     full_w, full_h = size
     width, height = max(16, round(full_w * image_scale)), max(16, round(full_h * image_scale))
     cal = scene_style(label, size)
@@ -69,21 +70,29 @@ def plan_scene(rng: np.random.Generator, label: str, size: tuple[int, int], spli
         n_animals = _sample_count(rng, cal["count_hist"])
 
     image_log_size = float(_from_quantiles(rng, cal["log_size_q"]))
+    size_factor = 1.0
+    if style.size_factor is not None:  # a wider or narrower view than the calibrated cameras
+        size_factor = math.exp(rng.uniform(math.log(style.size_factor[0]), math.log(style.size_factor[1])))
+    xc_q, yc_q = cal["xc_q"], cal["yc_q"]
+    if style.spread_positions:  # animals anywhere in the frame, not only where the real cameras see them
+        even = np.linspace(0.03, 0.97, len(_QUANTILE_LEVELS))
+        xc_q, yc_q = ((1 - style.spread_positions) * np.asarray(q) + style.spread_positions * even
+                      for q in (xc_q, yc_q))
     frame_scale = math.sqrt(width * height)
     horizontal_pigs = full_w == 1280  # the 1280x960 pens are filmed from the side: pigs lie across the frame
     animals: list[Animal] = []
     boxes = np.zeros((0, 4))
     max_overlap = 0.3 if label == "pig" else 0.22
     for _ in range(n_animals):
-        animal = pig_shape(rng) if label == "pig" else cow_shape(rng)
+        animal = pig_shape(rng, style) if label == "pig" else cow_shape(rng, style)
         animal.flip = 1.0 if rng.random() < 0.5 else -1.0
         if label == "cow":
             # turned towards / away from the camera: the side view shortens (calibrated to the real
             # box shapes, w / (w + h) quartiles 0.49 / 0.54 / 0.59)
-            animal.squash = min(1.0, rng.uniform(0.3, 1.08))
-            animal.angle = rng.normal(0.0, math.radians(5))
+            animal.squash = min(1.0, rng.uniform(*style.cow_squash))
+            animal.angle = rng.normal(0.0, math.radians(style.cow_tilt_deg))
         elif horizontal_pigs:
-            animal.angle = rng.normal(0.0, math.radians(4))
+            animal.angle = rng.normal(0.0, math.radians(style.side_pig_tilt_deg))
         else:
             animal.angle = rng.uniform(0.0, 2.0 * math.pi)
         ux0, uy0, ux1, uy1 = unit_extent(animal)
@@ -91,11 +100,12 @@ def plan_scene(rng: np.random.Generator, label: str, size: tuple[int, int], spli
         may_leave_frame = rng.random() < cal["edge_share"]
         # 25 candidate placements at once; the first that overlaps little wins, else the least overlapping
         k = _PLACEMENT_TRIES
-        xc = _from_quantiles(rng, cal["xc_q"], k) + rng.normal(0, 0.015, k)
-        yc = _from_quantiles(rng, cal["yc_q"], k) + rng.normal(0, 0.015, k)
-        log_size = image_log_size + cal["size_slope"] * (yc - 0.5) + rng.normal(0.0, cal["size_sd"], k)
+        xc = _from_quantiles(rng, xc_q, k) + rng.normal(0, 0.015, k)
+        yc = _from_quantiles(rng, yc_q, k) + rng.normal(0, 0.015, k)
+        slope = cal["size_slope"] * style.size_slope
+        log_size = image_log_size + slope * (yc - 0.5) + rng.normal(0.0, cal["size_sd"], k)
         log_size = np.clip(log_size, *cal["log_size_range"])
-        scale = cal["size_gain"] * np.exp(log_size) * frame_scale / unit_size
+        scale = cal["size_gain"] * np.exp(log_size) * frame_scale / unit_size * size_factor
         bw, bh = scale * (ux1 - ux0), scale * (uy1 - uy0)
         bx0, by0 = xc * width - bw / 2, yc * height - bh / 2
         if may_leave_frame:  # cut by the nearest frame edge

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from livestock.data.synth.style import BARN, Style
+
 FIXED_BITS = 4  # sub-pixel bits for cv2 polygon drawing
 FIXED_ONE = 1 << FIXED_BITS
 
@@ -84,9 +86,9 @@ class Animal:
     canon: tuple | None = None  # cache of _canonical()
 
 
-def pig_shape(rng: np.random.Generator) -> Animal:
+def pig_shape(rng: np.random.Generator, style: Style = BARN) -> Animal:
     """A pig seen from above (CCTV over a pen), facing +x, trunk from x = -0.5 to 0.5."""
-    bw = rng.uniform(0.21, 0.28)
+    bw = rng.uniform(*style.pig_body_width)
     side_lying = rng.random() < 0.25
     parts: list[Part] = []
     if side_lying:  # lying on its side: legs stretched out sideways
@@ -121,18 +123,18 @@ def pig_shape(rng: np.random.Generator) -> Animal:
         p.pts = _rotate_about(p.pts, neck, turn)
     parts += head
     patches = []
-    if rng.random() < 0.3:  # dirt or dark markings on the back
+    if rng.random() < style.pig_patch_share:  # dirt or dark markings on the back
         for _ in range(int(rng.integers(1, 5))):
             patches.append(_ellipse(rng.uniform(-0.4, 0.35), rng.uniform(-bw, bw), rng.uniform(0.05, 0.14),
                                     rng.uniform(0.04, 0.1), rng.uniform(0, np.pi)))
     return Animal("pig", parts, "lying" if side_lying or rng.random() < 0.55 else "standing", bw, patches)
 
 
-def cow_shape(rng: np.random.Generator) -> Animal:
+def cow_shape(rng: np.random.Generator, style: Style = BARN) -> Animal:
     """A cow seen from the side and a little above, facing +x, trunk from x = -0.45 to 0.45, y down."""
-    b = rng.uniform(0.17, 0.21)  # half height of the trunk
+    b = rng.uniform(*style.cow_trunk)  # half height of the trunk
     pose = str(rng.choice(["standing", "eating", "lying"], p=[0.65, 0.17, 0.18]))
-    legs = rng.uniform(0.3, 0.36)
+    legs = rng.uniform(*style.cow_legs)
     stride = rng.uniform(-0.12, 0.12)
     parts: list[Part] = []
     ground = b + legs if pose != "lying" else b * 1.02

@@ -13,7 +13,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from livestock.fileio import atomic_link_or_copy, atomic_output
+from livestock.fileio import atomic_output
+from livestock.model.engine import CONTEST_MAX_WEIGHT_MB, PretrainedWeightsError, WeightSizeError
+from livestock.model.ultralytics.compat import install_offline_fonts, set_ultralytics_environment
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -25,19 +27,6 @@ def yolov5_config_dir() -> Path:
     """Where YOLOv5 looks for fonts and settings (``YOLOV5_CONFIG_DIR``); ours unless the user set one."""
     env = os.environ.get("YOLOV5_CONFIG_DIR")
     return Path(env) if env else Path.home() / ".cache" / "livestock" / "yolov5"
-
-
-def _install_offline_fonts(config_dir: Path) -> None:
-    # YOLOv5 downloads Arial.ttf when it checks a dataset and when it plots; there is no network here.
-    # Matplotlib ships DejaVuSans, a font with the same role, so we place it under the names YOLOv5 asks for.
-    import matplotlib
-
-    src = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-    config_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
-        dst = config_dir / name
-        if not dst.exists():
-            atomic_link_or_copy(src, dst)
 
 
 def ensure_yolov5() -> None:
@@ -55,6 +44,7 @@ def ensure_yolov5() -> None:
     global _READY
     if _READY:
         return
+    set_ultralytics_environment()  # importing yolov5 imports ultralytics, which reads its settings at import
     try:
         import pkg_resources  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -73,7 +63,7 @@ def ensure_yolov5() -> None:
 
     config_dir = yolov5_config_dir()
     os.environ.setdefault("YOLOV5_CONFIG_DIR", str(config_dir))
-    _install_offline_fonts(config_dir)
+    install_offline_fonts(config_dir)  # YOLOv5 downloads Arial.ttf to check a dataset and to plot
 
     from PIL import ImageFont
 
@@ -134,7 +124,6 @@ def _check_amp_offline(model: "torch.nn.Module") -> bool:
 
 # ================================================================ models, weights, hyper-parameters
 
-CONTEST_MAX_WEIGHT_MB = 100.0  # the contest's limit on the submitted weight file; MB = 10**6 bytes, as YOLOv5 prints
 MODEL_NAMES: tuple[str, ...] = tuple(f"yolov5{size}{p6}" for p6 in ("", "6") for size in "nsmlx")
 PRETRAINED_URL = "https://github.com/ultralytics/yolov5/releases/download/v7.0/{name}"
 DOWNLOAD_TIMEOUT_S = 15.0
@@ -148,21 +137,12 @@ HYP_KEYS: tuple[str, ...] = (
     "flipud", "fliplr", "mosaic", "mixup", "copy_paste",
 )
 OPTIONAL_HYP_KEYS: tuple[str, ...] = ("anchors",)
-METRIC_COLUMNS: tuple[str, ...] = ("images", "instances", "P", "R", "mAP@0.5", "mAP@0.5:0.95")
 # YOLOv5 train options that pass through ``train(**options)`` unchanged; the others have their own arguments
 # or would break the run-folder contract (resume, evolve).
 PASSTHROUGH_OPTIONS = frozenset({
     "rect", "image_weights", "multi_scale", "single_cls", "sync_bn", "quad", "label_smoothing", "freeze",
     "save_period", "noautoanchor", "nosave",
 })
-
-
-class WeightSizeError(ValueError):
-    """The trained weight file is larger than the size limit (the contest's 100 MB by default)."""
-
-
-class PretrainedWeightsError(FileNotFoundError):
-    """Pretrained weights were asked for by name, are not on disk, and could not be downloaded."""
 
 
 def yolov5_package_dir() -> Path:

@@ -6,21 +6,20 @@ import argparse
 import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from livestock.data.yolo_format import load_data_yaml, yaml_class_names
 from livestock.fileio import atomic_write_csv, atomic_write_text
-from livestock.model.engine import TrainResult, distributed_rank, is_main_process, parse_device
-from livestock.model.yolov5.compat import (CONTEST_MAX_WEIGHT_MB, DEFAULT_HYP, METRIC_COLUMNS, MODEL_NAMES,
-                                           PASSTHROUGH_OPTIONS, check_weight_size, ensure_yolov5, load_checkpoint,
-                                           load_hyp, model_cfg, resolve_weights)
+from livestock.model.engine import (METRIC_COLUMNS, EpochCallback, TrainResult, distributed_rank, is_main_process,
+                                    parse_device)
+from livestock.model.yolov5.compat import (CONTEST_MAX_WEIGHT_MB, DEFAULT_HYP, PASSTHROUGH_OPTIONS, check_weight_size,
+                                           ensure_yolov5, load_checkpoint, load_hyp, model_cfg, resolve_weights)
 from livestock.progress import emit
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 RANK_WAIT_S = 300.0  # how long a distributed rank waits for rank 0 to name the run folder
-EpochCallback = Callable[[int, int, dict], None]  # (epoch from 1, epochs, metrics of that epoch's validation)
 
 
 # ================================================================ datasets
@@ -340,6 +339,16 @@ def _resume_opt(save_dir: Path) -> tuple[argparse.Namespace, int]:
     return _yolov5_train_opt(resume=str(last)), epochs
 
 
+def can_resume(save_dir: str | os.PathLike) -> bool:
+    """True when ``save_dir`` holds a training that stopped before its end, which ``train(..., resume=True)``
+    continues: a ``weights/last.pt`` that still carries its optimiser state (a finished run's is stripped)."""
+    save_dir = Path(save_dir)
+    last = save_dir / "weights" / "last.pt"
+    if not last.is_file() or not (save_dir / "opt.yaml").is_file():
+        return False
+    return load_checkpoint(last).get("optimizer") is not None
+
+
 def _epochs_in_results(results_csv: Path) -> int:
     if not results_csv.is_file():
         return 0
@@ -404,82 +413,3 @@ def validate(
     atomic_write_csv(table, save_dir / "per_class.csv", index=True)
     table.attrs["save_dir"] = str(save_dir)
     return table
-
-
-# ================================================================ command line
-
-
-def cli_train_args(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``livestock train`` to ``parser``."""
-    p.add_argument("--data", required=True, help="dataset yaml (e.g. data/splits/multilabel/data.yaml)")
-    p.add_argument("--model", default=None, help=f"architecture: {', '.join(MODEL_NAMES)} or a yaml "
-                                                "(default yolov5n from scratch, else the checkpoint's own)")
-    p.add_argument("--weights", default="", help="'' = from scratch; a checkpoint path; or a pretrained name "
-                                                 "(yolov5m6.pt: trained_model/ or download)")
-    p.add_argument("--hyp", default=DEFAULT_HYP, help="hyp yaml path or shipped name (default %(default)s)")
-    p.add_argument("--img", "--imgsz", dest="imgsz", type=int, default=640)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", "--batch", dest="batch_size", type=int, default=16)
-    p.add_argument("--device", default="auto", help="auto, cpu, 0, 0,1 (default %(default)s)")
-    p.add_argument("--workers", type=int, default=8)
-    p.add_argument("--project", default="runs/train")
-    p.add_argument("--name", default="exp")
-    p.add_argument("--exist-ok", action="store_true", help="reuse project/name instead of making name2, name3, ...")
-    p.add_argument("--linear-lr", action=argparse.BooleanOptionalAction, default=True,
-                   help="linear LR decay (default); --no-linear-lr for cosine")
-    p.add_argument("--optimizer", choices=["SGD", "Adam", "AdamW"], default="SGD")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--patience", type=int, default=100, help="early-stopping patience in epochs")
-    p.add_argument("--cache", choices=["ram", "disk"], default=None, help="cache images in ram or on disk")
-    p.add_argument("--freeze", type=int, nargs="+", default=[0], help="freeze the first N layers (10: backbone)")
-    p.add_argument("--max-weight-mb", type=float, default=CONTEST_MAX_WEIGHT_MB)
-    p.add_argument("--fail-on-oversize", action="store_true", help="error (exit 1) when best.pt exceeds the limit")
-    p.add_argument("--verbose", action="store_true", help="YOLOv5's full log")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted run PROJECT/NAME from its weights/last.pt (its own settings apply)")
-
-
-def cli_train(args: argparse.Namespace) -> int:
-    """Run ``livestock train`` with parsed ``args``; returns the exit code."""
-    result = train(
-        args.data, model=args.model, weights=args.weights or None, hyp=args.hyp, imgsz=args.imgsz,
-        epochs=args.epochs, batch_size=args.batch_size, device=args.device, workers=args.workers,
-        project=args.project, name=args.name, exist_ok=args.exist_ok, linear_lr=args.linear_lr,
-        optimizer=args.optimizer, seed=args.seed, patience=args.patience, cache=args.cache, freeze=args.freeze,
-        max_weight_mb=args.max_weight_mb, fail_on_oversize=args.fail_on_oversize, verbose=args.verbose,
-        resume=args.resume,
-    )
-    if result is not None:
-        print(result.summary())
-    return 0
-
-
-def cli_val_args(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``livestock val`` to ``parser``."""
-    p.add_argument("--weights", required=True, help="checkpoint (.pt) or exported model (.onnx)")
-    p.add_argument("--data", required=True, help="dataset yaml")
-    p.add_argument("--img", "--imgsz", dest="imgsz", type=int, default=640)
-    p.add_argument("--conf", type=float, default=0.001, help="confidence threshold (default %(default)s)")
-    p.add_argument("--iou", type=float, default=0.6, help="NMS IoU threshold (default %(default)s)")
-    p.add_argument("--split", choices=["train", "val", "test"], default="val")
-    p.add_argument("--batch-size", "--batch", dest="batch_size", type=int, default=None,
-                   help="images per validation batch (default: 32 at 640 px, fewer at larger sizes, 8 at 1280)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=8)
-    p.add_argument("--project", default="runs/val")
-    p.add_argument("--name", default="exp")
-    p.add_argument("--exist-ok", action="store_true")
-    p.add_argument("--save-txt", action="store_true", help="also write labels/<stem>.txt with confidences")
-    p.add_argument("--verbose", action="store_true")
-
-
-def cli_val(args: argparse.Namespace) -> int:
-    """Run ``livestock val`` with parsed ``args``; returns the exit code."""
-    table = validate(
-        args.weights, args.data, imgsz=args.imgsz, conf=args.conf, iou=args.iou, device=args.device,
-        split=args.split, batch_size=args.batch_size, workers=args.workers, project=args.project, name=args.name,
-        exist_ok=args.exist_ok, save_txt=args.save_txt, verbose=args.verbose,
-    )
-    print(table.round(4).to_string())
-    print(f"saved to {table.attrs['save_dir']}")
-    return 0

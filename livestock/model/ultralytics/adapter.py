@@ -1,0 +1,637 @@
+"""Ultralytics engine: YOLOv8, YOLO11 and YOLO26 through the ``ultralytics`` pip package (8.4), with the same
+interface as :mod:`livestock.model.yolov5`: train, validate, load a detector that yields raw candidates,
+export to ONNX. Every call goes through :func:`~livestock.model.ultralytics.compat.ensure_ultralytics` (offline,
+no downloads, no telemetry, the user's settings file untouched).
+
+Detection heads and variants. YOLOv8 / YOLO11 have one anchor-free head: per anchor a box and class scores, no
+objectness; NMS follows. YOLO26 carries two heads trained together: the one-to-one head gives the model's own
+top-k detections (``max_det`` = 300, NMS-free) and the one-to-many head gives dense rows for NMS like YOLO11's.
+``variant`` chooses between them wherever a model is run (:func:`train`'s validations, :func:`validate`,
+:func:`load_detector`, :func:`export_onnx`):
+
+- ``"one2one"``: the NMS-free head (YOLO26 only); candidates are ``end_to_end`` rows, a confidence threshold is the
+  only setting. The default for models that have it.
+- ``"one2many"``: the dense head with NMS; the default (and only choice) for YOLOv8 / YOLO11.
+
+Ultralytics 8.4 itself runs YOLO26 with the one-to-many head unless given ``nms=False``; this engine defaults to
+the NMS-free head, which is what YOLO26 was made for, and says ``variant="one2many"`` where the other is wanted. An
+ONNX export holds one head; its detector takes the one exported.
+
+Raw candidates equal Ultralytics' own ``predict`` (its ``LetterBox``, ``non_max_suppression`` and ``scale_boxes``)
+when replayed by :mod:`livestock.evaluation.detect` with the ``ultralytics`` post-processing rules
+(``Candidates.postprocess``): see :func:`head_rows_to_candidates` and that module.
+
+Security: Ultralytics checkpoints are Python pickles, and loading one runs code from the file. Load only weight
+files you trust (the ones you name, or that this package trained).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from livestock.data.yolo_format import load_data_yaml, yaml_class_names
+from livestock.fileio import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, METRIC_COLUMNS, EpochCallback, PretrainedWeightsError,
+                                    TrainResult, WeightSizeError, parse_device)
+from livestock.model.onnx_file import load_onnx
+from livestock.model.ultralytics.compat import ensure_ultralytics
+from livestock.progress import emit
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import pandas as pd
+    import torch
+
+NAME = "ultralytics"
+MODEL_NAMES: tuple[str, ...] = (
+    *(f"yolov8{s}" for s in "nsmlx"), *(f"yolov8{s}-p6" for s in "nsmlx"),
+    *(f"yolo11{s}" for s in "nsmlx"),
+    *(f"yolo26{s}" for s in "nsmlx"), *(f"yolo26{s}-p6" for s in "nsmlx"),
+)
+DEFAULT_MODEL = "yolo11n"
+DEFAULT_HYP = "ultralytics_scratch_cpu"
+PACKAGE_HYP_DIR = Path(__file__).resolve().parents[2] / "hyp"
+# The keys of Ultralytics' default cfg that act on a detection run's optimisation, loss and augmentation.
+HYP_KEYS: tuple[str, ...] = (
+    "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr",
+    "box", "cls", "cls_pw", "dfl",
+    "hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
+    "flipud", "fliplr", "bgr", "mosaic", "mixup", "cutmix", "copy_paste",
+)
+VARIANTS: tuple[str, ...] = ("one2one", "one2many")
+OPTIMIZERS: tuple[str, ...] = ("SGD", "MuSGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp", "auto")
+# Ultralytics train options that pass through ``train(**options)``; the others have their own arguments or would
+# break the run-folder contract (resume, save_dir).
+PASSTHROUGH_OPTIONS = frozenset({
+    "rect", "multi_scale", "single_cls", "freeze", "save_period", "close_mosaic", "amp", "fraction", "nbs",
+    "deterministic", "time", "max_det", "compile",
+})
+PRETRAINED_URL = "https://github.com/ultralytics/assets/releases/download/v8.4.0/{name}"
+ONNX_OPSET = 18  # as the YOLOv5 export path writes
+ONE2ONE_MAX_DET = 300  # the NMS-free head's top-k: Ultralytics' max_det default, which its predictor uses
+
+
+# ================================================================ models, weights, hyper-parameters
+
+
+def model_cfg(model: str | os.PathLike) -> str:
+    """What to hand Ultralytics for an architecture: a name from :data:`MODEL_NAMES` (with or without ``.yaml``)
+    as ``<name>.yaml``, which Ultralytics resolves to its shipped yaml and scale; a yaml path as an absolute path."""
+    name = Path(str(model)).name
+    stem = name[:-5] if name.endswith(".yaml") else name
+    if str(model) in (stem, name) and stem in MODEL_NAMES:
+        return f"{stem}.yaml"
+    path = Path(model)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return str(path.resolve())
+    raise ValueError(f"unknown model {str(model)!r}: use one of {', '.join(MODEL_NAMES)} or a model yaml path")
+
+
+def resolve_weights(weights: str | os.PathLike | None, download_dir: str | os.PathLike | None = None) -> str:
+    """Absolute path of the starting weights, or ``''`` to train from scratch (``weights`` None or empty).
+
+    A path that exists is used as is. A bare pretrained name (``yolo11n.pt`` or ``yolo11n``) is looked up in the
+    working directory and in ``download_dir`` (default ``trained_model/``); it is never downloaded (Ultralytics
+    would fetch it from its assets release): absent, it is a :class:`PretrainedWeightsError` saying what to do."""
+    from livestock.paths import TRAINED_MODEL_DIR
+
+    if weights is None or str(weights).strip() in ("", "''", '""'):
+        return ""
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return str(path.resolve())
+    name = path.name if path.suffix else f"{path.name}.pt"
+    if str(weights) != path.name or name[:-3] not in MODEL_NAMES:
+        raise FileNotFoundError(f"{path}: weights file not found")
+    local = (Path(download_dir) if download_dir is not None else TRAINED_MODEL_DIR) / name
+    if local.is_file():
+        return str(local.resolve())
+    url = PRETRAINED_URL.format(name=name)
+    raise PretrainedWeightsError(
+        f"{name}: pretrained weights not found (looked for ./{name} and {local}); this engine does not download. "
+        f"Put the file at {local} (it is published at {url}), or train from scratch: weights=None with "
+        f"model='{name[:-3]}'.")
+
+
+def hyp_path(hyp: str | os.PathLike) -> Path:
+    """A hyp file: an existing path, or the name of one shipped with the package (``ultralytics_scratch_cpu``)."""
+    path = Path(hyp)
+    if path.is_file():
+        return path
+    stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
+    if str(hyp) in (stem, path.name) and (PACKAGE_HYP_DIR / f"{stem}.yaml").is_file():
+        return PACKAGE_HYP_DIR / f"{stem}.yaml"
+    raise FileNotFoundError(f"{hyp}: hyp file not found (a path, or the shipped {DEFAULT_HYP})")
+
+
+def load_hyp(hyp: str | os.PathLike | dict) -> dict:
+    """Hyper-parameters as a dict with every key of :data:`HYP_KEYS`, from a dict, a path or a shipped name.
+    Missing, unknown (a typo would otherwise be ignored silently) or non-numeric keys are errors naming the file."""
+    import yaml
+
+    if isinstance(hyp, dict):
+        source, values = "hyp", dict(hyp)
+    else:
+        path = hyp_path(hyp)
+        source = str(path)
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML: {e}") from e
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of hyper-parameters")
+    missing = [k for k in HYP_KEYS if k not in values]
+    unknown = [k for k in values if k not in HYP_KEYS]
+    if missing or unknown:
+        raise ValueError(f"{source}: " + "; ".join(
+            ([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {unknown}"] if unknown else [])))
+    bad = [k for k, v in values.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+    if bad:
+        raise ValueError(f"{source}: non-numeric values for {bad}")
+    return {k: float(values[k]) for k in HYP_KEYS}
+
+
+def _has_one2one(model) -> bool:
+    """Whether an Ultralytics ``DetectionModel`` carries YOLO26's one-to-one (NMS-free) head."""
+    return getattr(model.model[-1], "one2one_cv2", None) is not None  # fusing for one2many drops it
+
+
+def _choose_variant(has_one2one: bool, variant: str | None, where: str) -> str:
+    if variant is None:
+        return "one2one" if has_one2one else "one2many"
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    if variant == "one2one" and not has_one2one:
+        raise ValueError(f"{where}: no one-to-one (NMS-free) head in this model; only YOLO26 has one")
+    return variant
+
+
+def _nms_arg(variant: str) -> bool | None:
+    # Ultralytics' switch: nms=False selects the NMS-free head, None (its default) the dense head with NMS.
+    return False if variant == "one2one" else None
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load an Ultralytics checkpoint dict on the CPU. It is a pickle: loading it runs code from the file, so only
+    call this on files you trust (the ones you name, or that this package's training wrote)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    ensure_ultralytics()
+    from ultralytics.utils.patches import torch_load
+
+    try:
+        ckpt = torch_load(path, map_location="cpu")
+    except Exception as e:  # torch's unpickling errors on a truncated or foreign file
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint (corrupt or truncated file?): {e}") from e
+    model = ckpt.get("ema") or ckpt.get("model") if isinstance(ckpt, dict) else None
+    if model is None or not hasattr(model, "yaml") or type(model).__module__.split(".")[0] != "ultralytics":
+        raise ValueError(f"{path}: not an Ultralytics checkpoint (expected a dict with an Ultralytics 'model')")
+    return ckpt
+
+
+def checkpoint_size_report(path: str | os.PathLike, limit_mb: float = CONTEST_MAX_WEIGHT_MB) -> dict:
+    """Size of an Ultralytics checkpoint against a limit (MB = 10**6 bytes), in the form YOLOv5's report has.
+    Ultralytics saves ``best.pt`` stripped (FP16, no optimizer) already, so the file size is the submitted size;
+    for an unstripped file ``stripped_fp16_mb`` is estimated as 2 bytes per parameter. Loads the file (a pickle)."""
+    import torch
+
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    model = ckpt.get("ema") or ckpt["model"]
+    params = list(model.parameters())
+    stripped = ckpt.get("optimizer") is None and ckpt.get("ema") is None and all(
+        p.dtype == torch.float16 for p in params if p.is_floating_point())
+    file_mb = path.stat().st_size / 1e6
+    size_mb = file_mb if stripped else sum(p.numel() for p in params) * 2 / 1e6
+    return {"path": str(path), "file_mb": file_mb, "stripped_fp16_mb": size_mb,
+            "parameters": int(sum(p.numel() for p in params)), "is_stripped_fp16": bool(stripped),
+            "epoch": ckpt.get("epoch"), "limit_mb": float(limit_mb), "within_limit": bool(size_mb <= limit_mb)}
+
+
+def check_weight_size(path: str | os.PathLike, max_weight_mb: float = CONTEST_MAX_WEIGHT_MB,
+                      fail_on_oversize: bool = False) -> dict:
+    """:func:`checkpoint_size_report`, plus a warning (or a :class:`WeightSizeError`) over ``max_weight_mb``."""
+    import warnings
+
+    report = checkpoint_size_report(path, limit_mb=max_weight_mb)
+    if not report["within_limit"]:
+        msg = (f"{path}: stripped FP16 weights are {report['stripped_fp16_mb']:.1f} MB, over the "
+               f"{max_weight_mb:g} MB limit (choose a smaller model)")
+        if fail_on_oversize:
+            raise WeightSizeError(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    return report
+
+
+# ================================================================ runs, datasets, quiet output, per-class metrics
+
+
+def _run_dir(project: str | os.PathLike, name: str, exist_ok: bool) -> Path:
+    """``project/name``; when it exists and ``exist_ok`` is False, ``name2``, ``name3``, ... (YOLOv5's rule, so both
+    engines number runs alike)."""
+    ensure_ultralytics()
+    from ultralytics.utils.files import increment_path
+
+    return Path(increment_path(Path(project) / name, exist_ok=exist_ok, sep="")).resolve()
+
+
+def _data_yaml_for_ultralytics(data_yaml: str | os.PathLike, run_dir: Path) -> str:
+    """A copy of the dataset yaml with absolute paths in the run folder: Ultralytics takes a relative ``path``
+    from its own datasets folder, not from the yaml's, so the copy is always made."""
+    import yaml
+
+    data, _ = load_data_yaml(data_yaml)
+    return str(atomic_write_text(run_dir / "data.yaml", yaml.safe_dump(data, sort_keys=False, allow_unicode=True)))
+
+
+@contextlib.contextmanager
+def _ultralytics_output(verbose: bool) -> Iterator[None]:
+    """Without ``verbose``: Ultralytics' progress bars and warnings, not its INFO log. Restored afterwards."""
+    import logging
+
+    logger = logging.getLogger("ultralytics")
+    level = logger.level
+    if not verbose:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _metrics_table(validator, names: dict[int, str]) -> pd.DataFrame:
+    """The per-class table of one Ultralytics validation, in YOLOv5's form (see :func:`validate`)."""
+    import numpy as np
+    import pandas as pd
+
+    m = validator.metrics
+    nc = len(names)
+    nt_class = np.zeros(nc, int) if m.nt_per_class is None else np.asarray(m.nt_per_class)
+    nt_image = np.zeros(nc, int) if m.nt_per_image is None else np.asarray(m.nt_per_image)
+    per = {c: (0.0,) * 4 if nt_class[c] else (np.nan,) * 4 for c in names}
+    for i, c in enumerate(m.ap_class_index):
+        per[int(c)] = tuple(float(v) for v in m.class_result(i))
+    labelled = [per[c] for c in names if nt_class[c]]
+    mean = tuple(float(np.mean(col)) for col in zip(*labelled)) if labelled else (np.nan,) * 4
+    rows = [("all", int(validator.seen), int(nt_class.sum()), *mean)]
+    rows += [(names[c], int(nt_image[c]), int(nt_class[c]), *per[c]) for c in names]
+    df = pd.DataFrame(rows, columns=["class", *METRIC_COLUMNS]).set_index("class")
+    return df.astype({"images": int, "instances": int})
+
+
+class _RunCapture:
+    """Ultralytics callbacks that report each training epoch (``on_epoch`` and a progress event) and keep the
+    per-class table of the last validation that ran outside the epoch loop (the final one of ``best.pt``, or a
+    plain validation)."""
+
+    def __init__(self, names: dict[int, str], epochs: int = 0, on_epoch: EpochCallback | None = None) -> None:
+        self.names, self.epochs, self.on_epoch = names, epochs, on_epoch
+        self.epochs_run = 0
+        self.final: pd.DataFrame | None = None
+        self._last_val_in_loop = True
+
+    def on_val_end(self, validator) -> None:
+        self._last_val_in_loop = bool(validator.training)
+        if not validator.training:
+            self.final = _metrics_table(validator, self.names)
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        if not self._last_val_in_loop:  # the trainer reports its final validation of best.pt as an extra epoch
+            return
+        m = trainer.metrics
+        metrics = {"loss": float(sum(float(v) for v in (trainer.tloss or {}).values())),
+                   "P": float(m["metrics/precision(B)"]), "R": float(m["metrics/recall(B)"]),
+                   "mAP@0.5": float(m["metrics/mAP50(B)"]), "mAP@0.5:0.95": float(m["metrics/mAP50-95(B)"])}
+        self.epochs_run = int(trainer.epoch) + 1
+        emit("epoch", epoch=self.epochs_run, epochs=self.epochs, **metrics)
+        if self.on_epoch is not None:
+            self.on_epoch(self.epochs_run, self.epochs, metrics)
+
+    def attach(self, model) -> None:
+        model.add_callback("on_val_end", self.on_val_end)
+        model.add_callback("on_fit_epoch_end", self.on_fit_epoch_end)
+
+
+# ================================================================ training
+
+
+def train(
+    data_yaml: str | os.PathLike,
+    model: str | None = None,
+    weights: str | os.PathLike | None = None,
+    hyp: str | os.PathLike | dict = DEFAULT_HYP,
+    imgsz: int = 640,
+    epochs: int = 100,
+    batch_size: int = 16,
+    device: str = "auto",
+    workers: int = 8,
+    project: str | os.PathLike = "runs/train",
+    name: str = "exp",
+    exist_ok: bool = False,
+    linear_lr: bool = True,
+    optimizer: str = "SGD",
+    seed: int = 0,
+    patience: int = 100,
+    cache: str | None = None,
+    max_weight_mb: float = CONTEST_MAX_WEIGHT_MB,
+    fail_on_oversize: bool = False,
+    plots: bool = True,
+    verbose: bool = False,
+    on_epoch: EpochCallback | None = None,
+    variant: str | None = None,
+    **options: object,
+) -> TrainResult:
+    """Train an Ultralytics detector and return the run folder, weights and final per-class metrics.
+
+    - ``model``: architecture by name (:data:`MODEL_NAMES`, e.g. ``yolo11n``, ``yolo26s``, ``yolov8m-p6``) or yaml
+      path. Default: ``yolo11n`` from scratch; with ``weights`` and no ``model``, the checkpoint's own architecture.
+    - ``weights``: None (from scratch), a checkpoint path, or a pretrained name (``yolo11n.pt``) found in the
+      working directory or ``trained_model/`` (:func:`resolve_weights`; never downloaded). With ``model`` as well,
+      the matching weights are transferred into the new architecture. Checkpoints are pickles: trusted files only.
+    - ``hyp``: dict, yaml path or shipped name (:data:`DEFAULT_HYP`), keys :data:`HYP_KEYS`.
+    - ``linear_lr``: linear LR decay from lr0 to lr0*lrf; False: cosine. ``optimizer``: one of :data:`OPTIMIZERS`.
+    - ``project``/``name``: the run folder ``project/name`` (``name2``, ``name3``, ... unless ``exist_ok``).
+    - ``variant``: the head every validation uses (YOLO26: ``one2one`` by default; see the module docstring).
+    - ``options``: other Ultralytics train options, see :data:`PASSTHROUGH_OPTIONS` (e.g. ``close_mosaic=0``).
+    - ``best.pt`` is checked against ``max_weight_mb``: a warning, or :class:`WeightSizeError` with
+      ``fail_on_oversize``. ``verbose=False`` keeps progress bars and warnings but not Ultralytics' INFO log.
+    - ``on_epoch(epoch, epochs, metrics)`` after each epoch's validation (epoch from 1; metrics: loss, P, R,
+      mAP@0.5, mAP@0.5:0.95); every epoch is also a ``livestock.progress`` event. Ultralytics runs multi-GPU
+      training in subprocesses of its own, whose epochs are not reported here.
+    """
+    ensure_ultralytics()
+    unknown = set(options) - PASSTHROUGH_OPTIONS
+    if unknown:
+        raise ValueError(f"unsupported train options {sorted(unknown)}; allowed: {sorted(PASSTHROUGH_OPTIONS)}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {optimizer!r}")
+    if epochs < 1 or batch_size < 1 or imgsz < 32:
+        raise ValueError(f"need epochs >= 1, batch_size >= 1 and imgsz >= 32 (got {epochs}, {batch_size}, {imgsz})")
+    if cache not in (None, "ram", "disk"):
+        raise ValueError(f"cache must be None, 'ram' or 'disk', not {cache!r}")
+    data, _ = load_data_yaml(data_yaml)
+    hyp_values = load_hyp(hyp)
+    start = resolve_weights(weights)
+    import yaml
+    from ultralytics import YOLO
+
+    with _ultralytics_output(verbose):
+        yolo = YOLO(model_cfg(model or DEFAULT_MODEL)) if (model or not start) else YOLO(start)
+        if model and start:
+            yolo.load(start)
+    chosen = _choose_variant(_has_one2one(yolo.model), variant, str(model or start))
+    save_dir = _run_dir(project, name, exist_ok)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(save_dir / "hyp.yaml", yaml.safe_dump(hyp_values, sort_keys=False))
+    capture = _RunCapture(yaml_class_names(data), int(epochs), on_epoch)
+    capture.attach(yolo)
+    with _ultralytics_output(verbose):
+        yolo.train(
+            data=_data_yaml_for_ultralytics(data_yaml, save_dir), imgsz=int(imgsz), epochs=int(epochs),
+            batch=int(batch_size), device=parse_device(device).engine_string(), workers=int(workers),
+            project=str(save_dir.parent), name=save_dir.name, exist_ok=True, cos_lr=not linear_lr,
+            optimizer=optimizer, seed=int(seed), patience=int(patience), cache=cache or False, plots=plots,
+            verbose=verbose, nms=_nms_arg(chosen), **hyp_values, **options,
+        )
+    best, last = save_dir / "weights" / "best.pt", save_dir / "weights" / "last.pt"
+    if not best.is_file():
+        best = last
+    table = capture.final
+    if table is None:  # multi-GPU: the final validation ran in Ultralytics' worker process
+        table = validate(best, data_yaml, imgsz=imgsz, device=device, batch_size=batch_size, workers=workers,
+                         project=save_dir, name="final_val", exist_ok=True, plots=False, variant=chosen)
+    report = check_weight_size(best, max_weight_mb, fail_on_oversize)
+    return TrainResult(save_dir=save_dir, best=best, last=last, data_yaml=Path(data_yaml), imgsz=int(imgsz),
+                       metrics=table, weight_mb=report["file_mb"], size_report=report, hyp=hyp_values,
+                       epochs_run=capture.epochs_run or _epochs_in_results(save_dir / "results.csv"))
+
+
+def _epochs_in_results(results_csv: Path) -> int:
+    if not results_csv.is_file():
+        return 0
+    return max(len([ln for ln in results_csv.read_text().splitlines() if ln.strip()]) - 1, 0)
+
+
+# ================================================================ validation
+
+
+def validate(
+    weights: str | os.PathLike,
+    data_yaml: str | os.PathLike,
+    imgsz: int = 640,
+    conf: float = 0.001,
+    iou: float = 0.7,
+    device: str = "auto",
+    split: str = "val",
+    batch_size: int = 32,
+    workers: int = 8,
+    project: str | os.PathLike = "runs/val",
+    name: str = "exp",
+    exist_ok: bool = False,
+    half: bool = True,
+    plots: bool = True,
+    save_txt: bool = False,
+    verbose: bool = False,
+    variant: str | None = None,
+) -> pd.DataFrame:
+    """Validate weights (``.pt`` or an ``.onnx`` export of this engine) on a split of a dataset yaml with
+    Ultralytics' validator; per-class table as YOLOv5's :func:`~livestock.model.yolov5.training.validate` gives it:
+    index ``all`` and each class, columns images, instances, P, R, mAP@0.5, mAP@0.5:0.95.
+
+    ``iou`` defaults to Ultralytics' own 0.7 (YOLOv5's is 0.6). The run folder gets Ultralytics' plots and
+    ``per_class.csv`` (and with ``save_txt`` ``labels/<stem>.txt`` with confidences); its path is in
+    ``table.attrs['save_dir']``. ``half`` applies on CUDA only. ``variant``: the head (see the module docstring;
+    an ONNX file holds the one it was exported with). Loading ``.pt`` weights runs pickled code: trusted files only.
+    """
+    ensure_ultralytics()
+    weights = Path(weights)
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights}: weights not found")
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be train, val or test, not {split!r}")
+    data, _ = load_data_yaml(data_yaml)
+    if not data.get(split):
+        raise ValueError(f"{data_yaml}: no '{split}' entry")
+    from ultralytics import YOLO
+
+    spec = parse_device(device)
+    nms: bool | None = None
+    if weights.suffix.lower() == ".onnx":
+        _check_onnx_variant(weights, variant)
+    else:
+        nms = _nms_arg(_choose_variant(_has_one2one(load_checkpoint(weights)["model"]), variant, str(weights)))
+    save_dir = _run_dir(project, name, exist_ok)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    capture = _RunCapture(yaml_class_names(data))
+    with _ultralytics_output(verbose):
+        yolo = YOLO(str(weights.resolve()), task="detect")
+        capture.attach(yolo)
+        yolo.val(data=_data_yaml_for_ultralytics(data_yaml, save_dir), imgsz=int(imgsz), conf=conf, iou=iou,
+                 split=split, batch=int(batch_size), workers=int(workers), device=spec.engine_string(),
+                 project=str(save_dir.parent), name=save_dir.name, exist_ok=True,
+                 quantize=16 if half and spec.kind == "cuda" else None, plots=plots, save_txt=save_txt,
+                 save_conf=save_txt, verbose=verbose, nms=nms)
+    table = capture.final
+    atomic_write_csv(table, save_dir / "per_class.csv", index=True)
+    table.attrs["save_dir"] = str(save_dir)
+    return table
+
+
+# ================================================================ detection: raw candidates
+
+
+def head_rows_to_candidates(pred: "torch.Tensor", conf_floor: float) -> tuple:
+    """``(boxes, scores, None)`` of one image's dense head output ``(4 + nc, anchors)`` (centre xywh, class
+    scores) above ``conf_floor``.
+
+    The filter is Ultralytics' own first step of ``non_max_suppression`` (``amax(scores) > conf``) and boxes go to
+    corners with its ``xywh2xyxy`` on the same float32 rows, so the NMS replay on these arrays matches it bit for
+    bit. There is no objectness (the replay takes it as 1)."""
+    ensure_ultralytics()
+    from ultralytics.utils.ops import xywh2xyxy
+
+    nc = pred.shape[0] - 4
+    kept = pred.transpose(-1, -2)[pred[4:4 + nc].amax(0) > conf_floor]
+    boxes = xywh2xyxy(kept[:, :4])
+    return (boxes.numpy().astype("float32", copy=True), kept[:, 4:4 + nc].numpy().astype("float32", copy=True),
+            None)
+
+
+def end_to_end_rows_to_candidates(pred: "torch.Tensor", conf_floor: float, n_classes: int) -> tuple:
+    """``(boxes, scores, None)`` of one image's NMS-free output ``(k, 6)`` (x1, y1, x2, y2, confidence, class)
+    with confidence above ``conf_floor`` (Ultralytics' own filter), in the head's order. ``scores`` holds each
+    row's confidence at its class and 0 elsewhere, so its max is the confidence and its argmax the class."""
+    import numpy as np
+
+    kept = pred[pred[:, 4] > conf_floor].numpy()
+    scores = np.zeros((len(kept), n_classes), np.float32)
+    scores[np.arange(len(kept)), kept[:, 5].astype(int)] = kept[:, 4]
+    return kept[:, :4].astype("float32", copy=True), scores, None
+
+
+class UltralyticsDetector:
+    """An Ultralytics model behind its own ``AutoBackend`` (PyTorch ``.pt``, fused as its predictor runs it, or
+    ONNX Runtime for an ``.onnx`` export) with the letterbox its predictor uses: a minimal rectangle for PyTorch
+    weights, the exported fixed shape for ONNX. Loading a ``.pt`` runs pickled code: only for files you trust."""
+
+    postprocess = "ultralytics"  # the NMS order and box mapping the replay follows (Candidates.postprocess)
+
+    def __init__(self, weights: Path, imgsz: int, device: "torch.device", n_classes: int,
+                 variant: str | None = None) -> None:
+        ensure_ultralytics()
+        from ultralytics.nn.autobackend import AutoBackend
+        from ultralytics.utils.checks import check_imgsz
+
+        onnx = weights.suffix.lower() == ".onnx"
+        if onnx:
+            load_onnx(weights)  # a truncated or foreign file: an error naming it, before ONNX Runtime's own
+            self.variant = _check_onnx_variant(weights, variant)
+        else:
+            self.variant = _choose_variant(_has_one2one(load_checkpoint(weights)["model"]), variant, str(weights))
+        with _ultralytics_output(False):
+            self.model = AutoBackend(str(weights), device=device, fp16=False, fuse=True, verbose=False,
+                                     end2end=self.variant == "one2one" if not onnx else None)
+        if self.model.format == "pt" and self.variant == "one2one":
+            # as the predictor sets the head before a run: top 300 (max_det's default), classes not merged
+            self.model.model.set_head_attr(max_det=ONE2ONE_MAX_DET, agnostic_nms=False)
+        self.end_to_end = bool(self.model.end2end)
+        self.stride = int(self.model.stride)
+        self.n_classes = len(self.model.names)
+        if self.n_classes != n_classes:
+            raise ValueError(f"{weights}: the model predicts {self.n_classes} classes, expected {n_classes}")
+        self.max_batch: int | None = None
+        self.auto = not onnx
+        if onnx:
+            b, _, h, w = self.model.session.get_inputs()[0].shape
+            self.max_batch = b if isinstance(b, int) else None
+            if (h, w) != (imgsz, imgsz):
+                raise ValueError(f"{weights}: exported for input {w}x{h}, asked for --imgsz {imgsz}")
+            self.imgsz: tuple[int, int] = (h, w)
+        else:
+            self.imgsz = tuple(check_imgsz(imgsz, stride=self.stride, min_dim=2))  # type: ignore[assignment]
+
+    def letterbox(self, image_bgr: "np.ndarray") -> "np.ndarray":
+        """The network input of one BGR image: CHW RGB uint8, letterboxed as Ultralytics' predictor does."""
+        import numpy as np
+        from ultralytics.data.augment import LetterBox
+
+        out = LetterBox(self.imgsz, auto=self.auto, stride=self.stride)(image=image_bgr)
+        return np.ascontiguousarray(out.transpose((2, 0, 1))[::-1])  # HWC BGR -> CHW RGB
+
+    def candidates(self, batch: "np.ndarray", conf_floor: float) -> list[tuple]:
+        """Per image of a uint8 batch ``(b, 3, h, w)``: ``(boxes, scores, None, end_to_end)``."""
+        import torch
+
+        with torch.inference_mode():
+            im = torch.from_numpy(batch).to(self.model.device).float().div_(255)
+            pred = self.model(im)
+        if isinstance(pred, (list, tuple)):
+            pred = pred[0]
+        pred = pred.float().cpu()
+        if self.end_to_end:
+            return [(*end_to_end_rows_to_candidates(p, conf_floor, self.n_classes), True) for p in pred]
+        if pred.shape[1] != 4 + self.n_classes:
+            raise ValueError(f"unexpected head output of shape {tuple(pred.shape)} (a segmentation model?)")
+        return [(*head_rows_to_candidates(p, conf_floor), False) for p in pred]
+
+
+def load_detector(weights: Path, imgsz: int, device: "torch.device", n_classes: int,
+                  variant: str | None = None) -> UltralyticsDetector:
+    """An :class:`UltralyticsDetector` for a checkpoint or an ONNX export of this engine."""
+    return UltralyticsDetector(Path(weights), imgsz, device, n_classes, variant)
+
+
+# ================================================================ ONNX export
+
+
+def _onnx_metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def _check_onnx_variant(path: Path, variant: str | None) -> str:
+    """The head an ONNX export of this engine holds (Ultralytics records ``end2end`` in its metadata); asking for
+    the other one is an error (an export holds one head)."""
+    held = "one2one" if _onnx_metadata(path).get("end2end") == "True" else "one2many"
+    if variant is not None and variant != held:
+        raise ValueError(f"{path}: exported with the {held} head, not {variant}")
+    return held
+
+
+def export_onnx(weights: str | os.PathLike, imgsz: int, out_path: str | os.PathLike,
+                variant: str | None = None) -> Path:
+    """ONNX FP32 with a fixed ``(1, 3, imgsz, imgsz)`` input, opset 18, through Ultralytics' own exporter, saved
+    as one file with the metadata key ``engine=ultralytics`` (and ``variant``). Ultralytics writes the export beside
+    the weights; it runs on a link in a scratch folder instead, so the user's weights folder is left alone."""
+    import shutil
+    import tempfile
+
+    import onnx
+
+    ensure_ultralytics()
+    from ultralytics import YOLO
+
+    weights = Path(weights).resolve()
+    out_path = Path(out_path)
+    chosen = _choose_variant(_has_one2one(load_checkpoint(weights)["model"]), variant, str(weights))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_path.parent) as tmp:
+        link = Path(tmp) / f"{out_path.stem}.pt"
+        try:
+            link.symlink_to(weights)
+        except OSError:
+            shutil.copyfile(weights, link)
+        with _ultralytics_output(False):
+            produced = YOLO(str(link)).export(format="onnx", imgsz=int(imgsz), opset=ONNX_OPSET, dynamic=False,
+                                              simplify=False, batch=1, device="cpu", nms=_nms_arg(chosen))
+        if not produced or not Path(produced).is_file():
+            raise RuntimeError(f"{weights}: ONNX export failed (no file written)")
+        model = onnx.load(str(produced))
+    for key, value in (("engine", NAME), ("variant", chosen), ("precision", "fp32")):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    return atomic_write_bytes(out_path, model.SerializeToString())

@@ -1,0 +1,272 @@
+"""Barn-pretrained weights: the generator's shifted style (the barn style is pinned by tests/test_synth_golden.py),
+``livestock pretrain`` at toy scale (weights, manifest, resume after a kill), the manifest check, and the main job's
+``weights="auto"``."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from livestock.cli import main as cli_main
+from livestock.data.synth import generate_synthetic_dataset, render_image
+from livestock.data.synth.dataset import PREVIEW_FRAMES, style_preview
+from livestock.data.synth.style import STYLES
+from livestock.model.pretrain import (MANIFEST_KIND, PretrainSettings, data_sha256, file_sha256, pretrain,
+                                      pretrained_weights_path, resolve_start_weights, verify_pretrained)
+from livestock.paths import TRAIN_ZIPS
+from livestock.pipeline import PipelineConfig, start_weights
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_DIR = Path("runs/pretrain/yolov5n_64")
+FRAMES = [(label, number, size) for number in range(1, 9)
+          for label, size in (("cow", (1920, 1080)), ("pig", (1920, 1080)), ("pig", (1280, 960)))]
+# The toy pretraining: a dozen frames at a quarter of the real size, YOLOv5n at 64 px, 2 epochs.
+TOY = dict(frames=12, image_scale=0.25, imgsz=64, epochs=2, batch=8, device="cpu", workers=0)
+
+
+def _render(style: str, seed: int = 0) -> list[tuple[np.ndarray, object]]:
+    return [render_image(label, n, "train", seed, size, 0.0, 0.2, style=style) for label, n, size in FRAMES]
+
+
+def _box_sizes(frames) -> np.ndarray:
+    """Each box's sqrt(area) over its frame's."""
+    return np.array([np.sqrt((x2 - x1) * (y2 - y1) / (r.width * r.height))
+                     for _, r in frames for x1, y1, x2, y2 in r.boxes])
+
+
+# ---------------------------------------------------------------- the shifted style
+
+
+def test_barn_is_the_default_style():
+    default = render_image("pig", 5, "train", 2, (1280, 960), image_scale=0.2)
+    barn = render_image("pig", 5, "train", 2, (1280, 960), image_scale=0.2, style="barn")
+    assert default[1].jpeg == barn[1].jpeg and default[1].boxes == barn[1].boxes
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_shifted_style_differs_measurably_for_the_same_seed_and_numbers(seed):
+    barn, shifted = _render("barn", seed), _render("shifted", seed)
+    # colours: per channel, the total-variation distance between the pixel histograms of the two sets
+    hist = {name: np.mean([[np.histogram(img[..., c], bins=16, range=(0, 256))[0] / img[..., c].size
+                            for c in range(3)] for img, _ in frames], axis=0)
+            for name, frames in (("barn", barn), ("shifted", shifted))}
+    distance = 0.5 * np.abs(hist["barn"] - hist["shifted"]).sum(axis=1)
+    assert (distance > 0.2).all(), distance
+    # lighting: frame brightness varies far more (exposure, contrast, colour casts, night frames)
+    bright_barn, bright_shifted = (np.array([img.mean() for img, _ in f]) for f in (barn, shifted))
+    assert bright_shifted.std() > 1.3 * bright_barn.std(), (bright_barn.std(), bright_shifted.std())
+    # animal sizes: a wider view, smaller animals on the whole (over 10 % in the geometric mean), another
+    # distribution (two-sample Kolmogorov-Smirnov statistic)
+    size_barn, size_shifted = _box_sizes(barn), _box_sizes(shifted)
+    assert np.log(size_shifted).mean() - np.log(size_barn).mean() < -0.1
+    grid = np.sort(np.concatenate([size_barn, size_shifted]))
+    cdf = [np.searchsorted(np.sort(s), grid, side="right") / len(s) for s in (size_barn, size_shifted)]
+    assert np.abs(cdf[0] - cdf[1]).max() > 0.15
+
+
+def test_no_shifted_frame_equals_a_barn_frame():
+    barn = {hashlib.sha256(img.tobytes()).hexdigest() for img, _ in _render("barn") + _render("barn", 101)}
+    shifted = {hashlib.sha256(img.tobytes()).hexdigest() for img, _ in _render("shifted") + _render("shifted", 101)}
+    assert len(shifted) == 2 * len(FRAMES) and not barn & shifted
+
+
+def test_shifted_labels_do_not_depend_on_rendering():
+    for label, number, size in FRAMES[:6]:
+        _, full = render_image(label, number, "train", 7, size, 0.0, 0.2, style="shifted")
+        _, labels = render_image(label, number, "train", 7, size, 0.0, 0.2, labels_only=True, style="shifted")
+        assert full.boxes == labels.boxes and full.behaviours == labels.behaviours
+
+
+def test_unknown_style_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown synthetic style 'barnyard'"):
+        render_image("cow", 1, style="barnyard")
+    with pytest.raises(ValueError, match="unknown synthetic style"):
+        generate_synthetic_dataset(tmp_path / "d", tmp_path / "t", n_train=2, n_test=0, style="barnyard")
+    assert not (tmp_path / "d").exists()
+    with pytest.raises(ValueError, match="barn is the main job's own distribution"):
+        PretrainSettings(style="barn")
+
+
+def test_preview_shows_six_frames_of_each_style(tmp_path):
+    assert cli_main(["synth", "--preview", str(tmp_path / "styles.png")]) == 0
+    img = cv2.imread(str(tmp_path / "styles.png"))
+    tile_w = 240
+    assert img.shape[1] == len(PREVIEW_FRAMES) * tile_w == 6 * tile_w
+    assert img.shape[0] == len(STYLES) * (20 + tile_w * 9 // 16)
+    assert style_preview(tmp_path / "again.png").read_bytes() == (tmp_path / "styles.png").read_bytes()
+
+
+# ---------------------------------------------------------------- manifests and the main job's starting weights
+
+
+def _fake_pretrained(folder: Path, model: str = "yolov5n", imgsz: int = 320) -> Path:
+    """A weights file and a manifest that describes it (what `livestock pretrain` writes, in short)."""
+    weights = pretrained_weights_path(model, imgsz, folder)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.write_bytes(os.urandom(4096))
+    manifest = {"kind": MANIFEST_KIND, "weights_sha256": file_sha256(weights), "command": "livestock pretrain",
+                "epochs_run": 100, "data": {"frames": 2000, "style": "shifted"}, "val": {"mAP@0.75": 0.5}}
+    weights.with_suffix(".json").write_text(json.dumps(manifest))
+    return weights
+
+
+def test_verify_pretrained_fails_on_a_modified_file(tmp_path):
+    weights = _fake_pretrained(tmp_path)
+    assert verify_pretrained(weights)["weights_sha256"] == file_sha256(weights)
+    data = bytearray(weights.read_bytes())
+    data[100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"{weights.name}: its sha256 .* differs from the one in "
+                                         rf"{weights.with_suffix('.json').name}"):
+        verify_pretrained(weights)
+    weights.with_suffix(".json").unlink()
+    with pytest.raises(FileNotFoundError, match="no manifest"):
+        verify_pretrained(weights)
+
+
+def test_auto_weights_are_the_verified_pretrained_file_else_scratch(tmp_path):
+    assert PipelineConfig().weights == "auto"
+    weights, line = resolve_start_weights("auto", "yolov5n", 320, tmp_path)
+    assert weights == "" and "from scratch" in line
+    made = _fake_pretrained(tmp_path)
+    weights, line = start_weights(PipelineConfig(), folder=tmp_path)
+    assert weights == str(made.resolve()) and "manifest verified" in line and "val mAP@0.75 0.500" in line
+    # another model or size has its own file: none here, so from scratch
+    assert start_weights(PipelineConfig(imgsz=128), folder=tmp_path)[0] == ""
+    assert start_weights(PipelineConfig(weights=""), folder=tmp_path)[0] == ""
+    made.write_bytes(b"replaced")
+    for cfg in (PipelineConfig(), PipelineConfig(weights=str(made))):
+        with pytest.raises(ValueError, match=made.name):
+            start_weights(cfg, folder=tmp_path)
+
+
+# ---------------------------------------------------------------- livestock pretrain at toy scale
+
+
+@pytest.fixture(scope="module")
+def toy_pretrained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrain")
+    settings = PretrainSettings(data_dir=str(root / "data"), project=str(root / "runs"), out=str(root / "out"), **TOY)
+    lines: list[str] = []
+    manifest = pretrain(settings, say=lines.append)
+    return settings, manifest, lines
+
+
+@pytest.mark.slow
+def test_pretrain_writes_weights_and_a_manifest_that_matches_them(toy_pretrained):
+    settings, manifest, _ = toy_pretrained
+    weights = Path(settings.out) / "pretrained_yolov5n_64.pt"
+    assert settings.weights_path() == weights and weights.is_file()
+    assert verify_pretrained(weights) == manifest
+    assert manifest["weights_sha256"] == file_sha256(weights) and manifest["weights_bytes"] < 100e6
+    assert manifest["command"] == ("livestock pretrain --engine yolov5 --model yolov5n --imgsz 64 --epochs 2 --batch 8 "
+                                   f"--seed 101 --frames 12 --image-scale 0.25 --style shifted --data-dir "
+                                   f"{settings.data_dir} --project {settings.project} --out {settings.out}")
+    assert manifest["epochs"] == manifest["epochs_run"] == 2 and manifest["seed"] == 101
+    data = manifest["data"]
+    assert data["frames"] == sum(data["images"].values()) == 12
+    assert data["train_images"] + data["val_images"] == 12 and data["val_images"] >= 1
+    assert data["generator"] == {"style": "shifted", "seed": 101, "n_train": 12, "n_test": 0,
+                                 "missing_cow_rate": 0.0, "image_scale": 0.25}
+    assert data["style_settings"]["name"] == "shifted"
+    zips = settings.data_root() / "zips"
+    hashes = {name: file_sha256(zips / name) for name in TRAIN_ZIPS.values()}
+    assert data["zips_sha256"] == hashes and data["data_sha256"] == data_sha256(hashes)
+    # every animal is labelled: no left-out boxes in the pretraining set
+    truth = pd.read_csv(zips / "synth_truth.csv")
+    assert len(truth) == sum(data["boxes"].values()) and truth["labelled"].all()
+    assert set(manifest["val"]) == {"images", "instances", "mAP@0.5", "mAP@0.5:0.95", "mAP@0.75"}
+    assert all(0.0 <= manifest["val"][k] <= 1.0 for k in ("mAP@0.5", "mAP@0.5:0.95", "mAP@0.75"))
+    assert manifest["wall_time_s"]["total"] > 0 and manifest["sessions"] == 1
+    assert manifest["machine"]["cpu_count"] == os.cpu_count() and manifest["machine"]["device"] == "cpu"
+
+
+@pytest.mark.slow
+def test_pretrain_again_is_up_to_date_and_other_settings_are_refused(toy_pretrained):
+    settings, manifest, _ = toy_pretrained
+    lines: list[str] = []
+    assert pretrain(settings, say=lines.append) == manifest
+    assert len(lines) == 1 and "is up to date" in lines[0]
+    other = PretrainSettings(**{**TOY, "epochs": 3}, data_dir=settings.data_dir, project=settings.project,
+                             out=settings.out)
+    with pytest.raises(ValueError, match=r"holds a pretraining with other settings .*'epochs': \(2, 3\)"):
+        pretrain(other, say=lines.append)
+
+
+def _complete(checkpoint: Path) -> bool:
+    """A PyTorch checkpoint is a zip archive: readable once its central directory, written last, is there."""
+    try:
+        with zipfile.ZipFile(checkpoint) as z:
+            return z.testzip() is None
+    except (OSError, EOFError, zipfile.BadZipFile):  # still being written
+        return False
+
+
+def _pretrain_command(epochs: int) -> list[str]:
+    return [sys.executable, "-m", "livestock.cli", "pretrain", "--frames", "12", "--image-scale", "0.25", "--imgsz",
+            "64", "--epochs", str(epochs), "--batch", "8", "--device", "cpu", "--workers", "0"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+
+def _kill_when(command: list[str], cwd: Path, ready) -> None:
+    """Start ``command`` in ``cwd`` and kill it (SIGKILL, no clean-up) as soon as ``ready()``."""
+    proc = subprocess.Popen(command, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not ready():
+        assert proc.poll() is None and time.monotonic() < deadline, "pretraining ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def _finish(command: list[str], cwd: Path, epochs: int) -> tuple[str, dict]:
+    """Run ``command`` again to its end: (its output, the manifest); every epoch is in results.csv once."""
+    done = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    results = pd.read_csv(cwd / RUN_DIR / "results.csv", skipinitialspace=True)
+    results.columns = results.columns.str.strip()
+    assert results["epoch"].tolist() == list(range(epochs))
+    manifest = verify_pretrained(cwd / "trained_model/pretrained_yolov5n_64.pt")
+    assert manifest["epochs_run"] == epochs and manifest["sessions"] == 2
+    return done.stdout, manifest
+
+
+@pytest.mark.slow
+def test_interrupted_pretraining_resumes_and_runs_every_epoch_once(tmp_path):
+    command = _pretrain_command(epochs=3)
+    last = tmp_path / RUN_DIR / "weights/last.pt"
+    _kill_when(command, tmp_path, lambda: _complete(last))  # the first epoch's checkpoint, wholly written
+    assert not (tmp_path / "trained_model/pretrained_yolov5n_64.pt").exists()
+    out, _ = _finish(command, tmp_path, epochs=3)
+    assert "holds the 12 shifted frames already" in out and "is prepared and split already" in out
+    assert "[pretrain] train: resuming" in out, out
+    state = json.loads((tmp_path / RUN_DIR / "pretrain_state.json").read_text())
+    assert state["sessions"][0]["seconds"]["train"] > 0  # the killed session's finished epoch is counted
+
+
+@pytest.mark.slow
+def test_a_checkpoint_cut_short_by_the_kill_falls_back_to_the_epoch_before(tmp_path):
+    command = _pretrain_command(epochs=3)
+    weights = tmp_path / RUN_DIR / "weights"
+    # killed once the second epoch's checkpoint is written (the first one's kept beside it) ...
+    _kill_when(command, tmp_path, lambda: (weights / "last_previous.pt").is_file() and _complete(weights / "last.pt")
+               and (weights / "last.pt").stat().st_mtime > (weights / "last_previous.pt").stat().st_mtime)
+    # ... as if in the middle of writing it
+    data = (weights / "last.pt").read_bytes()
+    (weights / "last.pt").write_bytes(data[: len(data) // 2])
+    out, _ = _finish(command, tmp_path, epochs=3)
+    assert "was cut short" in out and "continuing from the epoch before it" in out and "resuming" in out, out
