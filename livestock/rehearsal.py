@@ -35,8 +35,10 @@ memory as the 210-setting grid, and the grid costs 21 such passes. At m6 volume 
 NMS over up to 30,000 rows), so the whole fold would take hours: ``m6_tune`` measures ``--m6-images`` frames (50,
 spread evenly over the fold; 0 for all) and reports ``extrapolated_seconds`` = measured pass x 21 IoU values x fold /
 measured frames. What the pass holds grows with the frames (each frame's detections at every confidence of the
-IoU), so ``extrapolated_peak_rss_mb`` = the process's peak before tuning (``rss_mb_before``: imports, image list)
-plus what tuning added, times fold / measured frames; ``m6_silver`` runs on every cow frame and is measured as is.
+IoU), so a first pass on half those frames and the measured pass, each with its own peak resident memory (sampled
+from ``/proc/self/statm``), give the growth per frame, and ``extrapolated_peak_rss_mb`` = the measured pass's peak +
+that growth x the frames not measured (or the stage's peak, when higher). ``m6_silver`` runs on every cow frame and
+is measured as is.
 
 The rehearsal resumes: a stage that finished leaves ``stages/<stage>.json`` with its figures, and a re-run skips
 it (keeping those figures) while its outputs are present and its settings unchanged; once a stage runs again,
@@ -52,10 +54,13 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+import pandas as pd
 
 from livestock import paths
 from livestock.data.eda import load_prepared_records, run_eda
@@ -79,6 +84,7 @@ DEFAULT_OUT = paths.RUNS_DIR / "rehearsal"
 DEFAULT_WEIGHTS = paths.TRAINED_MODEL_DIR / "multilabel_best.pt"
 SOURCE_IMAGES = 64  # validation images the stand-in's score distribution is sampled from
 M6_TUNE_IOU = max(DEFAULT_IOUS)  # the grid's largest NMS IoU: the one that keeps the most detections
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # The issue's targets for the full-scale run on the 2-core machine.
 TARGETS = {"whole_rehearsal_seconds": 40 * 60, "prepare_and_splits_seconds": 60,
            "m6_tune_peak_rss_mb": 4096, "m6_silver_peak_rss_mb": 4096}
@@ -228,34 +234,77 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class _ResidentPeak:
+    """The largest resident set size (MB) of this process while the block runs, read from ``/proc/self/statm``
+    every ``interval`` seconds: the peak of one step, which ``ru_maxrss`` (the peak since the start) cannot give."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _sample(self) -> None:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            self.mb = max(self.mb, int(f.read().split()[1]) * _PAGE_SIZE / 2**20)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> "_ResidentPeak":
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def _m6_tuning_pass(cfg: RehearsalConfig, records: list) -> tuple[pd.DataFrame, float]:
+    """One NMS IoU (the grid's largest) with all ten confidences, scored, on the records' stand-in candidates;
+    returns the score table and the pass's peak resident memory (MB)."""
+    with _ResidentPeak() as peak:
+        cache = collect_candidates(cfg.weights, records, M6_IMGSZ, conf_floor=DEFAULT_CONF_FLOOR,
+                                   cache_dir=cfg.path("m6_cache"), in_memory=False, device=cfg.device)
+        table = tune_thresholds(cache, records_to_answer(records), DEFAULT_CONFS, (M6_TUNE_IOU,),
+                                extra_settings=())
+    return table, peak.mb
+
+
 def _m6_tune(cfg: RehearsalConfig) -> dict:
     fold, val = _m6_val_records(cfg)
     _require_cached(cfg, val, DEFAULT_CONF_FLOOR)
-    answer = records_to_answer(val)
-    rss_before = _peak_rss_mb()
+    out: dict[str, Any] = {"images": len(fold), "measured_images": len(val)}
+    if len(val) < len(fold):
+        # What a pass holds grows with its frames: a first pass on half the frames gives the growth per frame.
+        half = pick_evenly(val, len(val) // 2)
+        out.update(half_images=len(half), half_pass_rss_mb=_m6_tuning_pass(cfg, half)[1])
     start = time.perf_counter()
-    cache = collect_candidates(cfg.weights, val, M6_IMGSZ, conf_floor=DEFAULT_CONF_FLOOR,
-                               cache_dir=cfg.path("m6_cache"), in_memory=False, device=cfg.device)
-    table = tune_thresholds(cache, answer, DEFAULT_CONFS, (M6_TUNE_IOU,), extra_settings=())
+    table, pass_rss = _m6_tuning_pass(cfg, val)
     seconds = time.perf_counter() - start
-    rss_tuning = _peak_rss_mb()
-    write_tuning(table, cfg.path("m6_tune"))
+    write_tuning(table, cfg.path("m6_tune"))  # the heatmap's plotting may set the stage's peak; it holds no frame
     passes = len(DEFAULT_IOUS)  # one pass per NMS IoU value of the full grid, each as costly as this one
     scale = len(fold) / len(val)
-    return {"images": len(fold), "measured_images": len(val), "measured_settings": len(table),
-            "grid_settings": len(grid_settings()), "tuning_seconds": seconds, "rss_mb_before": rss_before,
-            "extrapolated_seconds": seconds * passes * scale,
-            "extrapolated_peak_rss_mb": rss_before + (rss_tuning - rss_before) * scale,
-            "extrapolation": f"seconds: the measured pass (NMS IoU {M6_TUNE_IOU:g}, {len(DEFAULT_CONFS)} confidences, "
-                             f"{len(val)} of {len(fold)} validation frames) x {passes} IoU values x {scale:.4g}; "
-                             f"peak RSS: the peak before tuning + what tuning added x {scale:.4g}"}
+    per_frame = (max(0.0, (pass_rss - out["half_pass_rss_mb"]) / (len(val) - out["half_images"]))
+                 if "half_images" in out else 0.0)
+    out.update(measured_settings=len(table), grid_settings=len(grid_settings()), tuning_seconds=seconds,
+               pass_rss_mb=pass_rss, rss_mb_per_frame=per_frame, extrapolated_seconds=seconds * passes * scale,
+               extrapolated_peak_rss_mb=max(_peak_rss_mb(), pass_rss + per_frame * (len(fold) - len(val))),
+               extrapolation=f"seconds: the measured pass (NMS IoU {M6_TUNE_IOU:g}, {len(DEFAULT_CONFS)} confidences, "
+                             f"{len(val)} of {len(fold)} validation frames) x {passes} IoU values"
+                             + (f" x {scale:.4g}; peak RSS: the pass's peak + the growth per frame between passes on "
+                                f"{out['half_images']} and {len(val)} frames x the {len(fold) - len(val)} frames "
+                                "not measured" if "half_images" in out else "; peak RSS: measured on the whole fold"))
+    return out
 
 
 def _m6_silver(cfg: RehearsalConfig) -> dict:
     cows = _cow_frames(cfg)
     _require_cached(cfg, cows, SILVER_CONF)
-    rss_before = _peak_rss_mb()
-    return {**_silver(cfg, M6_IMGSZ, cfg.path("m6_silver"), cfg.path("m6_cache")), "rss_mb_before": rss_before}
+    return _silver(cfg, M6_IMGSZ, cfg.path("m6_silver"), cfg.path("m6_cache"))
 
 
 @dataclass(frozen=True)
@@ -280,7 +329,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("tune", _tune, ("tune",), True, "210-setting NMS grid on the validation fold"),
     Stage("silver", _silver_stage, ("silver",), True, "silver labels on the cow training frames"),
     Stage("m6_cache", _m6_cache, ("m6/cache",), True, "stand-in m6@1280 candidates, validation fold + cow frames"),
-    Stage("m6_tune", _m6_tune, ("m6/tune",), True, "tuning at m6@1280 volume, whole validation fold"),
+    Stage("m6_tune", _m6_tune, ("m6/tune",), True, "tuning at m6@1280 volume, one NMS IoU, validation frames"),
     Stage("m6_silver", _m6_silver, ("m6/silver",), True, "silver labels at m6@1280 volume, cow frames"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
@@ -450,7 +499,7 @@ def summary_markdown(summary: dict) -> str:
         d = r["details"]
         seconds = f"{d['extrapolated_seconds']:.0f}" if "extrapolated_seconds" in d else ""
         rss = f"{d['extrapolated_peak_rss_mb']:.0f}" if "extrapolated_peak_rss_mb" in d else ""
-        lines.append(f"| {name} | {r['about']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['disk_mb']:.1f} | "
+        lines.append(f"| {name} | {r['about']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['disk_mb']:.2f} | "
                      f"{d.get('images', '')} | {d.get('measured_images', '')} | {seconds} | {rss} |")
     lines += ["", f"Total: {summary['totals']['seconds']:.1f} s; prepare + split: "
               f"{summary['totals']['prepare_and_splits_seconds']:.1f} s.", ""]
@@ -516,4 +565,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Everything is written and closed: skip the interpreter's teardown, whose freeing of torch's modules raised the
+    # process's peak by over 100 MB in development and would be counted as the stage's.
+    os._exit(code)

@@ -3,6 +3,7 @@
 (every stage measured, summary files, resume)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -223,7 +224,7 @@ def test_rehearsal_resumes_without_rerunning_done_stages(tiny_rehearsal, monkeyp
     assert again["stages"] == json.loads(json.dumps(first["stages"]))
     assert {n: (m.stat().st_mtime_ns, m.read_text()) for n, m in markers.items()} == before
 
-    # an interrupted run: the last stage never finished, so only it runs
+    # other settings for the m6 stages: they run again (from m6_cache on, every later stage), the rest stays
     ran: list[str] = []
 
     def counting(cfg_, stage):
@@ -231,9 +232,14 @@ def test_rehearsal_resumes_without_rerunning_done_stages(tiny_rehearsal, monkeyp
         return real_measure(cfg_, stage)
 
     monkeypatch.setattr(rehearsal, "measure_stage", counting)
-    markers["m6_silver"].unlink()
-    rehearsal.run_rehearsal(cfg)
-    assert ran == ["m6_silver"]
+    subset = dataclasses.replace(cfg, m6_images=4)
+    summary = rehearsal.run_rehearsal(subset)
+    assert ran == ["m6_cache", "m6_tune", "m6_silver"]
     after = {n: (m.stat().st_mtime_ns, m.read_text()) for n, m in markers.items()}
-    assert {n: v for n, v in after.items() if n != "m6_silver"} == \
-        {n: v for n, v in before.items() if n != "m6_silver"}
+    assert {n: v for n, v in after.items() if n not in ran} == {n: v for n, v in before.items() if n not in ran}
+    t = summary["stages"]["m6_tune"]["details"]
+    assert (t["measured_images"], t["half_images"]) == (4, 2) and t["images"] > 4
+    assert t["extrapolated_seconds"] == pytest.approx(t["tuning_seconds"] * 21 * t["images"] / 4)
+    assert t["rss_mb_per_frame"] >= 0 and t["pass_rss_mb"] >= t["half_pass_rss_mb"] - 5 > 0
+    assert t["extrapolated_peak_rss_mb"] >= t["pass_rss_mb"] + t["rss_mb_per_frame"] * (t["images"] - 4)
+    assert summary["targets"]["m6_tune_peak_rss_mb"]["how"] == f"extrapolated from 4 of {t['images']} validation frames"

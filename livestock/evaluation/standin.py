@@ -9,16 +9,15 @@ does exist (the main job's YOLOv5n at 320 px):
 1. **Source rows** (:func:`sample_head`): the model runs on a few images with a confidence floor of 0, so every
    row of its head is kept: box, objectness, class scores. Boxes are stored as fractions of the original frame.
 2. **Stand-in head** (:func:`standin_head`): for each target image, 102,000 rows are drawn with replacement from
-   the rows of one source image of the same class and frame size. Each box is shifted by a Gaussian of
-   ``JITTER`` (5 %) of its width / height and scaled by ``exp`` of one of 5 %, as neighbouring anchors of a
-   finer grid see the same animal from slightly shifted cells; each score (objectness and class scores) moves
-   by a Gaussian of ``SCORE_JITTER`` (0.05) in logit space, for the same reason and because exact copies would
-   tie: YOLOv5's unstable sort orders tied confidences its own way, and the grid then replays NMS once per
-   setting instead of once per IoU, which no real head would cause. The stand-in's (objectness, class score)
-   distribution is thus the source model's, smoothed by a few percent. At 102,000 rows that is about 16 copies of each
-   row of a 320 px head (3,780 rows for a 1920 x 1080 frame): the clusters of overlapping, high-scoring boxes
-   around each animal and the spread of weak boxes over the frame keep their shape, 16 times denser, which is
-   what NMS works through. Boxes are then placed in the target frame's 1280 x 1280 letterbox.
+   the rows of one source image of the same class and frame size: about 27 copies of each row of a 320 px head on
+   a 1920 x 1080 frame (3,780 rows), so the clusters of overlapping, high-scoring boxes around each animal and the
+   spread of weak boxes over the frame keep their shape, 27 times denser, which is what NMS works through. Each
+   box is shifted by a Gaussian of ``JITTER`` (5 %) of its width / height and scaled by ``exp`` of one of 5 %, as
+   neighbouring anchors of a finer grid see the same animal from slightly shifted cells; each score (objectness
+   and class scores) moves by a Gaussian of ``SCORE_JITTER`` (0.05) in logit space, for the same reason and
+   because exact copies would tie in bulk (a real head's float32 confidences tie only by chance, as the stand-in's
+   then do). The stand-in's (objectness, class score) distribution is thus the source model's, smoothed by a few
+   percent. Boxes are then placed in the target frame's 1280 x 1280 letterbox.
 3. **Into the cache** (:func:`write_standin_cache`): the rows go through YOLOv5's own first filter at the cache's
    confidence floor (``obj > floor`` and best ``obj * cls > floor``, as
    :func:`livestock.model.yolov5.detector.head_rows_to_candidates`), then :func:`cap_candidates`, and are saved
