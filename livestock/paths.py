@@ -15,6 +15,10 @@ SYNTH_TRUTH = DATA_DIR / "synth_truth.csv"  # every true box of the synthetic se
 TEST_ANSWER = TEST_DIR / "answer.csv"  # ground truth of the test set in the contest answer format
 RUNS_DIR = Path("runs")  # runs/<task>/<name>, as YOLOv5
 TRAINED_MODEL_DIR = Path("trained_model")
+# Provenance records (livestock.provenance): a derived folder's own record, and a derived file's record beside it.
+# A folder holding SOURCE_RECORD is an output of this package and is never read as input data.
+SOURCE_RECORD = "source.json"
+SOURCE_SUFFIX = ".source.json"
 
 # AI Hub zip names: 원천 = source images, 라벨 = labels, 소 = cow, 돼지 = pig.
 TRAIN_ZIPS = {

@@ -308,7 +308,8 @@ def run_pipeline(cfg: PipelineConfig, workdir: str | Path | None = None, only: l
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
     if summary["score"] is not None:
         s = summary["score"]
-        term.say(f"[pipeline] test set: mAP@0.75 = {s['map_75']!r} (mAP@0.5 {s.get('map_50', float('nan')):.4f}, "
+        test_set = s.get("test_set", "test set")  # "synthetic test set" or "your test set"
+        term.say(f"[pipeline] {test_set}: mAP@0.75 = {s['map_75']!r} (mAP@0.5 {s.get('map_50', float('nan')):.4f}, "
                  f"mAP@0.5:0.95 {s.get('map_50_95', float('nan')):.4f}; conf={s.get('conf')} iou={s.get('iou')})")
     else:
         term.say(f"[pipeline] no score: {summary['score_note']}")
@@ -324,8 +325,8 @@ def _score_of_this_run(work: Path, inference_started: float | None) -> dict[str,
         return {"score": None, "score_note": "the inference stage did not run in this call; its last score, if any, "
                                              f"is in {score_file}"}
     if not score_file.is_file() or score_file.stat().st_mtime < inference_started:
-        return {"score": None, "score_note": f"the inference stage wrote no score ({paths.TEST_ANSWER} missing: "
-                                             "real test data have no ground truth)"}
+        return {"score": None, "score_note": "the inference stage wrote no score: no ground truth for these test "
+                                             f"images ({paths.TEST_ANSWER} missing, or written for other zips)"}
     return {"score": json.loads(score_file.read_text())}
 
 

@@ -76,6 +76,7 @@ from livestock.evaluation.submission import records_to_answer
 from livestock.evaluation.tune import (DEFAULT_CONFS, DEFAULT_IOUS, ORIGINAL_SETTING, grid_settings, run_tuning,
                                        tune_thresholds, write_tuning)
 from livestock.fileio import atomic_write_text
+from livestock.provenance import record_path
 
 REAL_TRAIN_FRAMES = sum(TRAIN_IMAGES.values())  # 16,455
 REAL_TEST_FRAMES = sum(TEST_IMAGES.values()) + 1  # 2,058: the answer file's 2,057 and one frame without a box
@@ -85,7 +86,7 @@ DEFAULT_WEIGHTS = paths.TRAINED_MODEL_DIR / "multilabel_best.pt"
 SOURCE_IMAGES = 64  # validation images the stand-in's score distribution is sampled from
 M6_TUNE_IOU = max(DEFAULT_IOUS)  # the grid's largest NMS IoU: the one that keeps the most detections
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-# The issue's targets for the full-scale run on the 2-core machine.
+# Targets of the full-size run on the 2-core machine.
 TARGETS = {"whole_rehearsal_seconds": 40 * 60, "prepare_and_splits_seconds": 60,
            "m6_tune_peak_rss_mb": 4096, "m6_silver_peak_rss_mb": 4096}
 
@@ -319,9 +320,10 @@ class Stage:
     about: str
 
 
+_TRUTH = f"data/{paths.SYNTH_TRUTH.name}"
 STAGES: tuple[Stage, ...] = (
-    Stage("generate", _generate, (*(f"data/{z}" for z in paths.TRAIN_ZIPS.values()), "data/synth_truth.csv",
-                                  "data_test"), False, "synthetic AI Hub zips at real size"),
+    Stage("generate", _generate, (*(f"data/{z}" for z in paths.TRAIN_ZIPS.values()), _TRUTH,
+                                  str(record_path(_TRUTH)), "data_test"), False, "synthetic AI Hub zips at real size"),
     Stage("prepare", _prepare, ("data/prepared", "data/prepared_test"), False, "zips -> YOLO format, train + test"),
     Stage("eda", _eda, ("eda",), False, "EDA tables and plots"),
     Stage("split", _split, ("data/splits",), False, "multilabel, full and mini sets"),
@@ -465,7 +467,7 @@ def run_rehearsal(cfg: RehearsalConfig, redo: bool = False) -> dict:
 
 
 def build_summary(cfg: RehearsalConfig, records: dict[str, dict]) -> dict:
-    """The summary of a rehearsal: settings, every stage's figures, totals and the issue's targets."""
+    """The summary of a rehearsal: settings, every stage's figures, totals and the targets for the full size."""
     total = sum(r["seconds"] for r in records.values())
     prep_split = records["prepare"]["seconds"] + records["split"]["seconds"]
     tune = records["m6_tune"]["details"]
@@ -568,6 +570,6 @@ if __name__ == "__main__":
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
-    # Everything is written and closed: skip the interpreter's teardown, whose freeing of torch's modules raised the
-    # process's peak by over 100 MB in development and would be counted as the stage's.
+    # Everything is written and closed: skip the interpreter's teardown, whose freeing of torch's modules can raise
+    # the process's peak by over 100 MB, which would be counted as the stage's.
     os._exit(code)

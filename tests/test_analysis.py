@@ -180,6 +180,15 @@ def test_write_error_analysis_outputs(case, tmp_path: Path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+def test_error_analysis_without_truth_leaves_no_earlier_finder_score(case, tmp_path: Path):
+    records, detections, truth = case
+    out = tmp_path / "out"
+    analysis.write_error_analysis(records, detections, out, truth=truth, n_overlays=0)
+    assert (out / "missing_finder_score.csv").is_file()
+    written = analysis.write_error_analysis(records, detections, out, truth=None, n_overlays=0)
+    assert "missing_finder_score" not in written and not (out / "missing_finder_score.csv").exists()
+
+
 def test_split_lists_and_selection(case, tmp_path: Path):
     records, _, _ = case
     (tmp_path / "val.txt").write_text("/x/images/a.jpg\n/x/images/c.jpg\n", encoding="utf-8")

@@ -141,6 +141,18 @@ def test_resume_refuses_other_settings(tmp_path):
         V._check_resume(tmp_path, {**settings, "keys": ["lrf"]})
 
 
+def test_resume_refuses_an_evolution_of_other_data(tmp_path):
+    """New zips behind the same data.yaml path: the evolution folder of the old ones is not continued."""
+    from livestock.provenance import StaleError
+
+    settings = V._settings(data="d.yaml", inputs="aaa", model=None, weights=None, base_hyp=BASE, keys=["lr0"],
+                           bounds={"lr0": [1e-5, 0.1]}, fitness="yolov5", imgsz=128, epochs=1, batch_size=8,
+                           optimizer="SGD", linear_lr=True, seed=0, top_n=5, mutation_prob=0.8, sigma=0.2)
+    V._check_resume(tmp_path, settings)
+    with pytest.raises(StaleError, match=r"evolved on other data than d\.yaml now describes.*another --name"):
+        V._check_resume(tmp_path, {**settings, "inputs": "bbb"})
+
+
 # ---------------------------------------------------------------- contest fitness (slow: needs a trained model)
 
 

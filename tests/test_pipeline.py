@@ -46,7 +46,7 @@ def _fingerprint(path: Path) -> tuple[str, int]:
 
 
 def _printed_score(log: str) -> float:
-    found = re.findall(r"^\[pipeline\] test set: mAP@0\.75 = (\S+) ", log, flags=re.M)
+    found = re.findall(r"^\[pipeline\] synthetic test set: mAP@0\.75 = (\S+) ", log, flags=re.M)
     assert len(found) == 1, log
     return float(found[0])
 

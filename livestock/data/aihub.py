@@ -2,7 +2,9 @@
 
 Input, in ``data_dir``: either the zips themselves (``[원천]소_bbox.zip`` images, ``[라벨]소_bbox.zip`` labels,
 pig likewise; any ``*.zip`` at the top level is read), or, when there is no zip there, a folder tree holding the
-JPEGs and JSONs at any depth. Images and labels are paired by file stem wherever they sit.
+JPEGs and JSONs at any depth. Images and labels are paired by file stem wherever they sit. Folders this package
+wrote into the tree (a prepared set, a split: each holds a ``source.json`` provenance record) are never read as
+data; :func:`source_files` lists exactly the files read, which :mod:`livestock.provenance` fingerprints.
 
 The class comes from names only: the file name (``livestock_cow_bbox_000123``), the folders above it and the
 zip name (``소`` = cow, ``돼지`` = pig). The JSON's ``category_id`` says nothing about cow or pig and is not read.
@@ -56,12 +58,13 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
 from livestock.fileio import atomic_link_or_copy, atomic_write_bytes
+from livestock.paths import SOURCE_RECORD, SOURCE_SUFFIX
 from livestock.records import CLASS_NAMES, ImageRecord
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg"})
@@ -346,17 +349,36 @@ def _inventory(zips: list[Path], folder: Path | None, exclude: list[Path], log: 
     if folder is not None:
         handles.append(None)
         source = len(handles) - 1
-        skip = {p.resolve() for p in exclude}
-        for root, dirs, files in os.walk(folder):
-            root_path = Path(root)
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_path / d).resolve() not in skip)
-            for fname in sorted(files):
-                path = root_path / fname
-                rel = path.relative_to(folder).as_posix()
-                if fname.startswith(".") and fname.endswith(".tmp"):
-                    continue  # an interrupted atomic write of ours
-                add(rel, str(path), path.stat().st_size, source, [folder.name], path=path)
+        for rel, path in _walk_folder(folder, exclude):
+            add(rel, str(path), path.stat().st_size, source, [folder.name], path=path)
     return entries
+
+
+def _walk_folder(folder: Path, exclude: Iterable[Path]) -> Iterator[tuple[str, Path]]:
+    """``(relative name, path)`` of every file the reader looks at under ``folder``, in a stable order. Skipped:
+    hidden folders, ``exclude``, folders this package wrote (they hold a provenance record: a prepared set, a split,
+    a silver set), interrupted atomic writes and provenance records themselves."""
+    skip = {Path(p).resolve() for p in exclude}
+    for root, dirs, files in os.walk(folder):
+        root_path = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_path / d).resolve() not in skip
+                         and not (root_path / d / SOURCE_RECORD).is_file())
+        for fname in sorted(files):
+            if (fname.startswith(".") and fname.endswith(".tmp")) or fname == SOURCE_RECORD \
+                    or fname.endswith(SOURCE_SUFFIX):
+                continue  # an interrupted atomic write of ours, or a record of what a file was made from
+            path = root_path / fname
+            yield path.relative_to(folder).as_posix(), path
+
+
+def source_files(data_dir: str | os.PathLike, exclude: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """The files :func:`read_aihub` reads from ``data_dir``: its top-level zips, or, when there is none, the JPEGs
+    and JSONs of its folder tree (``exclude``: folders not to walk, such as the output folder)."""
+    zips, folder = find_sources(data_dir)
+    if folder is None:
+        return zips
+    return [path for rel, path in _walk_folder(folder, [Path(p) for p in exclude])
+            if not _is_junk(rel) and _kind(path.name) is not None]
 
 
 # ---------------------------------------------------------------- labels
@@ -450,13 +472,13 @@ def _read_entry(entry: _Entry, handles: list[zipfile.ZipFile | None]) -> bytes:
     return entry.path.read_bytes()
 
 
-def _materialise_image(entry: _Entry, images_dir: Path,
-                       handles: list[zipfile.ZipFile | None]) -> tuple[Path, int, int, bool]:
-    """Put the JPEG at ``images_dir/<basename>`` once (skipped when already there with the same size) and
-    return ``(path, width, height, ends_with_eoi)`` from its header. Raises ValueError/OSError/BadZipFile."""
+def _materialise_image(entry: _Entry, images_dir: Path, handles: list[zipfile.ZipFile | None],
+                       reuse: bool = True) -> tuple[Path, int, int, bool]:
+    """Put the JPEG at ``images_dir/<basename>`` once (with ``reuse``, skipped when already there with the same
+    size) and return ``(path, width, height, ends_with_eoi)`` from its header. Raises ValueError/OSError/BadZipFile."""
     dest = images_dir / entry.basename
     try:
-        if dest.stat().st_size == entry.size:
+        if reuse and dest.stat().st_size == entry.size:
             (w, h), eoi = _file_jpeg_size(dest)
             return dest, w, h, eoi
     except FileNotFoundError:
@@ -482,6 +504,7 @@ def read_aihub(
     strict: bool = False,
     images_only: bool = False,
     exclude: Iterable[str | os.PathLike] = (),
+    reuse_extracted: bool = True,
     progress: bool = True,
 ) -> AIHubData:
     """Read, validate and extract an AI Hub set.
@@ -490,6 +513,8 @@ def read_aihub(
     :class:`ImageRecord` whose width/height come from the JSON (checked against the JPEG header) and whose
     boxes are validated pixel corners. ``images_only`` reads images without labels (the test zips): records
     without boxes, sized by the JPEG header. ``exclude`` lists folders not to walk (the output folder).
+    ``reuse_extracted=False`` extracts every image again: a file already in ``images_dir`` may hold another image of
+    the same name (synthetic and real sets share their naming scheme).
     """
     from tqdm.auto import tqdm
 
@@ -531,7 +556,8 @@ def read_aihub(
         order = sorted(images.values(), key=lambda e: (e.source, e.info.header_offset if e.info else 0, e.name))
         records: list[ImageRecord] = []
         for img in tqdm(order, desc="reading", unit="img", disable=not progress, mininterval=0.5):
-            rec = _read_one(img, None if images_only else labels[img.stem], images_dir, handles, log, stats)
+            rec = _read_one(img, None if images_only else labels[img.stem], images_dir, handles, log, stats,
+                            reuse_extracted)
             if rec is not None:
                 records.append(rec)
         stats["images_skipped"] = n_images - len(records)
@@ -548,7 +574,7 @@ _READ_ERRORS = (ValueError, zipfile.BadZipFile, OSError, zlib.error, EOFError, R
 
 
 def _read_one(img: _Entry, lab: _Entry | None, images_dir: Path, handles: list, log: ValidationLog,
-              stats: Counter) -> ImageRecord | None:
+              stats: Counter, reuse_extracted: bool = True) -> ImageRecord | None:
     # Class from names: every name on the image's and the label's path must agree.
     named = img.classes_named | (lab.classes_named if lab else set())
     if len(named) != 1:
@@ -566,7 +592,7 @@ def _read_one(img: _Entry, lab: _Entry | None, images_dir: Path, handles: list, 
             log.report(lab.basename, "malformed_json", "error", "image skipped", str(e), lab.location)
             return None
     try:
-        path, jw, jh, eoi = _materialise_image(img, images_dir, handles)
+        path, jw, jh, eoi = _materialise_image(img, images_dir, handles, reuse_extracted)
     except _READ_ERRORS as e:
         log.report(img.basename, "unreadable_jpeg", "error", "image skipped", str(e), img.location)
         return None
@@ -587,5 +613,6 @@ def _read_one(img: _Entry, lab: _Entry | None, images_dir: Path, handles: list, 
 __all__ = [
     "AIHubData", "IMAGE_EXTENSIONS", "LABEL_EXTENSIONS", "PROBLEM_COLUMNS", "Problem", "ValidationLog",
     "class_from_path", "classes_named", "decode_member_name", "find_sources", "is_unsafe_member_path",
-    "jpeg_size", "parse_label_json", "read_aihub", "summarize_problems", "validate_boxes", "CLASS_NAMES",
+    "jpeg_size", "parse_label_json", "read_aihub", "source_files", "summarize_problems", "validate_boxes",
+    "CLASS_NAMES",
 ]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from livestock import paths
+from livestock import paths, provenance
 from livestock.fileio import atomic_write_csv, atomic_write_figure
 from livestock.records import CLASS_NAMES, ImageRecord, load_records
 
@@ -54,10 +54,12 @@ def load_prepared_records(prepared_dir: str | os.PathLike) -> list[ImageRecord]:
 
     A prepared folder keeps its JPEGs in ``images/``; when ``images/<image_id>`` is there it is used, so the
     folder can be moved or opened from another working directory. Otherwise the record's own path is kept
-    (made absolute against the current directory)."""
+    (made absolute against the current directory). A folder prepared from other data than its data folder now
+    holds is refused (:class:`livestock.provenance.StaleError`)."""
     prepared_dir = Path(prepared_dir)
     if not prepared_dir.is_dir():
         raise FileNotFoundError(f"{prepared_dir}: prepared dataset folder not found (run `livestock prepare` first)")
+    provenance.require_current(prepared_dir)
     records = load_records(prepared_dir / "records.jsonl")
     if not records:
         raise ValueError(f"{prepared_dir / 'records.jsonl'}: no records")

@@ -29,7 +29,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from livestock import paths
+from livestock import paths, provenance
 from livestock.data.eda import COUNT_GROUPS, SHAPES, SIZES, box_frame, image_frame, load_prepared_records
 from livestock.data.yolo_format import write_data_yaml, write_image_list
 from livestock.fileio import atomic_write_csv
@@ -160,15 +160,31 @@ def select_set(manifest: pd.DataFrame, which: str, valid_fold: int = VALID_FOLD,
 
 def write_split(manifest: pd.DataFrame, out_dir: str | os.PathLike, which: str) -> pd.DataFrame:
     """Write set ``which`` (multilabel / full / mini) of a :func:`stratified_split` manifest to ``out_dir``:
-    ``train.txt``, ``val.txt`` (absolute image paths), ``manifest.csv`` and ``data.yaml``, each atomically.
-    Returns the set's manifest (one row per image and split)."""
+    ``train.txt``, ``val.txt`` (absolute image paths), ``manifest.csv``, ``data.yaml`` and ``source.json``, the
+    provenance of the prepared set its images lie in, each atomically. Returns the set's manifest (one row per
+    image and split)."""
     out_dir = Path(out_dir)
     rows = select_set(manifest, which)
+    prepared = prepared_folder_of(rows["image_path"])
+    provenance.require_current(prepared)  # a split of a stale prepared set would only pass the staleness on
+    out_dir.mkdir(parents=True, exist_ok=True)
+    provenance.forget(out_dir)  # the set is about to change: no record until it is whole again
     train_txt = write_image_list(rows.loc[rows["split"] == "train", "image_path"], out_dir / "train.txt")
     val_txt = write_image_list(rows.loc[rows["split"] == "val", "image_path"], out_dir / "val.txt")
     atomic_write_csv(rows, out_dir / "manifest.csv")
     write_data_yaml(out_dir / "data.yaml", train_txt, val_txt)
+    provenance.record_derived(out_dir, prepared, "livestock split", set=which)
     return rows
+
+
+def prepared_folder_of(image_paths: Iterable[str | os.PathLike]) -> Path | None:
+    """The prepared set the images lie in (every path is ``<prepared>/images/<file>``), or None when they do not
+    all lie in one such folder."""
+    parents = {Path(p).parent for p in image_paths}
+    if len(parents) != 1:
+        return None
+    images = parents.pop()
+    return images.parent if images.name == "images" else None
 
 
 def split_records(prepared_dir: str | os.PathLike, set_dir: str | os.PathLike, split: str = "val") -> list[ImageRecord]:
@@ -177,6 +193,7 @@ def split_records(prepared_dir: str | os.PathLike, set_dir: str | os.PathLike, s
     list_file = Path(set_dir) / f"{split}.txt"
     if not list_file.is_file():
         raise FileNotFoundError(f"{list_file}: list file not found (run `livestock split` first)")
+    provenance.require_current(prepared_dir, set_dir)
     by_id = {r.image_id: r for r in load_prepared_records(prepared_dir)}
     names = [Path(line.strip()).name for line in list_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     missing = [n for n in names if n not in by_id]

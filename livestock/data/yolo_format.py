@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from livestock import paths
+from livestock import paths, provenance
 from livestock.data.aihub import class_from_path, read_aihub
 from livestock.fileio import atomic_write_csv, atomic_write_text
 from livestock.records import CLASS_NAMES, ImageRecord, save_records
@@ -181,10 +181,12 @@ def prepare_dataset(
     """Read + validate AI Hub zips (or extracted folders) in ``data_dir`` and write the YOLO-format set.
 
     ``out_dir`` receives ``images/`` (each JPEG once), ``labels/`` (one ``.txt`` per image),
-    ``records.jsonl``, ``validation_report.csv``, ``all.txt`` and ``data.yaml``. Re-running is cheap:
-    already extracted images and unchanged labels are not rewritten; files of images no longer kept are removed.
-    ``images_only`` (test zips): no labels and no data.yaml. Raises ValueError in strict mode on the first
-    problem, and when no usable image is found (after writing the report).
+    ``records.jsonl``, ``validation_report.csv``, ``all.txt``, ``data.yaml`` and, last, ``source.json``: the
+    fingerprint of the zips or files read and whether they are the synthetic set (:mod:`livestock.provenance`).
+    Re-running on the same inputs is cheap: already extracted images and unchanged labels are not rewritten. On
+    other inputs every image is extracted again (the synthetic and the real set share file names); either way
+    files of images no longer kept are removed. ``images_only`` (test zips): no labels and no data.yaml. Raises
+    ValueError in strict mode on the first problem, and when no usable image is found (after writing the report).
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if not data_dir.exists():
@@ -193,8 +195,15 @@ def prepare_dataset(
     if data_dir.is_dir() and (data_abs == out_abs or out_abs in data_abs.parents):
         raise ValueError(f"{out_dir}: the output folder must not contain the data folder {data_dir}")
     images_dir = out_dir / "images"
+    # Fingerprinted before reading: inputs that change while they are read make the record stale, not wrong.
+    inputs = provenance.input_fingerprint(data_dir, exclude=[out_dir])
+    previous = provenance.read_record(out_dir)
+    same_inputs = (previous is not None and previous.get("inputs") == inputs
+                   and previous.get("images_only") == images_only)
+    if not same_inputs:
+        provenance.forget(out_dir)  # the folder is about to change: no record until it is whole again
     data = read_aihub(data_dir, images_dir, strict=strict, images_only=images_only,
-                      exclude=[out_dir], progress=progress)
+                      exclude=[out_dir], reuse_extracted=same_inputs, progress=progress)
     records = data.records
 
     report_path = atomic_write_csv(data.problems, out_dir / "validation_report.csv")
@@ -215,8 +224,18 @@ def prepare_dataset(
         summary += f"\nremoved {removed} stale files of images no longer kept"
     if not records:
         raise ValueError(f"{data_dir}: no usable image found (see {report_path})\n{summary}")
+    provenance.write_record(out_dir, inputs=inputs, dataset=provenance.dataset_kind(data_dir),
+                            made_by="livestock prepare", data=data_dir, images_only=images_only, images=len(records))
     return PrepareResult(records, data.problems, out_dir, images_dir, labels_dir, records_path, report_path,
                          image_list, data_yaml, summary)
+
+
+def prepared_from(data_dir: str | os.PathLike, out_dir: str | os.PathLike, images_only: bool = False) -> bool:
+    """Whether ``out_dir`` holds a set prepared (as ``images_only`` or not) from exactly the inputs now in
+    ``data_dir``; when not, :func:`prepare_dataset` makes it so."""
+    record = provenance.read_record(out_dir)
+    return (record is not None and record.get("images_only") == images_only
+            and (Path(out_dir) / "records.jsonl").is_file() and provenance.matches_inputs(out_dir, data_dir))
 
 
 # ---------------------------------------------------------------- CLI

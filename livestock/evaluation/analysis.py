@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from livestock import paths
+from livestock import paths, provenance
 from livestock.fileio import atomic_write_csv, atomic_write_figure, atomic_write_text
 from livestock.progress import emit
 from livestock.records import (
@@ -488,12 +489,16 @@ def select_records(records: Sequence[ImageRecord], image_ids: Iterable[str], whe
 def write_error_analysis(records: Sequence[ImageRecord], detections: Sequence[Detections], out_dir: str | Path, *,
                          conf: float = 0.25, iou_threshold: float = 0.5, missing_conf: float = 0.5,
                          rank_by: str = "sum", n_overlays: int = 6, top_k: int = 12,
-                         truth: pd.DataFrame | None = None, missing_classes: Sequence[str] | None = None
-                         ) -> dict[str, Path]:
+                         truth: pd.DataFrame | None = None, missing_classes: Sequence[str] | None = None,
+                         source: str | Path | None = None) -> dict[str, Path]:
     """Every table and figure of the analysis for these records and detections, into ``out_dir``:
     per_class.csv, boxes_per_image.csv/png, overlays.png, missing_candidates.csv, missing_ranked.csv,
-    missing_thumbnails.png, and with ``truth``: missing_finder_score.csv. Returns name -> path."""
+    missing_thumbnails.png, and with ``truth``: missing_finder_score.csv (without, an earlier one is removed: it
+    scored other images). ``source``: the split analysed, whose provenance ``source.json`` records. Returns
+    name -> path."""
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    provenance.forget(out)
     detections = list(detections)
     written: dict[str, Path] = {}
     table = per_class_table(records, detections, conf=conf, iou_threshold=iou_threshold)
@@ -514,6 +519,8 @@ def write_error_analysis(records: Sequence[ImageRecord], detections: Sequence[De
         finder = score_missing_label_finder(candidates, ranked, truth, image_ids=searched,
                                             iou_threshold=iou_threshold)
         written["missing_finder_score"] = atomic_write_csv(finder, out / "missing_finder_score.csv")
+    else:
+        (out / "missing_finder_score.csv").unlink(missing_ok=True)
     written["missing_candidates"] = atomic_write_csv(candidates, out / "missing_candidates.csv")
     written["missing_ranked"] = atomic_write_csv(ranked, out / "missing_ranked.csv")
     written["missing_thumbnails_png"] = atomic_write_figure(
@@ -523,6 +530,7 @@ def write_error_analysis(records: Sequence[ImageRecord], detections: Sequence[De
                 "missing_classes": list(missing_classes) if missing_classes is not None else None,
                 "images": len(records), "detections": int(sum(len(d) for d in detections))}
     written["settings"] = atomic_write_text(out / "settings.json", json.dumps(settings, indent=2))
+    written["source"] = provenance.record_derived(out, source, "livestock analyze")
     return written
 
 
@@ -533,6 +541,7 @@ def analysis_inputs(weights: str | Path, prepared_dir: str | Path = paths.PREPAR
     """The split's ``subset`` records (from ``<prepared_dir>/records.jsonl``) and ``weights``' detections on them."""
     from livestock.evaluation.detect import detect
 
+    provenance.require_current(prepared_dir, split_dir)
     records = select_records(load_records(Path(prepared_dir) / "records.jsonl"), split_image_ids(split_dir, subset),
                              where=str(Path(split_dir) / f"{subset}.txt"))
     emit("images", task=f"detect ({subset})", done=0, total=len(records))
@@ -542,10 +551,24 @@ def analysis_inputs(weights: str | Path, prepared_dir: str | Path = paths.PREPAR
     return records, list(detections)
 
 
-def default_truth_csv(prepared_dir: str | Path) -> Path | None:
-    """``synth_truth.csv`` beside the prepared folder (``data/``) when the data are synthetic, else None."""
-    candidate = Path(prepared_dir).parent / paths.SYNTH_TRUTH.name
-    return candidate if candidate.is_file() else None
+def default_truth_csv(prepared_dir: str | Path, truth_csv: str | Path | None = None) -> Path | None:
+    """The truth file that may score the prepared set's images: ``truth_csv`` (default: ``synth_truth.csv`` in the
+    data folder the set was prepared from) when its record says it was written for exactly those zips
+    (:func:`livestock.provenance.ground_truth_for`). None when there is no such file or it belongs to other images;
+    ``""`` asks for none; a ``truth_csv`` named explicitly that belongs to other images is a ValueError."""
+    if truth_csv == "":
+        return None
+    if truth_csv is None:
+        record = provenance.read_record(prepared_dir)
+        data = Path(prepared_dir, record["data"]) if record and record.get("data") else Path(prepared_dir).parent
+        data = Path(os.path.normpath(data))
+        candidate = data / paths.SYNTH_TRUTH.name
+        found = provenance.ground_truth_for(candidate, prepared_dir) if candidate.is_file() else None
+        return found.path if found else None
+    found = provenance.ground_truth_for(truth_csv, prepared_dir)
+    if not found:
+        raise ValueError(found.reason)
+    return found.path
 
 
 def run_error_analysis(weights: str | Path, prepared_dir: str | Path = paths.PREPARED_DIR,
@@ -558,14 +581,15 @@ def run_error_analysis(weights: str | Path, prepared_dir: str | Path = paths.PRE
     """Run ``weights`` on the split's ``subset`` images (``det_conf`` / ``nms_iou``: the detector's own
     thresholds, low so that the APs see the whole precision-recall curve) and write the analysis to
     ``out_dir`` (see :func:`write_error_analysis`). ``truth_csv``: the synthetic truth, to score the
-    missing-label finder; default ``<prepared_dir>/../synth_truth.csv`` when that file exists."""
+    missing-label finder, used only when written for the zips the prepared set came from; default
+    ``synth_truth.csv`` in that data folder (see :func:`default_truth_csv`)."""
     records, detections = analysis_inputs(weights, prepared_dir, split_dir, subset=subset, imgsz=imgsz,
                                           det_conf=det_conf, nms_iou=nms_iou, device=device, cache_dir=cache_dir)
-    truth_csv = default_truth_csv(prepared_dir) if truth_csv is None else truth_csv
+    truth_csv = default_truth_csv(prepared_dir, truth_csv)
     truth = load_truth(truth_csv) if truth_csv is not None else None
     return write_error_analysis(records, detections, out_dir, conf=conf, iou_threshold=iou_threshold,
                                 missing_conf=missing_conf, rank_by=rank_by, n_overlays=n_overlays, top_k=top_k,
-                                truth=truth, missing_classes=missing_classes)
+                                truth=truth, missing_classes=missing_classes, source=split_dir)
 
 
 # ---------------------------------------------------------------- CLI: livestock analyze
@@ -589,7 +613,8 @@ def cli_analyze_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank-by", choices=("sum", "max"), default="sum")
     parser.add_argument("--missing-classes", default="",
                         help="look for missing labels only in images of these classes, e.g. cow (default: all)")
-    parser.add_argument("--truth", default=None, help="synth_truth.csv to score the missing-label finder")
+    parser.add_argument("--truth", default=None, help="synth_truth.csv to score the missing-label finder (only "
+                                                      "when written for the zips the prepared set came from)")
     parser.add_argument("--cache-dir", default="runs/cache",
                         help="detector raw-candidate cache folder (runs/cache); 'none' to keep nothing on disk")
 

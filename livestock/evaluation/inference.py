@@ -1,5 +1,7 @@
 """The last stage: detect on the test images at the chosen NMS setting, write the contest ``answer.csv``,
-validate it, and score it when ground truth exists (the synthetic set has it; the real test set does not).
+validate it, and score it when ground truth for exactly those images exists (the synthetic set has it; the real test
+set does not): :func:`score_if_truth` scores only against truth whose provenance record matches the test zips
+(:func:`livestock.provenance.ground_truth_for`), and names the data set in the result.
 
 Detection goes through :mod:`livestock.evaluation.detect`, so an exported ``.onnx`` model (``livestock export``) is
 judged by the same code and the same contest metric as its PyTorch checkpoint.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -20,6 +23,7 @@ from livestock.evaluation.submission import (detections_to_submission, normalisa
                                              submission_summary, validate_submission, write_submission)
 from livestock.fileio import atomic_write_text
 from livestock.progress import emit
+from livestock.provenance import GroundTruth
 from livestock.records import ImageRecord
 
 
@@ -65,6 +69,18 @@ def score_answer(answer: str | os.PathLike, submission: str | os.PathLike, out_j
     if out_json is not None:
         atomic_write_text(out_json, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def score_if_truth(truth: GroundTruth, submission: str | os.PathLike, out_json: str | os.PathLike,
+                   **settings: object) -> dict | None:
+    """:func:`score_answer` against ``truth`` when it belongs to the test images, the result (and ``out_json``)
+    naming the data set (``test_set``: "synthetic test set" or "your test set"). Otherwise None, and an earlier
+    ``out_json`` is removed: it scored other images and must not pass for a score of these."""
+    if not truth:
+        Path(out_json).unlink(missing_ok=True)
+        return None
+    return score_answer(truth.path, submission, out_json, test_set=truth.set_name("test set"), dataset=truth.dataset,
+                        **settings)
 
 
 def score_table(result: dict) -> pd.DataFrame:

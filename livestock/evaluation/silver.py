@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from livestock import paths
+from livestock import paths, provenance
 from livestock.evaluation.analysis import (
     default_truth_csv,
     load_truth,
@@ -488,6 +488,7 @@ def training_targets(prepared_dir: str | Path, split_dir: str | Path, classes: S
                      ) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """The split's training records (gold) and those of them to relabel (of ``classes``)."""
     split_dir = Path(split_dir)
+    provenance.require_current(prepared_dir, split_dir)
     train = select_records(load_records(Path(prepared_dir) / "records.jsonl"), split_image_ids(split_dir, "train"),
                            where=str(split_dir / "train.txt"))
     targets = [r for r in train if r.label in set(classes)]
@@ -505,9 +506,11 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
                       test: str | Path | None = None, truth_csv: str | Path | None = None, device: str = "auto",
                       cache_dir: str | Path | None = "runs/cache", seed: int = 0) -> dict[str, Path]:
     """Predict on the split's training images of ``classes``, build one plus set per mode in ``out_dir/<mode>/``,
-    and with a truth file (default ``<prepared_dir>/../synth_truth.csv`` when it exists) write
-    ``out_dir/silver_quality.csv`` and ``silver_quality_sweep.csv`` (the same at stricter confidences, from the
-    same predictions). Returns name -> path (``<mode>`` -> its data.yaml, ``quality``, ``quality_sweep``)."""
+    and with a truth file written for the zips the prepared set came from (default ``synth_truth.csv`` in that data
+    folder, see :func:`livestock.evaluation.analysis.default_truth_csv`) write ``out_dir/silver_quality.csv`` and
+    ``silver_quality_sweep.csv`` (the same at stricter confidences, from the same predictions); without one, earlier
+    such files are removed (they measured other images). Each plus set records its provenance (``source.json``).
+    Returns name -> path (``<mode>`` -> its data.yaml, ``quality``, ``quality_sweep``)."""
     prepared_dir, split_dir, out_dir = Path(prepared_dir), Path(split_dir), Path(out_dir)
     for m in modes:
         if m not in MODES:
@@ -536,8 +539,12 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
         written[m] = write_plus_dataset(train, silver_by_mode[m], out_dir / m, mode=m, val=val_list, test=test,
                                         backgrounds=_backgrounds(background_source, train, detections,
                                                                  n_backgrounds, seed))
-    truth_csv = default_truth_csv(prepared_dir) if truth_csv is None else truth_csv
-    if truth_csv is not None:
+        provenance.record_derived(out_dir / m, split_dir, "livestock silver", mode=m)
+    truth_csv = default_truth_csv(prepared_dir, truth_csv)
+    if truth_csv is None:
+        for name in ("silver_quality.csv", "silver_quality_sweep.csv"):
+            (out_dir / name).unlink(missing_ok=True)
+    else:
         truth = load_truth(truth_csv)
         quality = silver_quality(targets, silver_by_mode, truth)
         written["quality"] = atomic_write_csv(quality, out_dir / "silver_quality.csv")
@@ -595,7 +602,7 @@ def score_detections(detections: Sequence[Detections], answer: str | Path | pd.D
 
 
 def compare_training_sets(data_yamls: Mapping[str, str | Path], test_images: Sequence[str | Path | ImageRecord],
-                          answer: str | Path | pd.DataFrame, *, baseline: str | None = None, model: str | None = None,
+                          answer: str | Path | pd.DataFrame | None, *, baseline: str | None = None, model: str | None = None,
                           weights: str | Path | None = None, hyp: str | Path | dict | None = None, imgsz: int = 640,
                           batch_size: int = 16, epochs: int = 30, budget: str = "epochs", device: str = "auto",
                           workers: int = 2, project: str | Path = "runs/expand", conf: float = 0.001,
@@ -605,7 +612,8 @@ def compare_training_sets(data_yamls: Mapping[str, str | Path], test_images: Seq
     :func:`epochs_for_budget`; the reference is ``baseline``, default the first set), then score each on the test
     images against ``answer`` with the contest metric. Returns one row per set: set, train_images, epochs,
     images_seen, val mAP@0.5 (YOLOv5's, on the set's own validation list), test mAP@0.5 / @0.75 / @0.5:0.95,
-    weights."""
+    weights. ``answer`` None (no ground truth for these test images): no test columns, the sets compare on
+    validation only."""
     trainer = get_engine(engine)
     if not data_yamls:
         raise ValueError("no dataset to train on")
@@ -620,12 +628,13 @@ def compare_training_sets(data_yamls: Mapping[str, str | Path], test_images: Seq
                                imgsz=imgsz,
                                epochs=n_epochs, batch_size=batch_size, device=device, workers=workers,
                                project=project, name=name, exist_ok=True, seed=seed, plots=False)
-        dets = detect(result.best, list(test_images), imgsz=imgsz, conf=conf, iou=iou, device=device,
-                      cache_dir=cache_dir)
-        scores = score_detections(dets, answer)
-        rows.append({"set": name, "train_images": sizes[name], "epochs": n_epochs,
-                     "images_seen": sizes[name] * n_epochs, "val_mAP@0.5": result.map50,
-                     **{f"test_{k}": v for k, v in scores.items()}, "weights": str(result.best)})
+        row = {"set": name, "train_images": sizes[name], "epochs": n_epochs, "images_seen": sizes[name] * n_epochs,
+               "val_mAP@0.5": result.map50}
+        if answer is not None:
+            dets = detect(result.best, list(test_images), imgsz=imgsz, conf=conf, iou=iou, device=device,
+                          cache_dir=cache_dir)
+            row.update({f"test_{k}": v for k, v in score_detections(dets, answer).items()})
+        rows.append({**row, "weights": str(result.best)})
     return pd.DataFrame(rows)
 
 
@@ -653,7 +662,8 @@ def cli_silver_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--background-source", choices=BACKGROUND_SOURCES, default="crops",
                         help="crops: animal-free regions of training frames; render: synthetic empty barns")
     parser.add_argument("--test", default=None, help="test image list or folder (kept out of training, checked)")
-    parser.add_argument("--truth", default=None, help="synth_truth.csv to measure silver quality")
+    parser.add_argument("--truth", default=None, help="synth_truth.csv to measure silver quality (only when "
+                                                      "written for the zips the prepared set came from)")
     parser.add_argument("--cache-dir", default="runs/cache",
                         help="detector raw-candidate cache folder (runs/cache); 'none' to keep nothing on disk")
     parser.add_argument("--seed", type=int, default=0)

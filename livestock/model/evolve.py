@@ -44,6 +44,7 @@ from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
+from livestock import provenance
 from livestock.fileio import atomic_write_csv, atomic_write_text
 from livestock.model.genetic import DEFAULT_KEYS, parse_bounds, parse_keys, resolve_bounds
 from livestock.model.objective import FITNESS_KINDS
@@ -53,7 +54,9 @@ from livestock.model.yolov5.compat import DEFAULT_HYP, HYP_KEYS, load_hyp
 METRIC_COLUMNS = ("P", "R", "mAP@0.5", "mAP@0.5:0.95", "mAP@0.75")
 CSV_NAME, SETTINGS_NAME, STUDY_NAME = "evolve.csv", "evolve_settings.yaml", "study.log"
 # Settings a restart must share with the run it continues (device, workers, generations may change).
-_RESUME_SETTINGS = ("data", "model", "weights", "base_hyp", "keys", "bounds", "fitness", "imgsz", "epochs",
+# ``inputs``: the fingerprint of the data the set was made from (livestock.provenance), so new zips behind the same
+# data.yaml path never continue an evolution of the old ones.
+_RESUME_SETTINGS = ("data", "inputs", "model", "weights", "base_hyp", "keys", "bounds", "fitness", "imgsz", "epochs",
                     "batch_size", "optimizer", "linear_lr", "seed", "top_n", "mutation_prob", "sigma")
 
 
@@ -80,6 +83,7 @@ class EvolveResult:
 
 
 def _settings(**kw) -> dict:
+    kw.setdefault("inputs", None)  # unknown: the data set has no provenance record
     return {k: kw[k] for k in _RESUME_SETTINGS}
 
 
@@ -92,6 +96,9 @@ def _check_resume(save_dir: Path, settings: dict) -> None:
         return
     old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     differ = [k for k in _RESUME_SETTINGS if old.get(k) != settings[k]]
+    if "inputs" in differ:
+        raise provenance.StaleError(f"{save_dir}: evolved on other data than {settings['data']} now describes; move or delete "
+                         f"this evolution folder, or choose another --name (OUT_DIR), to evolve on the current data")
     if differ:
         detail = "; ".join(f"{k}: {old.get(k)!r} there, {settings[k]!r} now" for k in differ)
         raise ValueError(f"{path}: this evolution folder was started with other settings ({detail}). "
@@ -141,6 +148,7 @@ def evolve(
         raise ValueError(f"need generations >= 1 and epochs >= 1 (got {generations}, {epochs})")
     base = load_hyp(base_hyp)
     save_dir = Path(project) / name
+    source = provenance.require_current(data_yaml)  # a split of other data than the current fails here, named
     if objective is None:
         objective = training_objective(
             data_yaml, epochs=epochs, imgsz=imgsz, batch=batch_size, model=model, weights=weights, device=device,
@@ -149,7 +157,7 @@ def evolve(
         )
     save_dir.mkdir(parents=True, exist_ok=True)
     settings = _settings(
-        data=str(Path(data_yaml).resolve()), model=model, weights=str(weights) if weights else None,
+        data=str(Path(data_yaml).resolve()), inputs=source["inputs"] if source else None, model=model, weights=str(weights) if weights else None,
         base_hyp={k: base[k] for k in HYP_KEYS}, keys=list(keys),
         bounds={k: list(v) for k, v in bounds_by_key.items()}, fitness=fitness, imgsz=int(imgsz), epochs=int(epochs),
         batch_size=int(batch_size), optimizer=optimizer, linear_lr=bool(linear_lr), seed=int(seed), top_n=int(top_n),

@@ -56,11 +56,12 @@ from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from livestock import provenance
 from livestock.model.genetic import (DEFAULT_KEYS, GeneticSampler, GeneticSettings, parse_bounds, parse_keys,
                                      resolve_bounds, search_space)
 from livestock.model.objective import FITNESS_KINDS, Objective, TrialReporter, training_objective
 from livestock.model.search_results import (CLAIM_ATTR, FINISHED_STATES, SETTINGS_ATTR, SURPLUS_ATTR, WORKER_ATTR,
-                                            SearchResult, write_results)
+                                            TRIALS_NAME, SearchResult, write_results)
 from livestock.model.study_storage import display_url, open_storage, storage_url
 from livestock.model.engine import DEFAULT_ENGINE, ENGINES, get_engine
 from livestock.progress import emit
@@ -411,6 +412,8 @@ def run_search(
                              f"(a module-level function or class instance): {e}") from e
     out = Path(out) if out is not None else Path("runs/search") / study_name
     out.mkdir(parents=True, exist_ok=True)
+    if getattr(objective, "data_yaml", None):  # a training objective: trials of other data must not mix with these
+        provenance.continue_folder(out, objective.data_yaml, "livestock search", marker=TRIALS_NAME)
     url = storage_url(storage, out)
     plan = _Plan(objective=objective, storage=url, study_name=study_name, trials=int(trials), bounds=bounds_by_key,
                  base_hyp=base, sampler=sampler, pruner=pruner, seed=int(seed), ga=ga,

@@ -23,6 +23,7 @@ from livestock.data.synth.render import SynthImage, render_image
 from livestock.data.synth.style import STYLES, get_style
 from livestock.fileio import atomic_output, atomic_write_bytes, atomic_write_csv
 from livestock.paths import DATA_DIR, SYNTH_TRUTH, TEST_ANSWER, TEST_DIR, TEST_ZIPS, TRAIN_ZIPS
+from livestock.provenance import SYNTH_ZIP_COMMENT, fingerprint, is_synthetic_zip, read_record, write_record
 
 # The label JSON's own categories are behaviours, not species. Their ids are chosen so that reading
 # category_id as a YOLO class id (pig = 0, cow = 1) gives the wrong species for most boxes.
@@ -157,6 +158,26 @@ def _rendered(jobs: list[tuple], workers: int, stack: ExitStack) -> Iterator[Syn
     return pool.imap(_render_job, jobs, chunksize=2)
 
 
+MADE_BY = "livestock synth"
+
+
+def not_ours(paths: list[Path]) -> list[Path]:
+    """The existing files among ``paths`` that ``livestock synth`` did not write: zips without its archive comment,
+    truth files without its record. The generator never overwrites them."""
+    found = []
+    for p in paths:
+        if not p.exists():
+            continue
+        if p.suffix.lower() == ".zip":
+            ours = p.is_file() and is_synthetic_zip(p)
+        else:
+            record = read_record(p) if p.is_file() else None
+            ours = record is not None and record.get("made_by") == MADE_BY
+        if not ours:
+            found.append(p)
+    return found
+
+
 def generate_synthetic_dataset(
     train_dir: str | os.PathLike = DATA_DIR,
     test_dir: str | os.PathLike = TEST_DIR,
@@ -183,6 +204,11 @@ def generate_synthetic_dataset(
     size and the same labels as a full render. ``style``: ``barn`` (the main job's frames) or ``shifted``
     (the pretraining domain, :mod:`livestock.data.synth.style`). ``workers`` > 1 renders in that many processes
     while this one writes the zips in the same order. Same arguments, same bytes, whatever ``workers``.
+
+    Every zip carries an archive comment that marks it as synthetic, and the truth and answer files each get a
+    record (``<name>.source.json``, :mod:`livestock.provenance`) of the fingerprint of the zips they describe, so
+    they score only those images. A file of the six zips' or the two truth files' names that this generator did
+    not write (your own data) is never overwritten: a ValueError names it before anything is written.
     """
     get_style(style)  # an unknown style fails before anything is written
     train_dir, test_dir = Path(train_dir), Path(test_dir)
@@ -204,6 +230,17 @@ def generate_synthetic_dataset(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
 
+    targets = {key: train_dir / name for key, name in TRAIN_ZIPS.items()}
+    targets.update({(label, "test"): test_dir / name for label, name in TEST_ZIPS.items()})
+    foreign = not_ours([*targets.values(), train_dir / SYNTH_TRUTH.name, test_dir / TEST_ANSWER.name])
+    if foreign:
+        raise ValueError(
+            f"{foreign[0]}" + (f" (and {len(foreign) - 1} more: {', '.join(p.name for p in foreign[1:])})"
+                               if len(foreign) > 1 else "")
+            + f": not written by `{MADE_BY}`, so it is left alone and no synthetic set is written. To use your own "
+              f"data, put all of it in place (the four training zips in {train_dir}, the two test zips in "
+              f"{test_dir}); to generate a synthetic set there, move these files elsewhere first")
+
     start = time.perf_counter()
     summary = SynthSummary(train_dir, test_dir, train_dir / SYNTH_TRUTH.name, test_dir / TEST_ANSWER.name)
     truth_rows: list[tuple] = []
@@ -224,14 +261,13 @@ def generate_synthetic_dataset(
 
     # Every zip is written to a temp file and renamed into place only once the whole set is done, so an
     # interrupted run leaves the previous set (or nothing) rather than a mixture.
-    targets = {key: train_dir / name for key, name in TRAIN_ZIPS.items()}
-    targets.update({(label, "test"): test_dir / name for label, name in TEST_ZIPS.items()})
     with ExitStack() as stack:
         zips: dict[tuple[str, str], zipfile.ZipFile] = {}
         for key, path in targets.items():
             tmp = stack.enter_context(atomic_output(path))
             # entered after its temp file, so the zip is closed (complete) before that file is renamed into place
             zips[key] = stack.enter_context(zipfile.ZipFile(tmp, "w", allowZip64=True))
+            zips[key].comment = SYNTH_ZIP_COMMENT
         # entered last, so the workers are gone before any zip is closed or renamed into place
         rendered = _rendered([job for group in _GROUPS for job in jobs[group]], workers, stack)
         for label in ("cow", "pig"):
@@ -264,6 +300,13 @@ def generate_synthetic_dataset(
                      summary.truth_csv)
     atomic_write_csv(pd.DataFrame(answer_rows, columns=["ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax"]),
                      summary.answer_csv)
+    # The records are written last, from the zips as they now lie on disk: until then the old record (if any) does
+    # not match the new zips, so an interrupted run leaves truth that scores nothing rather than the wrong images.
+    for truth, folder, keys in ((summary.truth_csv, train_dir, list(TRAIN_ZIPS)),
+                                (summary.answer_csv, test_dir, [(label, "test") for label in TEST_ZIPS])):
+        write_record(truth, inputs=fingerprint([targets[k] for k in keys], root=folder), dataset="synthetic",
+                     made_by=MADE_BY, data=folder, seed=int(seed), style=style,
+                     zips=sorted(targets[k].name for k in keys))
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -38,6 +38,7 @@ from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, METRIC_COLUMNS, Epoch
 from livestock.model.onnx_file import load_onnx
 from livestock.model.ultralytics.compat import ensure_ultralytics
 from livestock.progress import emit
+from livestock.provenance import require_current
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -373,6 +374,8 @@ def train(
     if cache not in (None, "ram", "disk"):
         raise ValueError(f"cache must be None, 'ram' or 'disk', not {cache!r}")
     data, _ = load_data_yaml(data_yaml)
+    # a split, plus set or evolved hyp made from other data than the current fails here, named
+    require_current(data_yaml, hyp if isinstance(hyp, (str, os.PathLike)) else None)
     hyp_values = load_hyp(hyp)
     start = resolve_weights(weights)
     import yaml

@@ -15,6 +15,7 @@ from livestock.model.engine import (METRIC_COLUMNS, EpochCallback, TrainResult, 
 from livestock.model.yolov5.compat import (CONTEST_MAX_WEIGHT_MB, DEFAULT_HYP, PASSTHROUGH_OPTIONS, check_weight_size,
                                            ensure_yolov5, load_checkpoint, load_hyp, model_cfg, resolve_weights)
 from livestock.progress import emit
+from livestock.provenance import require_current
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -265,6 +266,8 @@ def train(
     if epochs < 1 or batch_size < 1 or imgsz < 32:
         raise ValueError(f"need epochs >= 1, batch_size >= 1 and imgsz >= 32 (got {epochs}, {batch_size}, {imgsz})")
     data, _ = load_data_yaml(data_yaml)
+    if not resume:  # a split, plus set or evolved hyp made from other data than the current fails here, named
+        require_current(data_yaml, hyp if isinstance(hyp, (str, os.PathLike)) else None)
     hyp_values = load_hyp(hyp)
     start = resolve_weights(weights)
     cfg = str(model_cfg(model or "yolov5n")) if (model or not start) else ""
