@@ -330,7 +330,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("detect_test", _detect_test, ("detect_test",), True, "detection on the test set, answer.csv, score"),
     Stage("tune", _tune, ("tune",), True, "210-setting NMS grid on the validation fold"),
     Stage("silver", _silver_stage, ("silver",), True, "silver labels on the cow training frames"),
-    Stage("m6_cache", _m6_cache, ("m6/cache",), True, "stand-in m6@1280 candidates, validation fold + cow frames"),
+    Stage("m6_cache", _m6_cache, ("m6/cache",), True, "stand-in m6@1280 candidates, validation + cow frames"),
     Stage("m6_tune", _m6_tune, ("m6/tune",), True, "tuning at m6@1280 volume, one NMS IoU, validation frames"),
     Stage("m6_silver", _m6_silver, ("m6/silver",), True, "silver labels at m6@1280 volume, cow frames"),
 )
