@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup pipeline pretrain test test-fast benchmark constraints gpu-wheels gpu-check clean-outputs
+.PHONY: setup pipeline pretrain rehearsal test test-fast benchmark constraints gpu-wheels gpu-check clean-outputs
 
 $(STAMP): pyproject.toml requirements.txt requirements-test.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ pipeline: $(STAMP)
 ## The barn-pretrained starting weights (hours on a CPU; re-run the same command to continue after an interruption)
 pretrain: $(STAMP)
 	$(VENV)/bin/livestock pretrain
+
+## Full-scale rehearsal: the data and evaluation stages at the real dataset's size, each timed and measured
+## (runs/rehearsal/summary.md); needs the main job's model (make pipeline). REHEARSAL_ARGS="--scale 0.1" for less.
+REHEARSAL_ARGS ?=
+rehearsal: $(STAMP)
+	$(VENV)/bin/livestock rehearsal $(REHEARSAL_ARGS)
 
 ## The test suite (unit tests + every notebook headless on a tiny synthetic set)
 test: $(STAMP)

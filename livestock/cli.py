@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("livestock.deploy.bench", "size / latency / accuracy report of exported models"),
     "pipeline": ("livestock.pipeline", "the main job: every notebook in order on the synthetic set"),
     "truth": ("livestock.provenance", "record that your ground-truth file describes the images now in a folder"),
+    "rehearsal": ("livestock.rehearsal", "data and evaluation stages at the real dataset's size, timed and measured"),
 }
 
 

@@ -48,6 +48,8 @@ Security: ``.pt`` checkpoints are pickles and loading one runs code; load only w
 from __future__ import annotations
 
 import argparse
+import ctypes
+import functools
 import hashlib
 import io
 import json
@@ -195,7 +197,8 @@ def cache_folder(cache_dir: str | Path, weights: str | Path, imgsz: int, conf_fl
     return Path(cache_dir) / f"{Path(weights).stem}-{sha[:16]}" / f"imgsz{int(imgsz)}-floor{conf_floor:g}"
 
 
-def _cache_key(sha: str, imgsz: int, conf_floor: float) -> str:
+def cache_key(sha: str, imgsz: int, conf_floor: float) -> str:
+    """The key a cache file must carry to serve weights of SHA-256 ``sha`` at ``imgsz`` and ``conf_floor``."""
     return f"{sha}|imgsz={int(imgsz)}|floor={conf_floor!r}|format={CACHE_FORMAT}"
 
 
@@ -278,7 +281,7 @@ def iter_candidates(weights: str | Path, images: str | Path | Sequence[ImageSour
     wpath = _check_weights(weights)
     items = resolve_images(images)
     sha = weights_sha256(wpath)
-    key = _cache_key(sha, imgsz, conf_floor)
+    key = cache_key(sha, imgsz, conf_floor)
     folder = cache_folder(cache_dir, wpath, imgsz, conf_floor, sha) if cache_dir is not None else None
 
     detector = None
@@ -540,6 +543,26 @@ class _GridImage:
         return out
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+def _release_freed_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    Each image's grid work allocates and frees megabytes of tensors while its few detections stay alive between
+    them; glibc keeps free pages that lie below live chunks, so over a fold on disk at YOLOv5m6@1280 volume (30,000
+    candidates an image) the process grew by about 2 MB an image while it held about 0.15 MB of detections."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 @dataclass
 class GridStats:
     """How the grid was computed: NMS calls on the loose set (one per image and IoU) and settings that had to
@@ -591,6 +614,8 @@ def grid_detections(cache: Sequence[Candidates], settings: Iterable[tuple[float,
             if stats is not None:
                 stats.shared_nms_calls += any(c in img.prefix for c in confs)
                 stats.own_order_settings += sum(c in img.own_order for c in confs)
+            if on_disk:
+                _release_freed_memory()  # else the fold's freed tensors stay in the process (see the function)
             bar.update(1)
         for conf, dets in zip(confs, per_conf):
             yield conf, iou, dets

@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import time
 import zipfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -130,6 +132,31 @@ def _frame_sizes(label: str, n: int, split: str) -> list[tuple[int, int]]:
             for i in range(n)]
 
 
+# The order the zips are filled in: training images class by class, then test images.
+_GROUPS = (("cow", "train"), ("pig", "train"), ("pig", "test"), ("cow", "test"))
+
+
+def _render_job(job: tuple) -> SynthImage:
+    """Render one image from ``(label, number, split, seed, size, missing_cow_rate, image_scale, labels_only,
+    style)``."""
+    *args, style = job
+    return render_image(*args, style=style)[1]
+
+
+def _single_threaded_cv2() -> None:
+    cv2.setNumThreads(1)  # each worker is one core's worth of rendering; OpenCV's own threads would fight over them
+
+
+def _rendered(jobs: list[tuple], workers: int, stack: ExitStack) -> Iterator[SynthImage]:
+    """The records of ``jobs`` in job order, rendered here or by ``workers`` processes. Every image draws from
+    its own (seed, class, split, number) streams, so the bytes do not depend on which process renders it."""
+    if workers <= 1:
+        return map(_render_job, jobs)
+    # spawn: a fresh interpreter per worker, whatever the caller has imported or locked
+    pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers, _single_threaded_cv2))
+    # Ordered results; small chunks keep both workers busy up to the last image and few images waiting in memory.
+    return pool.imap(_render_job, jobs, chunksize=2)
+
 
 MADE_BY = "livestock synth"
 
@@ -164,6 +191,7 @@ def generate_synthetic_dataset(
     test_counts: dict[str, int] | None = None,
     progress: bool = True,
     style: str = "barn",
+    workers: int = 1,
 ) -> SynthSummary:
     """Write a synthetic AI Hub-format dataset.
 
@@ -174,7 +202,8 @@ def generate_synthetic_dataset(
     unless ``train_counts`` / ``test_counts`` ({'cow': n, 'pig': n}) are given. ``image_scale`` < 1
     renders smaller frames (labels match them); ``labels_only`` writes plain grey JPEGs of the right
     size and the same labels as a full render. ``style``: ``barn`` (the main job's frames) or ``shifted``
-    (the pretraining domain, :mod:`livestock.data.synth.style`). Same arguments, same bytes.
+    (the pretraining domain, :mod:`livestock.data.synth.style`). ``workers`` > 1 renders in that many processes
+    while this one writes the zips in the same order. Same arguments, same bytes, whatever ``workers``.
 
     Every zip carries an archive comment that marks it as synthetic, and the truth and answer files each get a
     record (``<name>.source.json``, :mod:`livestock.provenance`) of the fingerprint of the zips they describe, so
@@ -198,6 +227,8 @@ def generate_synthetic_dataset(
     for counts in (train_counts, test_counts):
         if set(counts) != {"cow", "pig"} or min(counts.values()) < 0:
             raise ValueError(f"per-class counts must be {{'cow': n, 'pig': n}} with n >= 0, got {counts}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
 
     targets = {key: train_dir / name for key, name in TRAIN_ZIPS.items()}
     targets.update({(label, "test"): test_dir / name for label, name in TEST_ZIPS.items()})
@@ -216,15 +247,17 @@ def generate_synthetic_dataset(
     answer_rows: list[tuple] = []
     numbers = {c: _image_numbers(seed, c, train_counts[c], test_counts[c]) for c in ("cow", "pig")}
 
-    def images(label: str, split: str):
+    jobs: dict[tuple[str, str], list[tuple]] = {}
+    for label, split in _GROUPS:
         nums = numbers[label][0 if split == "train" else 1]
-        sizes = _frame_sizes(label, len(nums), split)
-        bar = tqdm(list(zip(nums, sizes)), desc=f"synth {split} {label}", unit="img", disable=not progress,
-                   leave=False)
-        for number, size in bar:
-            _, rec = render_image(label, number, split, seed, size, missing_cow_rate, image_scale, labels_only,
-                                  style=style)
-            yield rec
+        jobs[(label, split)] = [(label, number, split, seed, size, missing_cow_rate, image_scale, labels_only, style)
+                                for number, size in zip(nums, _frame_sizes(label, len(nums), split))]
+    rendered: Iterator[SynthImage] = iter(())
+
+    def images(label: str, split: str) -> Iterator[SynthImage]:
+        for _ in tqdm(jobs[(label, split)], desc=f"synth {split} {label}", unit="img", disable=not progress,
+                      leave=False):
+            yield next(rendered)
 
     # Every zip is written to a temp file and renamed into place only once the whole set is done, so an
     # interrupted run leaves the previous set (or nothing) rather than a mixture.
@@ -235,6 +268,8 @@ def generate_synthetic_dataset(
             # entered after its temp file, so the zip is closed (complete) before that file is renamed into place
             zips[key] = stack.enter_context(zipfile.ZipFile(tmp, "w", allowZip64=True))
             zips[key].comment = SYNTH_ZIP_COMMENT
+        # entered last, so the workers are gone before any zip is closed or renamed into place
+        rendered = _rendered([job for group in _GROUPS for job in jobs[group]], workers, stack)
         for label in ("cow", "pig"):
             folder = _ZIP_FOLDER[label]
             n_img = n_lab = n_true = 0
@@ -325,6 +360,8 @@ def cli_synth_args(parser: argparse.ArgumentParser) -> None:
                         help="barn: the main job's frames; shifted: the pretraining domain (default: barn)")
     parser.add_argument("--preview", type=Path, default=None, metavar="PNG",
                         help="instead of a dataset, write six example frames of every style, side by side, to PNG")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="rendering processes (default 1); the output is the same for any number")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -335,6 +372,7 @@ def cli_synth(args: argparse.Namespace) -> int:
         return 0
     summary = generate_synthetic_dataset(args.out, args.test_out, args.n_train, args.n_test, seed=args.seed,
                                          missing_cow_rate=args.missing_cow_rate, image_scale=args.image_scale,
-                                         labels_only=args.labels_only, progress=not args.quiet, style=args.style)
+                                         labels_only=args.labels_only, progress=not args.quiet, style=args.style,
+                                         workers=args.workers)
     print(summary.format())
     return 0
