@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -260,6 +260,35 @@ def validation_batch(imgsz: int) -> int:
     the pixels per image grow (8 at 1280)."""
     return max(1, min(32, int(32 * (640 / max(int(imgsz), 1)) ** 2)))
 
+
+
+def read_hyp(hyp: str | os.PathLike | dict, hyp_path: Callable[[str | os.PathLike], Path], keys: Sequence[str],
+             optional: Sequence[str] = ()) -> dict:
+    """An engine's hyper-parameters from a dict or a yaml file (``hyp_path`` finds it: a path or a shipped name):
+    every key of ``keys`` as a float, and those of ``optional`` present as they are. Missing, unknown (a typo would
+    otherwise be ignored silently) or non-numeric keys are errors naming the file."""
+    import yaml
+
+    if isinstance(hyp, dict):
+        source, values = "hyp", dict(hyp)
+    else:
+        path = hyp_path(hyp)
+        source = str(path)
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML: {e}") from e
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of hyper-parameters")
+    missing = [k for k in keys if k not in values]
+    unknown = [k for k in values if k not in keys and k not in optional]
+    if missing or unknown:
+        raise ValueError(f"{source}: " + "; ".join(
+            ([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {unknown}"] if unknown else [])))
+    bad = [k for k, v in values.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+    if bad:
+        raise ValueError(f"{source}: non-numeric values for {bad}")
+    return {k: float(values[k]) for k in keys} | {k: values[k] for k in optional if k in values}
 
 
 # ---------------------------------------------------------------- devices

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Iterator
 from livestock.data.yolo_format import load_data_yaml, yaml_class_names
 from livestock.fileio import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, METRIC_COLUMNS, EpochCallback, PretrainedWeightsError,
-                                    TrainResult, WeightSizeError, parse_device, validation_batch)
+                                    TrainResult, WeightSizeError, parse_device, read_hyp, validation_batch)
 from livestock.model.onnx_file import load_onnx
 from livestock.model.ultralytics.compat import ensure_ultralytics
 from livestock.progress import emit
@@ -130,28 +130,7 @@ def hyp_path(hyp: str | os.PathLike) -> Path:
 def load_hyp(hyp: str | os.PathLike | dict) -> dict:
     """Hyper-parameters as a dict with every key of :data:`HYP_KEYS`, from a dict, a path or a shipped name.
     Missing, unknown (a typo would otherwise be ignored silently) or non-numeric keys are errors naming the file."""
-    import yaml
-
-    if isinstance(hyp, dict):
-        source, values = "hyp", dict(hyp)
-    else:
-        path = hyp_path(hyp)
-        source = str(path)
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from e
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of hyper-parameters")
-    missing = [k for k in HYP_KEYS if k not in values]
-    unknown = [k for k in values if k not in HYP_KEYS]
-    if missing or unknown:
-        raise ValueError(f"{source}: " + "; ".join(
-            ([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {unknown}"] if unknown else [])))
-    bad = [k for k, v in values.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
-    if bad:
-        raise ValueError(f"{source}: non-numeric values for {bad}")
-    return {k: float(values[k]) for k in HYP_KEYS}
+    return read_hyp(hyp, hyp_path, HYP_KEYS)
 
 
 def _has_one2one(model) -> bool:

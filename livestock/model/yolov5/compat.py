@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from livestock.fileio import atomic_output
-from livestock.model.engine import CONTEST_MAX_WEIGHT_MB, PretrainedWeightsError, WeightSizeError
+from livestock.model.engine import CONTEST_MAX_WEIGHT_MB, PretrainedWeightsError, WeightSizeError, read_hyp
 from livestock.model.ultralytics.compat import install_offline_fonts, set_ultralytics_environment
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -261,28 +261,7 @@ def hyp_path(hyp: str | os.PathLike) -> Path:
 def load_hyp(hyp: str | os.PathLike | dict) -> dict:
     """Hyper-parameters as a dict with every key YOLOv5 needs (see :data:`HYP_KEYS`), from a dict, a path or a
     shipped name. Missing, unknown (a typo would otherwise be ignored silently) or non-numeric keys are errors."""
-    import yaml
-
-    if isinstance(hyp, dict):
-        source, values = "hyp", dict(hyp)
-    else:
-        path = hyp_path(hyp)
-        source = str(path)
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from e
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of hyper-parameters")
-    missing = [k for k in HYP_KEYS if k not in values]
-    unknown = [k for k in values if k not in HYP_KEYS and k not in OPTIONAL_HYP_KEYS]
-    if missing or unknown:
-        raise ValueError(f"{source}: " + "; ".join(
-            ([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {unknown}"] if unknown else [])))
-    bad = [k for k, v in values.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
-    if bad:
-        raise ValueError(f"{source}: non-numeric values for {bad}")
-    return {k: float(values[k]) for k in HYP_KEYS} | {k: values[k] for k in OPTIONAL_HYP_KEYS if k in values}
+    return read_hyp(hyp, hyp_path, HYP_KEYS, OPTIONAL_HYP_KEYS)
 
 
 # ================================================================ checkpoints
