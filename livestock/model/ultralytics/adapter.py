@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from livestock.data.yolo_format import load_data_yaml, yaml_class_names
-from livestock.fileio import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from livestock.fileio import atomic_write_csv, atomic_write_text
 from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, METRIC_COLUMNS, EpochCallback, PretrainedWeightsError,
                                     TrainResult, WeightSizeError, parse_device, read_hyp, validation_batch)
-from livestock.model.onnx_file import load_onnx
+from livestock.model.onnx_file import load_onnx, save_onnx, set_onnx_metadata
 from livestock.model.ultralytics.compat import ensure_ultralytics
 from livestock.progress import emit
 from livestock.provenance import require_current
@@ -615,7 +615,5 @@ def export_onnx(weights: str | os.PathLike, imgsz: int, out_path: str | os.PathL
         if not produced or not Path(produced).is_file():
             raise RuntimeError(f"{weights}: ONNX export failed (no file written)")
         model = onnx.load(str(produced))
-    for key, value in (("engine", NAME), ("variant", chosen), ("precision", "fp32")):
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    return atomic_write_bytes(out_path, model.SerializeToString())
+    set_onnx_metadata(model, engine=NAME, variant=chosen, precision="fp32")
+    return save_onnx(model, out_path)
