@@ -501,6 +501,36 @@ def test_distributed_ranks_share_one_run_folder(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["exp", "exp2"]
 
 
+class _FailsHalfwayThroughPickling:
+    """Pickling this raises after the bytes before it are written: a save interrupted mid-file."""
+
+    def __reduce__(self):
+        raise KeyboardInterrupt("killed during the save")
+
+
+def test_atomic_checkpoints_keep_the_previous_file_when_a_save_is_interrupted(tmp_path):
+    """A save cut short inside atomic_checkpoints leaves the previous last.pt whole and no temp file behind; a
+    save that completes replaces it; outside the context torch.save is torch's own again."""
+    import torch
+
+    plain_save = torch.save
+    last = tmp_path / "weights" / "last.pt"
+    last.parent.mkdir()
+    torch.save({"epoch": 1, "w": torch.arange(4)}, last)
+    with T.atomic_checkpoints():
+        with pytest.raises(KeyboardInterrupt):
+            torch.save({"epoch": 2, "w": torch.zeros(100_000), "tail": _FailsHalfwayThroughPickling()}, last)
+        assert torch.load(last)["epoch"] == 1
+        assert [p.name for p in last.parent.iterdir()] == ["last.pt"]
+        torch.save({"epoch": 2, "w": torch.arange(4)}, str(last))
+    assert torch.load(last)["epoch"] == 2
+    assert torch.save is plain_save
+    with pytest.raises(KeyboardInterrupt):  # outside the context a cut save leaves a broken file, as torch does
+        torch.save({"epoch": 3, "w": torch.zeros(100_000), "tail": _FailsHalfwayThroughPickling()}, last)
+    with pytest.raises(Exception):
+        torch.load(last)
+
+
 @pytest.mark.slow
 def test_resume_after_kill_keeps_the_lr_schedule(tmp_path):
     """A training killed mid-run resumes from last.pt with its optimiser and LR schedule: the resumed run's
@@ -526,7 +556,8 @@ def test_resume_after_kill_keeps_the_lr_schedule(tmp_path):
     proc.wait()
     done_before = len(results.read_text().splitlines()) - 1
     assert done_before < 5
-    subprocess.run(base + ["--name", "killed", "--resume"], check=True, capture_output=True)
+    resumed_run = subprocess.run(base + ["--name", "killed", "--resume"], capture_output=True, text=True)
+    assert resumed_run.returncode == 0, resumed_run.stderr[-3000:]
     straight = pd.read_csv(tmp_path / "straight" / "results.csv", skipinitialspace=True)
     resumed = pd.read_csv(results, skipinitialspace=True)
     straight.columns = straight.columns.str.strip()
