@@ -259,14 +259,19 @@ def test_interrupted_pretraining_resumes_and_runs_every_epoch_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_checkpoint_cut_short_by_the_kill_falls_back_to_the_epoch_before(tmp_path):
+def test_a_damaged_checkpoint_stops_the_pretraining_with_its_name_and_keeps_it(tmp_path):
+    """The engine writes last.pt atomically, so a kill leaves a whole one; a last.pt damaged otherwise is named in
+    one line, the command exits non-zero and the file stays for the user to look at."""
     command = _pretrain_command(epochs=3)
-    weights = tmp_path / RUN_DIR / "weights"
-    # killed once the second epoch's checkpoint is written (the first one's kept beside it) ...
-    _kill_when(command, tmp_path, lambda: (weights / "last_previous.pt").is_file() and _complete(weights / "last.pt")
-               and (weights / "last.pt").stat().st_mtime > (weights / "last_previous.pt").stat().st_mtime)
-    # ... as if in the middle of writing it
-    data = (weights / "last.pt").read_bytes()
-    (weights / "last.pt").write_bytes(data[: len(data) // 2])
-    out, _ = _finish(command, tmp_path, epochs=3)
-    assert "was cut short" in out and "continuing from the epoch before it" in out and "resuming" in out, out
+    last = tmp_path / RUN_DIR / "weights/last.pt"
+    _kill_when(command, tmp_path, lambda: _complete(last))
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert done.returncode != 0
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"livestock pretrain: error: {RUN_DIR}/weights/last.pt: not a readable PyTorch checkpoint")
+    assert error.endswith(f"the pretraining cannot continue from it: delete {RUN_DIR} to start again"), error
+    assert last.read_bytes() == data[: len(data) // 2]
+
+

@@ -329,17 +329,10 @@ def _train(settings: PretrainSettings, engine, data_yaml: Path, state: _State, s
     """Train, continue an interrupted training, or find a finished one; the best weights."""
     run_dir = settings.run_dir()
     best, last = run_dir / "weights" / "best.pt", run_dir / "weights" / "last.pt"
-    previous = last.with_name("last_previous.pt")
     try:
         resume = engine.can_resume(run_dir)
-    except ValueError as e:  # killed while the engine wrote last.pt (it writes in place): go back one epoch
-        if previous.is_file():
-            atomic_write_bytes(last, previous.read_bytes())
-            say(f"train: {last} was cut short ({e}); continuing from the epoch before it")
-        else:
-            last.unlink()
-            say(f"train: {last} was cut short ({e}) in the first epoch; starting again")
-        resume = engine.can_resume(run_dir)
+    except ValueError as e:  # the engine writes last.pt atomically, so a kill cannot cut it short: damaged later
+        raise ValueError(f"{e}; the pretraining cannot continue from it: delete {run_dir} to start again") from e
     if not resume and best.is_file():
         say(f"train: {run_dir} finished already ({_results_rows(run_dir)} epochs)")
         return best
@@ -353,10 +346,6 @@ def _train(settings: PretrainSettings, engine, data_yaml: Path, state: _State, s
     first = _results_rows(run_dir)
 
     def on_epoch(epoch: int, epochs: int, metrics: dict) -> None:
-        # Called after an epoch's validation and before its weights are saved: last.pt still holds the epoch
-        # before, whole, and is kept for a kill that cuts the coming save short.
-        if last.is_file():
-            atomic_write_bytes(previous, last.read_bytes())
         state.add("train")
         per_epoch = (time.perf_counter() - started) / max(epoch - first, 1)
         left = per_epoch * (epochs - epoch)
