@@ -14,7 +14,8 @@ import pytest
 
 from candidate_helpers import assert_same, make_checkpoint, write_frames
 from livestock.evaluation.metrics import mean_average_precision_for_boxes
-from livestock.evaluation.detect import GridStats, collect_candidates, grid_detections
+from livestock.evaluation.detect import collect_candidates
+from livestock.evaluation.nms_replay import GridStats, grid_detections
 from livestock.evaluation.submission import detections_to_submission, records_to_answer
 from livestock.evaluation.tune import grid_settings
 

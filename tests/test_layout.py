@@ -66,24 +66,16 @@ def _check(kind: str, found: set[str]) -> None:
     assert not message, "\n".join(message)
 
 
-def test_only_its_engine_imports_ultralytics():
+@pytest.mark.parametrize("engine", ["yolov5", "ultralytics"])
+def test_only_its_engine_package_imports_an_engine(engine):
+    """Stages talk to the engine interface; only livestock/model/<engine>/ imports the engine's own package."""
     found = set()
     for path in _files():
-        if path.parent == PACKAGE / "model" / "ultralytics":
+        if path.parent == PACKAGE / "model" / engine:
             continue
-        if any(name == "ultralytics" or name.startswith("ultralytics.") for name in _imported_names(path)):
-            found.add(f"imports ultralytics: {_relative(path)}")
-    _check("imports ultralytics", found)
-
-
-def test_only_the_engine_imports_yolov5():
-    found = set()
-    for path in _files():
-        if path.parent == PACKAGE / "model" / "yolov5":
-            continue
-        if any(name == "yolov5" or name.startswith("yolov5.") for name in _imported_names(path)):
-            found.add(f"imports yolov5: {_relative(path)}")
-    _check("imports yolov5", found)
+        if any(name == engine or name.startswith(f"{engine}.") for name in _imported_names(path)):
+            found.add(f"imports {engine}: {_relative(path)}")
+    _check(f"imports {engine}", found)
 
 
 def test_no_module_is_over_the_line_limit():

@@ -11,8 +11,8 @@ import pytest
 
 from candidate_helpers import assert_same, make_checkpoint, write_frames, yolov5_detections, yolov5_raw_outputs
 from livestock.evaluation import detect as predict
-from livestock.evaluation.detect import (Candidates, GridStats, collect_candidates, detect, detections_for_setting,
-                               grid_detections, nms_from_candidates)
+from livestock.evaluation.detect import Candidates, collect_candidates, detect
+from livestock.evaluation.nms_replay import GridStats, detections_for_setting, grid_detections, nms_from_candidates
 from livestock.evaluation.submission import detections_to_submission, load_detections
 from livestock.model.yolov5.detector import Yolov5Detector, head_rows_to_candidates
 
@@ -137,8 +137,37 @@ def test_caps_and_ties_equal_yolov5(case):
             assert_same(reference, dets)
             assert_same(reference, [nms_from_candidates(cands, conf, iou, max_det=max_det, multi_label=multi)])
         if case != "max_nms_binds":
-            # YOLOv5's unstable sort reorders tied confidences: those settings ran on YOLOv5's own order
-            assert stats.own_order_settings > 0
+            # YOLOv5's unstable sort reorders tied confidences, and here tied rows overlap: those settings replayed
+            # NMS on YOLOv5's own order
+            assert stats.own_order_settings > 0 and stats.replayed_settings > 0
+
+
+def test_chance_ties_at_m6_volume_need_no_nms_of_their_own():
+    """A head of YOLOv5m6@1280's size (102,000 rows) with unquantised scores: float32 confidences tie only by chance,
+    a few rows an image, and YOLOv5's unstable sort puts some of those pairs the other way round. Where the tied
+    rows do not overlap, the shared NMS in YOLOv5's order is the answer: equal to YOLOv5 at every setting, with no
+    NMS beyond the one per IoU."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    n, clusters = 102_000, 60
+    k = rng.integers(0, clusters, n)
+    xy = rng.uniform(40, 1240, (clusters, 2))[k] + rng.normal(0, 10, (n, 2))
+    wh = rng.uniform(30, 200, (clusters, 2))[k] * rng.uniform(0.8, 1.25, (n, 2))
+    obj = 1 / (1 + np.exp(-rng.normal(-7, 2.5, n)))  # mostly weak rows, as a real head's
+    cls = 1 / (1 + np.exp(-rng.normal(0, 3, (n, 2))))
+    pred = torch.from_numpy(np.concatenate([xy, wh, obj[:, None], cls], 1).astype(np.float32))[None]
+    cands = Candidates("built.jpg", 1920, 1080, (1280, 1280),
+                       *predict.cap_candidates(*head_rows_to_candidates(pred[0], 1e-4)), 1e-4)
+    conf = cands.confidences()
+    assert len(cands) == 30000 and 0 < len(conf) - len(np.unique(conf)) < 20  # a few chance ties
+    settings = [(c, t) for t in (0.45, 0.7) for c in (0.0001, 0.001, 0.01)]
+    stats = GridStats()
+    for conf_, iou, dets in grid_detections([cands], settings, progress=False, stats=stats):
+        assert_same(yolov5_detections([("built.jpg", pred, (1280, 1280), (1080, 1920, 3))], conf_, iou), dets)
+    assert stats.own_order_settings > 0
+    assert stats.reordered_settings == stats.own_order_settings and stats.replayed_settings == 0
+    assert stats.shared_nms_calls == 2
 
 
 def test_confidence_filter_is_a_prefix_when_nothing_ties():

@@ -17,7 +17,8 @@ import pytest
 from livestock import cli, rehearsal
 from livestock.data.synth import generate_synthetic_dataset
 from livestock.evaluation import detect
-from livestock.evaluation.detect import MAX_NMS, CandidateFiles, collect_candidates, load_candidates
+from livestock.evaluation.detect import CandidateFiles, collect_candidates, load_candidates
+from livestock.evaluation.nms_replay import MAX_NMS
 from livestock.evaluation.standin import (M6_HEAD_ROWS, M6_IMGSZ, SourceImage, head_rows, pick_source, sample_head,
                                           standin_head, write_standin_cache)
 from livestock.records import ImageRecord

@@ -10,7 +10,8 @@ import pytest
 
 from candidate_helpers import make_checkpoint, write_frames, yolov5_detections, yolov5_raw_outputs
 from livestock.evaluation.metrics import mean_average_precision_for_boxes
-from livestock.evaluation.detect import collect_candidates, detections_for_setting
+from livestock.evaluation.detect import collect_candidates
+from livestock.evaluation.nms_replay import detections_for_setting
 from livestock.records import Detections, save_records
 from livestock.evaluation.submission import detections_to_submission
 from livestock.evaluation.tune import (DEFAULT_CONFS, DEFAULT_IOUS, ORIGINAL_SETTING, best_setting, grid_settings,

@@ -336,7 +336,8 @@ def _assert_same(reference, dets) -> None:
 
 @pytest.mark.parametrize("case", ["max_nms_binds", "ties", "ties_multi_label", "ties_agnostic"])
 def test_replay_equals_ultralytics_nms_with_caps_and_ties(case):
-    from livestock.evaluation.detect import Candidates, GridStats, grid_detections, nms_from_candidates
+    from livestock.evaluation.detect import Candidates
+    from livestock.evaluation.nms_replay import GridStats, grid_detections, nms_from_candidates
 
     C.ensure_ultralytics()
     pred = _built_prediction(40000 if case == "max_nms_binds" else 6000, seed=1,
@@ -464,7 +465,7 @@ def _predict_multi_label(yolo, frames, conf, iou, max_det):
 
 
 def _check_grid(cache, reference_at, settings, **kw):
-    from livestock.evaluation.detect import detections_for_setting, grid_detections
+    from livestock.evaluation.nms_replay import detections_for_setting, grid_detections
 
     for conf, iou, dets in grid_detections(cache, settings, progress=False, **kw):
         reference = reference_at(conf, iou)
@@ -588,7 +589,7 @@ def test_same_detections_score_the_same_whichever_engine_wrote_them(yolo11_cache
 
     from ultralytics import YOLO
 
-    from livestock.evaluation.detect import detections_for_setting
+    from livestock.evaluation.nms_replay import detections_for_setting
     from livestock.evaluation.metrics import map_at
     from livestock.evaluation.submission import detections_to_submission
     from livestock.records import Detections

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 import pandas as pd
 
 from livestock.evaluation.metrics import CONTEST_IOU, mean_average_precision_for_boxes
-from livestock.evaluation.detect import (DEFAULT_CONF_FLOOR, DEFAULT_MAX_DET, CandidateFiles, Candidates, GridStats, add_detector_args,
-                               cache_dir_arg, collect_candidates, grid_detections, resolve_images)
+from livestock.evaluation.detect import (DEFAULT_CONF_FLOOR, CandidateFiles, Candidates, add_detector_args,
+                                         cache_dir_arg, collect_candidates, resolve_images)
+from livestock.evaluation.nms_replay import DEFAULT_MAX_DET, GridStats, grid_detections
 from livestock.fileio import atomic_write_csv, atomic_write_figure, atomic_write_text
 from livestock.progress import emit
 from livestock.records import ImageRecord, load_records

@@ -328,7 +328,7 @@ def _results_rows(run_dir: Path) -> int:
 def _train(settings: PretrainSettings, engine, data_yaml: Path, state: _State, say: Say) -> Path:
     """Train, continue an interrupted training, or find a finished one; the best weights."""
     run_dir = settings.run_dir()
-    best, last = run_dir / "weights" / "best.pt", run_dir / "weights" / "last.pt"
+    best = run_dir / "weights" / "best.pt"
     try:
         resume = engine.can_resume(run_dir)
     except ValueError as e:  # the engine writes last.pt atomically, so a kill cannot cut it short: damaged later
