@@ -29,10 +29,11 @@ largest worker process: ``ru_maxrss`` of the rusage ``os.wait4`` returns for it,
 (the files the stage wrote, each counted once).
 
 Tuning keeps one NMS IoU's detections of every image and confidence at a time and scores them before moving to the
-next IoU (:func:`livestock.evaluation.detect.grid_detections`), so the 10 settings of one IoU reach the same peak
-memory as the 210-setting grid, and the grid costs 21 such passes. At m6 volume one pass costs seconds per image on
-2 cores (a capped set of 30,000 float32 confidences nearly always holds a tie, and then every setting runs its own
-NMS over up to 30,000 rows), so the whole fold would take hours: ``m6_tune`` measures ``--m6-images`` frames (50,
+next IoU (:func:`livestock.evaluation.nms_replay.grid_detections`), so the 10 settings of one IoU reach the same
+peak memory as the 210-setting grid, and the grid costs 21 such passes. At m6 volume each pass runs NMS over up to
+30,000 rows per image (tied confidences that YOLOv5 sorts the other way add little: see
+``livestock.evaluation.nms_replay._GridImage``), so the whole fold takes long on 2 cores: ``m6_tune`` measures
+``--m6-images`` frames (50,
 spread evenly over the fold; 0 for all) and reports ``extrapolated_seconds`` = measured pass x 21 IoU values x fold /
 measured frames. What the pass holds grows with the frames (each frame's detections at every confidence of the
 IoU), so a first pass on half those frames and the measured pass, each with its own peak resident memory (sampled

@@ -126,3 +126,19 @@ def assert_same(reference, detections) -> None:
         np.testing.assert_array_equal(det[:, :4].double().numpy(), d.boxes, err_msg=image_id)
         np.testing.assert_array_equal(det[:, 4].double().numpy(), d.scores, err_msg=image_id)
         np.testing.assert_array_equal(det[:, 5].long().numpy(), d.class_ids, err_msg=image_id)
+
+
+def m6_sized_head(seed: int = 0, rows: int = 102_000, clusters: int = 60):
+    """A head output ``(1, rows, 7)`` of YOLOv5m6@1280's size on a 1280x1280 input: boxes around ``clusters``
+    animals, objectness mostly weak (sigmoid of N(-7, 2.5)) and class scores unquantised, so that float32
+    confidences tie only by chance, a few rows an image, as a real head's do."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    k = rng.integers(0, clusters, rows)
+    xy = rng.uniform(40, 1240, (clusters, 2))[k] + rng.normal(0, 10, (rows, 2))
+    wh = rng.uniform(30, 200, (clusters, 2))[k] * rng.uniform(0.8, 1.25, (rows, 2))
+    obj = 1 / (1 + np.exp(-rng.normal(-7, 2.5, rows)))
+    cls = 1 / (1 + np.exp(-rng.normal(0, 3, (rows, 2))))
+    return torch.from_numpy(np.concatenate([xy, wh, obj[:, None], cls], 1).astype(np.float32))[None]
+

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from candidate_helpers import assert_same, make_checkpoint, write_frames, yolov5_detections, yolov5_raw_outputs
+from candidate_helpers import (assert_same, m6_sized_head, make_checkpoint, write_frames, yolov5_detections,
+                               yolov5_raw_outputs)
 from livestock.evaluation import detect as predict
 from livestock.evaluation.detect import Candidates, collect_candidates, detect
 from livestock.evaluation.nms_replay import GridStats, detections_for_setting, grid_detections, nms_from_candidates
@@ -147,16 +148,7 @@ def test_chance_ties_at_m6_volume_need_no_nms_of_their_own():
     a few rows an image, and YOLOv5's unstable sort puts some of those pairs the other way round. Where the tied
     rows do not overlap, the shared NMS in YOLOv5's order is the answer: equal to YOLOv5 at every setting, with no
     NMS beyond the one per IoU."""
-    import torch
-
-    rng = np.random.default_rng(0)
-    n, clusters = 102_000, 60
-    k = rng.integers(0, clusters, n)
-    xy = rng.uniform(40, 1240, (clusters, 2))[k] + rng.normal(0, 10, (n, 2))
-    wh = rng.uniform(30, 200, (clusters, 2))[k] * rng.uniform(0.8, 1.25, (n, 2))
-    obj = 1 / (1 + np.exp(-rng.normal(-7, 2.5, n)))  # mostly weak rows, as a real head's
-    cls = 1 / (1 + np.exp(-rng.normal(0, 3, (n, 2))))
-    pred = torch.from_numpy(np.concatenate([xy, wh, obj[:, None], cls], 1).astype(np.float32))[None]
+    pred = m6_sized_head(seed=0)
     cands = Candidates("built.jpg", 1920, 1080, (1280, 1280),
                        *predict.cap_candidates(*head_rows_to_candidates(pred[0], 1e-4)), 1e-4)
     conf = cands.confidences()

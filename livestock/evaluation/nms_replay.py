@@ -212,16 +212,18 @@ class _GridImage:
     order) and cut at max_nms; for each confidence, the length of the prefix NMS sees, or where YOLOv5's unstable
     sort ordered tied confidences differently, that order (:class:`_OwnOrder`). Such a setting needs no whole NMS:
 
-    - Greedy NMS keeps a row when no earlier *kept* row overlaps it. When no two rows of a reordered tie group
-      overlap above the IoU threshold (same class), their order decides nothing: the kept rows are those of the
-      prefix, and only their output order follows YOLOv5's order. Pairs are checked with a margin, so a pair at
-      the threshold's float rounding counts as overlapping.
-    - Otherwise NMS is replayed on YOLOv5's order from the first differing row on, seeded with the rows the shared
-      NMS kept before it: those were decided alike in both orders and the suppressed ones never act again, so NMS
-      over the kept ones followed by YOLOv5's remaining rows (still in descending confidence, which torchvision's
-      stable sort keeps) equals NMS over YOLOv5's whole order."""
+    Greedy NMS keeps a row when no earlier *kept* row overlaps it, so a row's fate depends only on the *set* of
+    rows kept before it, and suppressed rows never act again.
 
-    IOU_MARGIN = 1e-5  # float32 IoU in the NMS kernel vs float64 here: far wider than their rounding difference
+    - For each reordered tie group, NMS over the rows the shared NMS kept before the group followed by the group in
+      YOLOv5's order tells which of its rows YOLOv5 keeps. When that is the same set as in the prefix for every
+      group (tied rows that do not overlap, or overlap without changing the outcome), every later decision is the
+      same too: the kept rows are the shared NMS's, output in YOLOv5's order.
+    - Otherwise NMS is replayed on YOLOv5's order from the first group whose kept set changes, seeded with the
+      rows kept before it (in YOLOv5's order; all of them kept whatever their order, as no two kept rows overlap):
+      NMS over those followed by YOLOv5's remaining rows (still in descending confidence, which torchvision's
+      stable sort keeps) equals NMS over YOLOv5's whole order. The same replay, from the first differing row,
+      serves when YOLOv5's set differs from the prefix (tied rows cut differently at ``max_nms``)."""
 
     def __init__(self, cands: Candidates, confs: Iterable[float], multi_label: bool) -> None:
         import torch
@@ -231,7 +233,7 @@ class _GridImage:
         self.end_to_end = cands.end_to_end
         order = (torch.arange(len(self.mat)) if cands.end_to_end
                  else torch.sort(self.mat[:, 4], descending=True, stable=True)[1][:MAX_NMS])
-        self.sorted = self.mat[order]
+        self.order, self.sorted = order, self.mat[order]
         self.prefix: dict[float, int] = {}
         self.own_order: dict[float, _OwnOrder] = {}
         for c in confs:
@@ -245,20 +247,31 @@ class _GridImage:
             y_rows, y_index = yolo[differs].sort()
             if torch.equal(y_rows, order[differs].sort()[0]):  # the same rows, tied ones in another order
                 conf = self.sorted[differs, 4]
-                own.tie_spans = [(int(differs[conf == v].min()), int(differs[conf == v].max()))
-                                 for v in conf.unique()]
+                own.tie_spans = sorted((int(differs[conf == v].min()), int(differs[conf == v].max()))
+                                       for v in conf.unique())
                 own.moved_to = differs[y_index[torch.searchsorted(y_rows, order[differs])]]
 
-    def _ties_overlap(self, spans: list[tuple[int, int]], iou: float, agnostic: bool) -> bool:
-        import torchvision
+    def _first_changed_group(self, own: _OwnOrder, keep: "torch.Tensor", iou: float, agnostic: bool) -> int | None:
+        """The start of the first tie group whose kept rows YOLOv5's order changes, or None when none does."""
+        import torch
 
-        for lo, hi in spans:
-            x = self.sorted[lo: hi + 1].double()
-            boxes = x[:, :4] + x[:, 5:6] * (0 if agnostic else MAX_WH)
-            overlap = torchvision.ops.box_iou(boxes, boxes).fill_diagonal_(0)
-            if bool((overlap > iou - self.IOU_MARGIN).any()):
-                return True
-        return False
+        for lo, hi in own.tie_spans:  # in ascending position
+            group = self.mat[own.yolo[lo: hi + 1]]
+            seeds = self.sorted[keep[keep < lo]]
+            # Only kept rows whose box meets a group row's can suppress it (IoU > threshold >= 0 needs a positive
+            # intersection, tested on the same float32 offset boxes the NMS kernel gets); the others change nothing.
+            offset = 0 if agnostic else MAX_WH
+            a = seeds[:, None, :4] + seeds[:, None, 5:6] * offset
+            b = group[None, :, :4] + group[None, :, 5:6] * offset
+            meets = ((torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0]) > 0)
+                     & (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1]) > 0)).any(1)
+            seeds = seeds[meets]
+            kept = _nms(torch.cat((seeds, group)), iou, agnostic, self.end_to_end)
+            yolo_kept = own.yolo[lo + kept[kept >= len(seeds)] - len(seeds)]
+            prefix_kept = self.order[keep[(keep >= lo) & (keep <= hi)]]
+            if not torch.equal(yolo_kept.sort()[0], prefix_kept.sort()[0]):
+                return lo
+        return None
 
     def detections(self, confs: Sequence[float], iou: float, max_det: int, agnostic: bool,
                    stats: "GridStats | None" = None) -> list[Detections]:
@@ -270,16 +283,19 @@ class _GridImage:
             own = self.own_order.get(c)
             if own is None:
                 rows = self.sorted[keep[keep < self.prefix[c]][:max_det]]
-            elif own.tie_spans is not None and not self._ties_overlap(own.tie_spans, iou, agnostic):
-                rows = self.sorted[own.reorder(keep[keep < len(own.yolo)])[:max_det]]
-                if stats is not None:
-                    stats.reordered_settings += 1
             else:
-                x = torch.cat((self.sorted[keep[keep < own.first]], self.mat[own.yolo[own.first:]]))
-                rows = x[_nms(x, iou, agnostic, self.end_to_end)[:max_det]]
-                if stats is not None:
-                    stats.replayed_settings += 1
-                    stats.replayed_rows += len(own.yolo) - own.first
+                start = own.first if own.tie_spans is None else self._first_changed_group(own, keep, iou, agnostic)
+                if start is None:
+                    rows = self.sorted[own.reorder(keep[keep < len(own.yolo)])[:max_det]]
+                    if stats is not None:
+                        stats.reordered_settings += 1
+                else:
+                    seeds = keep[keep < start] if own.tie_spans is None else own.reorder(keep[keep < start])
+                    x = torch.cat((self.sorted[seeds], self.mat[own.yolo[start:]]))
+                    rows = x[_nms(x, iou, agnostic, self.end_to_end)[:max_det]]
+                    if stats is not None:
+                        stats.replayed_settings += 1
+                        stats.replayed_rows += len(own.yolo) - start
             out.append(_to_detections(self.cands, rows))
         return out
 
