@@ -255,6 +255,31 @@ class TrainResult:
                 f"{limit:g} MB limit)\nepochs run: {self.epochs_run}\n{self.metrics.round(4).to_string()}")
 
 
+def epochs_in_results(results_csv: str | os.PathLike) -> int:
+    """Epochs a run's ``results.csv`` holds: one row each after its header (0 without the file). Both engines
+    write one row per finished epoch."""
+    path = Path(results_csv)
+    if not path.is_file():
+        return 0
+    return max(len([ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]) - 1, 0)
+
+
+def keep_results_rows(results_csv: str | os.PathLike, epochs: int) -> None:
+    """Keep the header and the first ``epochs`` rows of a run's ``results.csv`` (rewritten atomically).
+
+    Both engines append an epoch's row before they save that epoch's ``last.pt``: a run killed in between would
+    get the epoch twice when it resumes. Resuming keeps the rows of the epochs ``last.pt`` holds; the resumed run
+    appends the rest."""
+    from livestock.fileio import atomic_write_text
+
+    path = Path(results_csv)
+    if not path.is_file():
+        return
+    rows = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    if len(rows) > epochs + 1:
+        atomic_write_text(path, "".join(rows[: epochs + 1]))
+
+
 def validation_batch(imgsz: int) -> int:
     """A validation batch that fits a 16 GB GPU at any size: YOLOv5's 32 at 640 px and below, fewer images as
     the pixels per image grow (8 at 1280)."""
