@@ -123,7 +123,15 @@ class Engine(Protocol):
     DEFAULT_HYP: str
 
     def train(self, data_yaml: str | os.PathLike, **settings: object) -> object:
-        """Train and return a result with ``best``, ``save_dir`` and a per-class ``metrics`` table."""
+        """Train and return a result with ``best``, ``save_dir`` and a per-class ``metrics`` table. With
+        ``resume=True``, continue the interrupted run in ``project/name`` from its ``weights/last.pt`` (optimiser,
+        EMA, LR schedule and epoch counter as they were; the run's own settings apply); a run with nothing left to
+        resume is an error naming its ``last.pt``. Checkpoints are written atomically
+        (:func:`livestock.fileio.atomic_checkpoints`), so a kill leaves the previous ``last.pt`` whole."""
+
+    def can_resume(self, save_dir: str | os.PathLike) -> bool:
+        """True when ``save_dir`` holds a training that stopped before its end, which ``train(resume=True)``
+        continues; a ``last.pt`` that cannot be read is a ValueError naming it."""
 
     def validate(self, weights: str | os.PathLike, data_yaml: str | os.PathLike, **settings: object) -> "pd.DataFrame":
         """Per-class validation table: index ``all`` and class names; images, instances, P, R, mAP columns."""
