@@ -3,6 +3,8 @@
 A file is written to a temp file beside its destination (``.<name>.<random>.tmp``, so readers that walk a folder
 can pass over it) and renamed into place, so a reader never sees a half-written file and an interrupted write
 leaves the old file, or none, behind. Finished files get the mode ``open()`` would give them.
+
+The training engines write their checkpoints themselves; :func:`atomic_checkpoints` makes those writes atomic too.
 """
 from __future__ import annotations
 
@@ -74,6 +76,49 @@ def atomic_write_figure(fig: "Figure", path: str | os.PathLike, dpi: int = 100) 
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     return Path(path)
+
+
+CHECKPOINT_SUFFIX = ".pt"  # the checkpoints both engines write: last.pt, best.pt, epochN.pt
+
+
+@contextmanager
+def atomic_checkpoints() -> Iterator[None]:
+    """While active, a training engine's checkpoint writes go to a temp file beside the checkpoint and are renamed
+    into place, so a run killed in the middle of a save keeps the previous ``last.pt`` whole, to resume from.
+
+    The engines save in place once an epoch (tens of ms for a nano model, seconds for YOLOv5m6 with its optimiser
+    state) and have no hook before a save, so the two calls they save with are wrapped for the duration of the
+    training, and restored afterwards:
+
+    - ``torch.save`` to a path (YOLOv5's checkpoints; Ultralytics' final stripping of ``last.pt`` / ``best.pt``);
+      a buffer or an open file has nothing to rename and is passed through;
+    - ``Path.write_bytes`` of a ``.pt`` file (Ultralytics serialises a checkpoint into memory first, then writes
+      those bytes to ``last.pt`` and ``best.pt``); other files are written as before.
+    """
+    import torch
+
+    plain_save = torch.save
+    plain_write_bytes = Path.write_bytes
+
+    def save(obj: object, f: object, *args: object, **kwargs: object) -> None:
+        if not isinstance(f, (str, os.PathLike)):
+            return plain_save(obj, f, *args, **kwargs)
+        with atomic_output(f) as tmp:
+            plain_save(obj, tmp, *args, **kwargs)
+
+    def write_bytes(self: Path, data: bytes) -> int:
+        if self.suffix != CHECKPOINT_SUFFIX:
+            return plain_write_bytes(self, data)
+        with atomic_output(self) as tmp:
+            return plain_write_bytes(tmp, data)
+
+    torch.save = save
+    Path.write_bytes = write_bytes  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.save = plain_save
+        Path.write_bytes = plain_write_bytes  # type: ignore[method-assign]
 
 
 def atomic_link_or_copy(src: str | os.PathLike, path: str | os.PathLike) -> Path:

@@ -16,7 +16,8 @@ import yaml
 import livestock.model.yolov5.compat as E
 import livestock.model.yolov5.training as T
 from livestock.data.yolo_format import load_data_yaml
-from livestock.model.engine import METRIC_COLUMNS, PretrainedWeightsError, WeightSizeError, validation_batch
+from livestock.model.engine import (METRIC_COLUMNS, PretrainedWeightsError, WeightSizeError, epochs_in_results,
+                                    keep_results_rows, validation_batch)
 from livestock.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -501,34 +502,22 @@ def test_distributed_ranks_share_one_run_folder(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["exp", "exp2"]
 
 
-class _FailsHalfwayThroughPickling:
-    """Pickling this raises after the bytes before it are written: a save interrupted mid-file."""
-
-    def __reduce__(self):
-        raise KeyboardInterrupt("killed during the save")
-
-
-def test_atomic_checkpoints_keep_the_previous_file_when_a_save_is_interrupted(tmp_path):
-    """A save cut short inside atomic_checkpoints leaves the previous last.pt whole and no temp file behind; a
-    save that completes replaces it; outside the context torch.save is torch's own again."""
-    import torch
-
-    plain_save = torch.save
-    last = tmp_path / "weights" / "last.pt"
-    last.parent.mkdir()
-    torch.save({"epoch": 1, "w": torch.arange(4)}, last)
-    with T.atomic_checkpoints():
-        with pytest.raises(KeyboardInterrupt):
-            torch.save({"epoch": 2, "w": torch.zeros(100_000), "tail": _FailsHalfwayThroughPickling()}, last)
-        assert torch.load(last)["epoch"] == 1
-        assert [p.name for p in last.parent.iterdir()] == ["last.pt"]
-        torch.save({"epoch": 2, "w": torch.arange(4)}, str(last))
-    assert torch.load(last)["epoch"] == 2
-    assert torch.save is plain_save
-    with pytest.raises(KeyboardInterrupt):  # outside the context a cut save leaves a broken file, as torch does
-        torch.save({"epoch": 3, "w": torch.zeros(100_000), "tail": _FailsHalfwayThroughPickling()}, last)
-    with pytest.raises(Exception):
-        torch.load(last)
+def test_results_rows_count_and_keep_the_epochs_last_pt_holds(tmp_path):
+    """A run killed after an epoch's results row and before that epoch's last.pt resumes with the rows last.pt
+    holds, so the resumed run's rows follow on with no epoch twice."""
+    results = tmp_path / "results.csv"
+    assert epochs_in_results(results) == 0
+    keep_results_rows(results, 2)  # no file: nothing to do
+    assert not results.exists()
+    results.write_text("epoch,lr\n1,0.1\n2,0.2\n3,0.3\n")
+    assert epochs_in_results(results) == 3
+    keep_results_rows(results, 5)  # fewer rows than that: left as it is
+    assert results.read_text() == "epoch,lr\n1,0.1\n2,0.2\n3,0.3\n"
+    keep_results_rows(results, 2)
+    assert results.read_text() == "epoch,lr\n1,0.1\n2,0.2\n" and epochs_in_results(results) == 2
+    keep_results_rows(results, 0)
+    assert results.read_text() == "epoch,lr\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
 
 
 @pytest.mark.slow

@@ -51,6 +51,59 @@ def test_atomic_output_streams_into_place(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["big.bin"]
 
 
+class _FailsHalfwayThroughPickling:
+    """Pickling this raises after the bytes before it are written: a save interrupted mid-file."""
+
+    def __reduce__(self):
+        raise KeyboardInterrupt("killed during the save")
+
+
+def test_atomic_checkpoints_keep_the_previous_file_when_a_save_is_interrupted(tmp_path):
+    """A save cut short inside atomic_checkpoints leaves the previous last.pt whole and no temp file behind; a
+    save that completes replaces it; outside the context torch.save is torch's own again."""
+    import torch
+
+    plain_save = torch.save
+    last = tmp_path / "weights" / "last.pt"
+    last.parent.mkdir()
+    torch.save({"epoch": 1, "w": torch.arange(4)}, last)
+    with fileio.atomic_checkpoints():
+        with pytest.raises(KeyboardInterrupt):
+            torch.save({"epoch": 2, "w": torch.zeros(100_000), "tail": _FailsHalfwayThroughPickling()}, last)
+        assert torch.load(last)["epoch"] == 1
+        assert [p.name for p in last.parent.iterdir()] == ["last.pt"]
+        torch.save({"epoch": 2, "w": torch.arange(4)}, str(last))
+    assert torch.load(last)["epoch"] == 2
+    assert torch.save is plain_save
+    with pytest.raises(KeyboardInterrupt):  # outside the context a cut save leaves a broken file, as torch does
+        torch.save({"epoch": 3, "w": torch.zeros(100_000), "tail": _FailsHalfwayThroughPickling()}, last)
+    with pytest.raises(Exception):
+        torch.load(last)
+
+
+def test_atomic_checkpoints_write_bytes_of_a_checkpoint_through_a_rename(tmp_path):
+    """Ultralytics serialises a checkpoint into memory and writes the bytes with Path.write_bytes: inside
+    atomic_checkpoints a .pt file gets a new file renamed into place (a new inode, the usual mode, no temp file
+    left), any other file is written in place as before; outside, write_bytes is pathlib's own again."""
+    from pathlib import Path
+
+    plain_write_bytes = Path.write_bytes
+    last, other = tmp_path / "last.pt", tmp_path / "results.txt"
+    last.write_bytes(b"epoch 1")
+    other.write_bytes(b"row 1")
+    inodes = (os.stat(last).st_ino, os.stat(other).st_ino)
+    keep = tmp_path / "keep_inode"  # a second link keeps the old inode alive, so its number cannot be reused
+    os.link(last, keep)
+    with fileio.atomic_checkpoints():
+        assert last.write_bytes(b"epoch 2") == 7
+        other.write_bytes(b"row 2")
+    assert last.read_bytes() == b"epoch 2" and keep.read_bytes() == b"epoch 1"
+    assert os.stat(last).st_ino != inodes[0] and _mode(last) == 0o666 & ~_umask()
+    assert other.read_bytes() == b"row 2" and os.stat(other).st_ino == inodes[1]
+    assert Path.write_bytes is plain_write_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep_inode", "last.pt", "results.txt"]
+
+
 def test_link_or_copy(tmp_path, monkeypatch):
     src = tmp_path / "src.jpg"
     src.write_bytes(b"jpeg")

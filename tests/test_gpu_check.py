@@ -39,6 +39,10 @@ def test_real_run_is_the_originals_training_within_its_budget():
     assert real.budget_s <= 480  # one command of at most 8 minutes, leaving time for a second try
     assert sum(real.limits_s.values()) + gc.REPORT_RESERVE_S <= real.budget_s
     assert real.epochs >= 2  # the first epoch is warm-up, throughput is timed over the others
+    # the Ultralytics steps: the engine's nano model from scratch on the same frames at the same size
+    assert (real.ultralytics_model, real.ultralytics_batch, real.ultralytics_hyp) == (
+        "yolo11n", 16, "hyp/ultralytics_scratch_cpu.yaml")
+    assert (REPO / real.ultralytics_hyp).is_file() and real.ultralytics_epochs >= 2
 
 
 def test_settings_with_limits_over_the_budget_are_refused():
@@ -140,6 +144,12 @@ def test_synthetic_shards_add_up():
     assert len(sizes) == 16 and sum(sizes) == gc.REAL.train_images and sizes[0] == gc.REAL.main_shard_train
     assert max(sizes[1:]) - min(sizes[1:]) <= 1
     assert gc._shard_sizes(gc.REAL, 1) == [gc.REAL.train_images]
+
+
+def test_ultralytics_epoch_seconds_come_from_its_cumulative_time_column(tmp_path):
+    results = tmp_path / "results.csv"
+    results.write_text("epoch,time,train/box_loss\n1,4.5,1.2\n2,6.25,1.1\n3,8.0,1.0\n", encoding="utf-8")
+    assert gc._epoch_seconds(results) == pytest.approx([4.5, 1.75, 1.75])
 
 
 # ---------------------------------------------------------------- reading YOLOv5's training output
@@ -286,8 +296,9 @@ def test_dry_run_runs_every_step_and_skips_only_cuda(dry_run):
             assert step["error"] is None
     assert report["mode"] == "dry-run" and report["cuda"] is False and report["seconds"] <= report["budget_s"]
     md = (out / "gpu_check.md").read_text(encoding="utf-8")
-    assert all(f"| {s.name} |" in md for s in gc.STEPS)
-    assert (out / "logs" / "train.log").is_file()
+    assert all(md.count(f"| {s.name} |") == 1 for s in gc.STEPS if not s.name.startswith("train"))
+    assert all(md.count(f"| {s.name} |") == 2 for s in gc.STEPS if s.name in ("train", "train_cache_ram"))
+    assert (out / "logs" / "train.log").is_file() and (out / "logs" / "ultralytics.log").is_file()
 
 
 @pytest.mark.slow
@@ -341,3 +352,43 @@ def test_dry_run_detections_agree_cpu_with_cpu(dry_run):
     assert [(r["precision"], r["batch"]) for r in latency["rows"]] == [("fp32", 1), ("fp32", 16)]
     assert all(r["median_ms"] > 0 for r in latency["rows"])
     assert steps["export"]["file"].endswith("_fp16.onnx") and steps["export"]["size_mb"] > 0
+
+
+@pytest.mark.slow
+def test_dry_run_trains_scores_and_times_the_ultralytics_engine(dry_run):
+    from livestock.model.engine import engine_of_weights
+
+    _, report, out, work = dry_run
+    steps = {s["name"]: s["results"] for s in report["steps"]}
+    run = steps["ultralytics"]
+    assert (run["model"], run["imgsz"], run["epochs"]) == ("yolo11n", gc.DRY_RUN.imgsz, gc.DRY_RUN.ultralytics_epochs)
+    assert "--engine ultralytics" in run["command"] and run["train_images"] == steps["prepare"]["train_images"]
+    train = run["train"]
+    assert engine_of_weights(train["weights"]) == "ultralytics"
+    # hand-computed from Ultralytics' own results.csv: its cumulative times, and the epoch after the first
+    with open(work / "run" / "ultralytics" / "train" / "results.csv", newline="", encoding="utf-8") as f:
+        ends = [float(row["time"]) for row in csv.DictReader(f)]
+    assert len(ends) == gc.DRY_RUN.ultralytics_epochs == 2
+    assert train["epoch_s"] == pytest.approx([ends[0], ends[1] - ends[0]])
+    assert train["images_per_s"] == pytest.approx(run["train_images"] / (ends[1] - ends[0]))
+    assert train["extrapolated"]["total_s"] == pytest.approx(20 * 13_164 / train["images_per_s"])
+    # validated on the same fold as the YOLOv5 weights; scored with the contest metric on the test images
+    assert run["val"]["images"] == steps["val"]["images"] > 0
+    assert 0.0 <= run["val"]["metrics"]["all"]["mAP@0.5"] <= 1.0
+    contest = run["contest"]
+    assert contest["metric_iou"] == 0.75 and contest["settings"] == len(gc.TUNE_CONFS) * len(gc.TUNE_IOUS)
+    assert (contest["original"]["conf"], contest["original"]["iou"]) == (0.001, 0.68)
+    assert 0.0 <= contest["original"]["map"] <= contest["best"]["map"] <= 1.0
+    assert contest["images"] == steps["inference"]["images"]
+    latency = steps["ultralytics_latency"]
+    assert [(r["runtime"], r["precision"], r["batch"], r["device"]) for r in latency["rows"]] == [
+        ("pytorch", "fp32", 1, "cpu"), ("pytorch", "fp32", 16, "cpu"), ("onnxruntime", "fp32", 1, "cpu")]
+    assert [r["runs"] for r in latency["rows"]] == [*gc.DRY_RUN.latency_runs, gc.DRY_RUN.latency_runs[1]]
+    assert all(r["median_ms"] > 0 and r["images_per_s"] == pytest.approx(r["batch"] * 1e3 / r["median_ms"])
+               for r in latency["rows"])
+    exported = work / "run" / latency["onnx"]["file"]
+    assert engine_of_weights(exported) == "ultralytics"
+    assert latency["onnx"]["size_mb"] == pytest.approx(exported.stat().st_size / 1e6)
+    assert latency["onnx"]["providers"] == ["CPUExecutionProvider"]
+    md = (out / "gpu_check.md").read_text(encoding="utf-8")
+    assert "## Ultralytics (yolo11n, 64 px" in md and "| onnxruntime | fp32 | 1 | cpu |" in md

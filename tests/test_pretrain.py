@@ -1,6 +1,6 @@
 """Barn-pretrained weights: the generator's shifted style (the barn style is pinned by tests/test_synth_golden.py),
-``livestock pretrain`` at toy scale (weights, manifest, resume after a kill), the manifest check, and the main job's
-``weights="auto"``."""
+``livestock pretrain`` at toy scale with either engine (weights, manifest, resume after a kill), the manifest check,
+and the main job's ``weights="auto"``."""
 from __future__ import annotations
 
 import hashlib
@@ -96,6 +96,16 @@ def test_unknown_style_is_a_clear_error(tmp_path):
     assert not (tmp_path / "d").exists()
     with pytest.raises(ValueError, match="barn is the main job's own distribution"):
         PretrainSettings(style="barn")
+
+
+def test_each_engine_pretrains_its_own_default_model():
+    assert PretrainSettings().model == "yolov5n"
+    settings = PretrainSettings(engine="ultralytics")
+    assert settings.model == "yolo11n" and settings.run_dir().name == "yolo11n_320"
+    assert settings.command().startswith("livestock pretrain --engine ultralytics --model yolo11n --imgsz 320 ")
+    assert PretrainSettings(engine="ultralytics", model="yolo26n").weights_path().name == "pretrained_yolo26n_320.pt"
+    with pytest.raises(ValueError, match="unknown engine 'yolov9'"):
+        PretrainSettings(engine="yolov9")
 
 
 def test_preview_shows_six_frames_of_each_style(tmp_path):
@@ -275,3 +285,28 @@ def test_a_damaged_checkpoint_stops_the_pretraining_with_its_name_and_keeps_it(t
     assert last.read_bytes() == data[: len(data) // 2]
 
 
+
+
+@pytest.mark.slow
+def test_ultralytics_pretraining_resumes_after_a_kill(tmp_path):
+    """The same command with the Ultralytics engine: killed once its first last.pt is written, run again, it resumes
+    (every epoch once in results.csv) and writes weights that are Ultralytics' with a manifest that names them."""
+    from livestock.model.engine import engine_of_weights
+
+    command = [*_pretrain_command(epochs=3), "--engine", "ultralytics"]
+    run_dir = Path("runs/pretrain/yolo11n_64")
+    last = tmp_path / run_dir / "weights/last.pt"
+    _kill_when(command, tmp_path, lambda: _complete(last))
+    assert not (tmp_path / "trained_model/pretrained_yolo11n_64.pt").exists()
+    done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "[pretrain] train: resuming" in done.stdout, done.stdout
+    results = pd.read_csv(tmp_path / run_dir / "results.csv")
+    assert results["epoch"].tolist() == [1, 2, 3]  # Ultralytics counts epochs from 1
+    weights = tmp_path / "trained_model/pretrained_yolo11n_64.pt"
+    manifest = verify_pretrained(weights)
+    assert manifest["engine"] == "ultralytics" and manifest["model"] == "yolo11n"
+    assert manifest["epochs_run"] == 3 and manifest["sessions"] == 2
+    assert manifest["hyp"] == "ultralytics_scratch_cpu" and manifest["machine"]["ultralytics"]
+    assert manifest["command"].startswith("livestock pretrain --engine ultralytics --model yolo11n --imgsz 64 ")
+    assert engine_of_weights(weights) == "ultralytics"

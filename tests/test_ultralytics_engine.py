@@ -1,6 +1,7 @@
-"""livestock.model.ultralytics.adapter: the offline layer, hyp / model / weights resolution, training and validation
-(a short run must clearly learn; the table has YOLOv5's format), and raw candidates whose replay equals
-Ultralytics' own predictions at every setting of a grid (YOLO11; YOLO26 with its NMS-free and its NMS head; ONNX)."""
+"""The Ultralytics engine: the offline layer, hyp / model / weights resolution, training and validation (a short run
+must clearly learn; the table has YOLOv5's format), resume after a kill (the same LR schedule and one results row
+per epoch as a run without interruption), and raw candidates whose replay equals Ultralytics' own predictions at
+every setting of a grid (YOLO11; YOLO26 with its NMS-free and its NMS head; ONNX)."""
 from __future__ import annotations
 
 import contextlib
@@ -21,6 +22,7 @@ import yaml
 from livestock.model.ultralytics import compat as C
 from livestock.model.engine import parse_device
 from livestock.model.ultralytics import adapter as U
+from livestock.model.ultralytics import training as UT
 
 # Ultralytics reads its config folder when first imported, and the yolov5 package imports it: point it at ours
 # before any test of this session imports either, so no test writes the user's own settings file.
@@ -97,7 +99,7 @@ def _tiny_run(toy, root: Path, model: str):
     progress = root / "progress.jsonl"
     with network_blocked() as attempts, pytest.MonkeyPatch.context() as mp:
         mp.setenv("LIVESTOCK_PROGRESS", str(progress))
-        result = U.train(toy, model=model, hyp=U.load_hyp(U.DEFAULT_HYP) | TINY_HYP, project=root / "runs",
+        result = UT.train(toy, model=model, hyp=U.load_hyp(U.DEFAULT_HYP) | TINY_HYP, project=root / "runs",
                          name=model, on_epoch=lambda e, n, m: epochs.append((e, n, m)), **TINY_ARGS)
     events = [json.loads(ln) for ln in progress.read_text().splitlines()]
     return result, epochs, events, list(attempts)
@@ -199,20 +201,17 @@ def test_engine_is_registered_with_yolov5s_interface():
     assert ENGINES["ultralytics"] == "livestock.model.ultralytics"
     for engine in (Y, E):  # the interface every stage relies on
         for name in ("NAME", "MODEL_NAMES", "DEFAULT_MODEL", "DEFAULT_HYP", "HYP_KEYS", "load_hyp", "train",
-                     "validate", "load_detector", "export_onnx", "load_checkpoint"):
+                     "can_resume", "validate", "load_detector", "export_onnx", "load_checkpoint"):
             assert hasattr(engine, name), (engine.__name__, name)
-    assert E.NAME == "ultralytics" and E.DEFAULT_MODEL in E.MODEL_NAMES and E.train is U.train
-    for fn in ("train", "validate", "load_detector", "load_hyp"):
+    assert E.NAME == "ultralytics" and E.DEFAULT_MODEL in E.MODEL_NAMES and E.train is UT.train
+    for fn in ("train", "can_resume", "validate", "load_detector", "load_hyp"):
         ours, theirs = inspect.signature(getattr(E, fn)).parameters, inspect.signature(getattr(Y, fn)).parameters
         for name, p in theirs.items():  # every YOLOv5 argument is accepted, with the same default
-            if name == "resume":
-                continue  # resuming an interrupted training is YOLOv5's only, so far: `livestock train` passes it
-                # only when asked, and the Ultralytics adapter has no such argument to accept it silently
             assert name in ours, (fn, name)
             # each engine's own: its hyp file, and validation's NMS IoU (0.7 here, 0.6 in YOLOv5)
             if name not in ("hyp", "iou"):
                 assert ours[name].default == p.default, (fn, name)
-    assert inspect.signature(U.train).parameters["hyp"].default == U.DEFAULT_HYP
+    assert inspect.signature(UT.train).parameters["hyp"].default == U.DEFAULT_HYP
 
 
 def test_hyp_file_is_ultralytics_defaults():
@@ -288,7 +287,7 @@ def test_table_format_is_yolov5s():
     names = {0: "pig", 1: "cow"}
     theirs = _ValCapture(names).table()
     metrics = SimpleNamespace(nt_per_class=None, nt_per_image=None, ap_class_index=[])
-    ours = U._metrics_table(SimpleNamespace(metrics=metrics, seen=0), names)
+    ours = UT._metrics_table(SimpleNamespace(metrics=metrics, seen=0), names)
     assert list(ours.index) == list(theirs.index) and ours.index.name == theirs.index.name
     assert list(ours.columns) == list(theirs.columns)
     assert (ours.dtypes == theirs.dtypes).all()
@@ -397,8 +396,8 @@ def test_trained_model_beats_untrained_and_validate_reproduces_the_table(yolo11_
     torch.save({"model": untrained.half(), "epoch": -1}, tmp_path / "untrained.pt")
     kw = dict(imgsz=64, device="cpu", workers=0, project=tmp_path, plots=False)
     with network_blocked() as attempts:
-        before = U.validate(tmp_path / "untrained.pt", toy, name="untrained", **kw)
-        after = U.validate(result.best, toy, name="trained", **kw)
+        before = UT.validate(tmp_path / "untrained.pt", toy, name="untrained", **kw)
+        after = UT.validate(result.best, toy, name="trained", **kw)
     assert attempts == []
     m0, m1 = before.loc["all", "mAP@0.5"], after.loc["all", "mAP@0.5"]
     print(f"mAP@0.5 untrained {m0:.4f} -> trained {m1:.4f}")
@@ -422,11 +421,86 @@ def test_yolo26_trains_with_its_nms_free_head(yolo26_run, toy, tmp_path):
     ckpt = U.load_checkpoint(result.best)
     assert U._has_one2one(ckpt["model"])
     # training validated the one-to-one head (nms=False); the one-to-many head is there to validate as well
-    dense = U.validate(result.best, toy, imgsz=64, device="cpu", workers=0, project=tmp_path, plots=False,
+    dense = UT.validate(result.best, toy, imgsz=64, device="cpu", workers=0, project=tmp_path, plots=False,
                        variant="one2many")
     assert dense.loc["all", "mAP@0.5"] > 0.3
-    assert U.validate(result.best, toy, imgsz=64, device="cpu", workers=0, project=tmp_path, plots=False,
+    assert UT.validate(result.best, toy, imgsz=64, device="cpu", workers=0, project=tmp_path, plots=False,
                       exist_ok=True).equals(result.metrics)
+
+
+# ---------------------------------------------------------------- resume after a kill
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+
+def _results(run_dir: Path):
+    import pandas as pd
+
+    table = pd.read_csv(run_dir / "results.csv", skipinitialspace=True)
+    table.columns = table.columns.str.strip()
+    return table
+
+
+@pytest.mark.slow
+def test_resume_after_kill_keeps_the_lr_schedule_and_one_row_per_epoch(tmp_path):
+    """A training killed mid-run (SIGKILL, no clean-up) resumes from last.pt with its optimiser and LR schedule:
+    the resumed run's epochs and per-epoch learning rates equal those of the same run without interruption.
+    Once finished, it has nothing left to resume: one line naming last.pt, exit 1."""
+    import signal
+    import time
+
+    from toy_yolo import make_toy_yolo_dataset
+
+    data = make_toy_yolo_dataset(tmp_path / "toy", n_train=32, n_val=8)
+    base = [sys.executable, "-m", "livestock.cli", "train", "--engine", "ultralytics", "--data", str(data),
+            "--model", "yolo11n", "--img", "64", "--epochs", "5", "--batch", "8", "--device", "cpu", "--workers", "0",
+            "--project", str(tmp_path)]
+    straight_run = subprocess.run(base + ["--name", "straight"], capture_output=True, text=True, env=_env())
+    assert straight_run.returncode == 0, straight_run.stderr[-3000:]
+    proc = subprocess.Popen(base + ["--name", "killed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=_env())
+    results = tmp_path / "killed" / "results.csv"
+    deadline = time.monotonic() + 600
+    while not (results.is_file() and len(results.read_text().splitlines()) >= 3):  # header + 2 epochs
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(results.read_text().splitlines()) - 1 < 5
+    assert UT.can_resume(tmp_path / "killed") and not UT.can_resume(tmp_path / "straight")
+    assert not UT.can_resume(tmp_path / "nothing_here")
+    resumed_run = subprocess.run(base + ["--name", "killed", "--resume"], capture_output=True, text=True, env=_env())
+    assert resumed_run.returncode == 0, resumed_run.stderr[-3000:]
+    assert "epochs run: 5" in resumed_run.stdout
+    straight, resumed = _results(tmp_path / "straight"), _results(tmp_path / "killed")
+    assert straight["epoch"].tolist() == resumed["epoch"].tolist() == [1, 2, 3, 4, 5]
+    lr = [c for c in straight.columns if c.startswith("lr/")]
+    assert len(lr) == 3  # Ultralytics' three parameter groups
+    np.testing.assert_allclose(resumed[lr].to_numpy(), straight[lr].to_numpy(), rtol=0, atol=1e-12)
+    assert len(set(straight["lr/pg0"])) == 5  # a schedule that changes every epoch: the comparison can fail
+    assert not UT.can_resume(tmp_path / "killed")
+    last = tmp_path / "killed" / "weights" / "last.pt"
+    again = subprocess.run(base + ["--name", "killed", "--resume"], capture_output=True, text=True, env=_env())
+    assert again.returncode == 1
+    assert again.stderr.strip().splitlines()[-1] == (
+        f"livestock train: error: {last}: this training finished (its optimiser state was stripped); "
+        "nothing to resume")
+
+
+def test_resume_without_a_run_names_the_missing_checkpoint(tmp_path, toy):
+    last = tmp_path / "never" / "weights" / "last.pt"
+    with pytest.raises(FileNotFoundError, match=f"{last}: no interrupted training to resume"):
+        UT.train(toy, project=tmp_path, name="never", device="cpu", resume=True)
+
+
+def test_a_damaged_last_checkpoint_is_named(tmp_path):
+    last = tmp_path / "run" / "weights" / "last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    with pytest.raises(ValueError, match=f"{last}: not a readable PyTorch checkpoint"):
+        UT.can_resume(tmp_path / "run")
 
 
 # ---------------------------------------------------------------- raw candidates = Ultralytics' own predictions

@@ -123,7 +123,15 @@ class Engine(Protocol):
     DEFAULT_HYP: str
 
     def train(self, data_yaml: str | os.PathLike, **settings: object) -> object:
-        """Train and return a result with ``best``, ``save_dir`` and a per-class ``metrics`` table."""
+        """Train and return a result with ``best``, ``save_dir`` and a per-class ``metrics`` table. With
+        ``resume=True``, continue the interrupted run in ``project/name`` from its ``weights/last.pt`` (optimiser,
+        EMA, LR schedule and epoch counter as they were; the run's own settings apply); a run with nothing left to
+        resume is an error naming its ``last.pt``. Checkpoints are written atomically
+        (:func:`livestock.fileio.atomic_checkpoints`), so a kill leaves the previous ``last.pt`` whole."""
+
+    def can_resume(self, save_dir: str | os.PathLike) -> bool:
+        """True when ``save_dir`` holds a training that stopped before its end, which ``train(resume=True)``
+        continues; a ``last.pt`` that cannot be read is a ValueError naming it."""
 
     def validate(self, weights: str | os.PathLike, data_yaml: str | os.PathLike, **settings: object) -> "pd.DataFrame":
         """Per-class validation table: index ``all`` and class names; images, instances, P, R, mAP columns."""
@@ -253,6 +261,31 @@ class TrainResult:
         flag = "within" if self.size_report["within_limit"] else "OVER"
         return (f"run folder: {self.save_dir}\nbest weights: {self.best} ({self.weight_mb:.1f} MB, {flag} the "
                 f"{limit:g} MB limit)\nepochs run: {self.epochs_run}\n{self.metrics.round(4).to_string()}")
+
+
+def epochs_in_results(results_csv: str | os.PathLike) -> int:
+    """Epochs a run's ``results.csv`` holds: one row each after its header (0 without the file). Both engines
+    write one row per finished epoch."""
+    path = Path(results_csv)
+    if not path.is_file():
+        return 0
+    return max(len([ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]) - 1, 0)
+
+
+def keep_results_rows(results_csv: str | os.PathLike, epochs: int) -> None:
+    """Keep the header and the first ``epochs`` rows of a run's ``results.csv`` (rewritten atomically).
+
+    Both engines append an epoch's row before they save that epoch's ``last.pt``: a run killed in between would
+    get the epoch twice when it resumes. Resuming keeps the rows of the epochs ``last.pt`` holds; the resumed run
+    appends the rest."""
+    from livestock.fileio import atomic_write_text
+
+    path = Path(results_csv)
+    if not path.is_file():
+        return
+    rows = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    if len(rows) > epochs + 1:
+        atomic_write_text(path, "".join(rows[: epochs + 1]))
 
 
 def validation_batch(imgsz: int) -> int:

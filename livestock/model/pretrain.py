@@ -40,12 +40,9 @@ from livestock.data.synth.style import STYLES, get_style
 from livestock.data.yolo_format import prepare_dataset
 from livestock.evaluation.inference import split_map
 from livestock.fileio import atomic_write_bytes, atomic_write_text
-from livestock.model.engine import DEFAULT_ENGINE, ENGINES, get_engine, parse_device
+from livestock.model.engine import DEFAULT_ENGINE, ENGINES, epochs_in_results, get_engine, parse_device
 
 MANIFEST_KIND = "livestock-pretrained-weights"
-# Engines whose training resumes an interrupted run (``can_resume``, ``train(resume=True)``): a pretraining of hours
-# must survive the end of a session. Ultralytics' adapter does not resume yet.
-RESUMABLE_ENGINES = ("yolov5",)
 AUTO = "auto"  # the pipeline's weights setting: the pretrained file for its model and size when present
 PRETRAIN_STYLES = tuple(s for s in STYLES if s != "barn")  # the barn style is the main job's own distribution
 DEFAULT_SEED = 101  # the main job's data use seed 0; the shifted style's streams differ from the barn's anyway
@@ -62,7 +59,7 @@ class PretrainSettings:
     """What ``livestock pretrain`` makes and where; the first group defines the result (and its command line)."""
 
     engine: str = DEFAULT_ENGINE
-    model: str = "yolov5n"
+    model: str | None = None  # None: the engine's default model (yolov5n, yolo11n)
     imgsz: int = 320
     epochs: int = DEFAULT_EPOCHS
     batch: int = 16
@@ -78,9 +75,12 @@ class PretrainSettings:
     out: str = str(paths.TRAINED_MODEL_DIR)
 
     def __post_init__(self) -> None:
-        if self.engine not in RESUMABLE_ENGINES:
-            raise ValueError(f"engine {self.engine!r} cannot pretrain: a pretraining must resume after an "
-                             f"interruption, which only {', '.join(RESUMABLE_ENGINES)} can (engines: {', '.join(ENGINES)})")
+        # Every engine resumes an interrupted training (``can_resume``, ``train(resume=True)``): a pretraining of
+        # hours must survive the end of a session.
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if not self.model:
+            object.__setattr__(self, "model", get_engine(self.engine).DEFAULT_MODEL)  # frozen: set once, here
         if self.style not in PRETRAIN_STYLES:
             raise ValueError(f"pretraining style must be one of {PRETRAIN_STYLES} (barn is the main job's own "
                              f"distribution), not {self.style!r}")
@@ -98,7 +98,7 @@ class PretrainSettings:
     @property
     def model_name(self) -> str:
         """The model's short name (a yaml path's stem)."""
-        return Path(self.model).stem
+        return Path(str(self.model)).stem
 
     def generator(self) -> dict:
         """The generator's arguments: the pretraining data depend on these and on nothing else."""
@@ -317,33 +317,25 @@ def _prepare(settings: PretrainSettings, root: Path, data_hash: str, say: Say) -
     return split_dir / "data.yaml", record
 
 
-def _results_rows(run_dir: Path) -> int:
-    """Epochs the run's ``results.csv`` holds (one row each after its header)."""
-    results = run_dir / "results.csv"
-    if not results.is_file():
-        return 0
-    return max(len([ln for ln in results.read_text().splitlines() if ln.strip()]) - 1, 0)
-
-
 def _train(settings: PretrainSettings, engine, data_yaml: Path, state: _State, say: Say) -> Path:
     """Train, continue an interrupted training, or find a finished one; the best weights."""
     run_dir = settings.run_dir()
-    best = run_dir / "weights" / "best.pt"
+    best, results = run_dir / "weights" / "best.pt", run_dir / "results.csv"
     try:
         resume = engine.can_resume(run_dir)
     except ValueError as e:  # the engine writes last.pt atomically, so a kill cannot cut it short: damaged later
         raise ValueError(f"{e}; the pretraining cannot continue from it: delete {run_dir} to start again") from e
     if not resume and best.is_file():
-        say(f"train: {run_dir} finished already ({_results_rows(run_dir)} epochs)")
+        say(f"train: {run_dir} finished already ({epochs_in_results(results)} epochs)")
         return best
     if resume:
-        say(f"train: resuming {run_dir} after epoch {_results_rows(run_dir)} of {settings.epochs}")
+        say(f"train: resuming {run_dir} after epoch {epochs_in_results(results)} of {settings.epochs}")
     else:
         # a run killed before its first last.pt may have left a results row: a fresh start must not append to it
-        (run_dir / "results.csv").unlink(missing_ok=True)
+        results.unlink(missing_ok=True)
         say(f"train: {settings.model} from scratch at {settings.imgsz} px, {settings.epochs} epochs -> {run_dir}")
     started = time.perf_counter()
-    first = _results_rows(run_dir)
+    first = epochs_in_results(results)
 
     def on_epoch(epoch: int, epochs: int, metrics: dict) -> None:
         state.add("train")
@@ -406,7 +398,8 @@ def pretrain(settings: PretrainSettings, say: Say = print) -> dict:
         "weights_bytes": len(weights_bytes),
         "command": settings.command(),
         "engine": settings.engine, "model": settings.model, "imgsz": settings.imgsz, "batch": settings.batch,
-        "seed": settings.seed, "epochs": settings.epochs, "epochs_run": _results_rows(settings.run_dir()),
+        "seed": settings.seed, "epochs": settings.epochs,
+        "epochs_run": epochs_in_results(settings.run_dir() / "results.csv"),
         "hyp": engine.DEFAULT_HYP, "hyp_values": engine.load_hyp(engine.DEFAULT_HYP),
         "data": {"style": settings.style, "frames": settings.frames, "generator": settings.generator(),
                  "style_settings": dataclasses.asdict(style), "images": generated["images"],
@@ -442,9 +435,8 @@ def cli_pretrain_args(p: argparse.ArgumentParser) -> None:
     p.description = ("Pretrain the main job's model on a larger synthetic set in a shifted style (the stand-in for "
                      "COCO weights) and write trained_model/pretrained_<model>_<imgsz>.pt with its manifest. Run the "
                      "same command again after an interruption: it continues from the last finished epoch.")
-    p.add_argument("--engine", choices=list(RESUMABLE_ENGINES), default=d.engine,
-                   help="detection engine (%(default)s; one that resumes an interrupted training)")
-    p.add_argument("--model", default=d.model, help="architecture (default %(default)s: the main job's)")
+    p.add_argument("--engine", choices=list(ENGINES), default=d.engine, help="detection engine (%(default)s)")
+    p.add_argument("--model", default=None, help="architecture (default: the engine's own, yolov5n or yolo11n)")
     p.add_argument("--imgsz", "--img", dest="imgsz", type=int, default=d.imgsz, help="training size (%(default)s)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (%(default)s)")
     p.add_argument("--batch", "--batch-size", dest="batch", type=int, default=d.batch, help="batch size (%(default)s)")

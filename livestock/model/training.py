@@ -43,15 +43,13 @@ def cli_train(args: argparse.Namespace) -> int:
     """Run ``livestock train`` with parsed ``args``; returns the exit code."""
     engine = get_engine(args.engine)
     options = {"freeze": args.freeze} if args.freeze else {}
-    if args.resume:  # only the YOLOv5 engine resumes so far; the others refuse the argument they don't have
-        options["resume"] = True
     result = engine.train(
         args.data, model=args.model, weights=args.weights or None, hyp=args.hyp or engine.DEFAULT_HYP,
         imgsz=args.imgsz, epochs=args.epochs, batch_size=args.batch_size, device=args.device, workers=args.workers,
         project=args.project, name=args.name, exist_ok=args.exist_ok, linear_lr=args.linear_lr,
         optimizer=args.optimizer, seed=args.seed, patience=args.patience, cache=args.cache,
         max_weight_mb=args.max_weight_mb, fail_on_oversize=args.fail_on_oversize, verbose=args.verbose,
-        **options,
+        resume=args.resume, **options,
     )
     if result is not None:
         print(result.summary())

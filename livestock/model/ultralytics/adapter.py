@@ -1,12 +1,14 @@
 """Ultralytics engine: YOLOv8, YOLO11 and YOLO26 through the ``ultralytics`` pip package (8.4), with the same
-interface as :mod:`livestock.model.yolov5`: train, validate, load a detector that yields raw candidates,
-export to ONNX. Every call goes through :func:`~livestock.model.ultralytics.compat.ensure_ultralytics` (offline,
-no downloads, no telemetry, the user's settings file untouched).
+interface as :mod:`livestock.model.yolov5`. This module: model names, weights, hyp files and checkpoints, the
+detector that yields raw candidates, ONNX export; training, resume and validation are in
+:mod:`livestock.model.ultralytics.training`. Every call goes through
+:func:`~livestock.model.ultralytics.compat.ensure_ultralytics` (offline, no downloads, no telemetry, the user's
+settings file untouched).
 
 Detection heads and variants. YOLOv8 / YOLO11 have one anchor-free head: per anchor a box and class scores, no
 objectness; NMS follows. YOLO26 carries two heads trained together: the one-to-one head gives the model's own
 top-k detections (``max_det`` = 300, NMS-free) and the one-to-many head gives dense rows for NMS like YOLO11's.
-``variant`` chooses between them wherever a model is run (:func:`train`'s validations, :func:`validate`,
+``variant`` chooses between them wherever a model is run (training's validations, validation,
 :func:`load_detector`, :func:`export_onnx`):
 
 - ``"one2one"``: the NMS-free head (YOLO26 only); candidates are ``end_to_end`` rows, a confidence threshold is the
@@ -31,18 +33,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from livestock.data.yolo_format import load_data_yaml, yaml_class_names
-from livestock.fileio import atomic_write_csv, atomic_write_text
-from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, METRIC_COLUMNS, EpochCallback, PretrainedWeightsError,
-                                    TrainResult, WeightSizeError, parse_device, read_hyp, validation_batch)
+from livestock.model.engine import CONTEST_MAX_WEIGHT_MB, PretrainedWeightsError, WeightSizeError, read_hyp
 from livestock.model.onnx_file import load_onnx, save_onnx, set_onnx_metadata
 from livestock.model.ultralytics.compat import ensure_ultralytics
-from livestock.progress import emit
-from livestock.provenance import require_current
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
-    import pandas as pd
     import torch
 
 NAME = "ultralytics"
@@ -63,8 +59,8 @@ HYP_KEYS: tuple[str, ...] = (
 )
 VARIANTS: tuple[str, ...] = ("one2one", "one2many")
 OPTIMIZERS: tuple[str, ...] = ("SGD", "MuSGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp", "auto")
-# Ultralytics train options that pass through ``train(**options)``; the others have their own arguments or would
-# break the run-folder contract (resume, save_dir).
+# Ultralytics train options that pass through ``train(**options)``; the others have their own arguments (imgsz, epochs,
+# resume, ...) or would break the run-folder contract (save_dir).
 PASSTHROUGH_OPTIONS = frozenset({
     "rect", "multi_scale", "single_cls", "freeze", "save_period", "close_mosaic", "amp", "fraction", "nbs",
     "deterministic", "time", "max_det", "compile",
@@ -206,25 +202,7 @@ def check_weight_size(path: str | os.PathLike, max_weight_mb: float = CONTEST_MA
     return report
 
 
-# ================================================================ runs, datasets, quiet output, per-class metrics
-
-
-def _run_dir(project: str | os.PathLike, name: str, exist_ok: bool) -> Path:
-    """``project/name``; when it exists and ``exist_ok`` is False, ``name2``, ``name3``, ... (YOLOv5's rule, so both
-    engines number runs alike)."""
-    ensure_ultralytics()
-    from ultralytics.utils.files import increment_path
-
-    return Path(increment_path(Path(project) / name, exist_ok=exist_ok, sep="")).resolve()
-
-
-def _data_yaml_for_ultralytics(data_yaml: str | os.PathLike, run_dir: Path) -> str:
-    """A copy of the dataset yaml with absolute paths in the run folder: Ultralytics takes a relative ``path``
-    from its own datasets folder, not from the yaml's, so the copy is always made."""
-    import yaml
-
-    data, _ = load_data_yaml(data_yaml)
-    return str(atomic_write_text(run_dir / "data.yaml", yaml.safe_dump(data, sort_keys=False, allow_unicode=True)))
+# ================================================================ quiet output
 
 
 @contextlib.contextmanager
@@ -240,228 +218,6 @@ def _ultralytics_output(verbose: bool) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def _metrics_table(validator, names: dict[int, str]) -> pd.DataFrame:
-    """The per-class table of one Ultralytics validation, in YOLOv5's form (see :func:`validate`)."""
-    import numpy as np
-    import pandas as pd
-
-    m = validator.metrics
-    nc = len(names)
-    nt_class = np.zeros(nc, int) if m.nt_per_class is None else np.asarray(m.nt_per_class)
-    nt_image = np.zeros(nc, int) if m.nt_per_image is None else np.asarray(m.nt_per_image)
-    per = {c: (0.0,) * 4 if nt_class[c] else (np.nan,) * 4 for c in names}
-    for i, c in enumerate(m.ap_class_index):
-        per[int(c)] = tuple(float(v) for v in m.class_result(i))
-    labelled = [per[c] for c in names if nt_class[c]]
-    mean = tuple(float(np.mean(col)) for col in zip(*labelled)) if labelled else (np.nan,) * 4
-    rows = [("all", int(validator.seen), int(nt_class.sum()), *mean)]
-    rows += [(names[c], int(nt_image[c]), int(nt_class[c]), *per[c]) for c in names]
-    df = pd.DataFrame(rows, columns=["class", *METRIC_COLUMNS]).set_index("class")
-    return df.astype({"images": int, "instances": int})
-
-
-class _RunCapture:
-    """Ultralytics callbacks that report each training epoch (``on_epoch`` and a progress event) and keep the
-    per-class table of the last validation that ran outside the epoch loop (the final one of ``best.pt``, or a
-    plain validation)."""
-
-    def __init__(self, names: dict[int, str], epochs: int = 0, on_epoch: EpochCallback | None = None) -> None:
-        self.names, self.epochs, self.on_epoch = names, epochs, on_epoch
-        self.epochs_run = 0
-        self.final: pd.DataFrame | None = None
-        self._last_val_in_loop = True
-
-    def on_val_end(self, validator) -> None:
-        self._last_val_in_loop = bool(validator.training)
-        if not validator.training:
-            self.final = _metrics_table(validator, self.names)
-
-    def on_fit_epoch_end(self, trainer) -> None:
-        if not self._last_val_in_loop:  # the trainer reports its final validation of best.pt as an extra epoch
-            return
-        m = trainer.metrics
-        metrics = {"loss": float(sum(float(v) for v in (trainer.tloss or {}).values())),
-                   "P": float(m["metrics/precision(B)"]), "R": float(m["metrics/recall(B)"]),
-                   "mAP@0.5": float(m["metrics/mAP50(B)"]), "mAP@0.5:0.95": float(m["metrics/mAP50-95(B)"])}
-        self.epochs_run = int(trainer.epoch) + 1
-        emit("epoch", epoch=self.epochs_run, epochs=self.epochs, **metrics)
-        if self.on_epoch is not None:
-            self.on_epoch(self.epochs_run, self.epochs, metrics)
-
-    def attach(self, model) -> None:
-        model.add_callback("on_val_end", self.on_val_end)
-        model.add_callback("on_fit_epoch_end", self.on_fit_epoch_end)
-
-
-# ================================================================ training
-
-
-def train(
-    data_yaml: str | os.PathLike,
-    model: str | None = None,
-    weights: str | os.PathLike | None = None,
-    hyp: str | os.PathLike | dict = DEFAULT_HYP,
-    imgsz: int = 640,
-    epochs: int = 100,
-    batch_size: int = 16,
-    device: str = "auto",
-    workers: int = 8,
-    project: str | os.PathLike = "runs/train",
-    name: str = "exp",
-    exist_ok: bool = False,
-    linear_lr: bool = True,
-    optimizer: str = "SGD",
-    seed: int = 0,
-    patience: int = 100,
-    cache: str | None = None,
-    max_weight_mb: float = CONTEST_MAX_WEIGHT_MB,
-    fail_on_oversize: bool = False,
-    plots: bool = True,
-    verbose: bool = False,
-    on_epoch: EpochCallback | None = None,
-    variant: str | None = None,
-    **options: object,
-) -> TrainResult:
-    """Train an Ultralytics detector and return the run folder, weights and final per-class metrics.
-
-    - ``model``: architecture by name (:data:`MODEL_NAMES`, e.g. ``yolo11n``, ``yolo26s``, ``yolov8m-p6``) or yaml
-      path. Default: ``yolo11n`` from scratch; with ``weights`` and no ``model``, the checkpoint's own architecture.
-    - ``weights``: None (from scratch), a checkpoint path, or a pretrained name (``yolo11n.pt``) found in the
-      working directory or ``trained_model/`` (:func:`resolve_weights`; never downloaded). With ``model`` as well,
-      the matching weights are transferred into the new architecture. Checkpoints are pickles: trusted files only.
-    - ``hyp``: dict, yaml path or shipped name (:data:`DEFAULT_HYP`), keys :data:`HYP_KEYS`.
-    - ``linear_lr``: linear LR decay from lr0 to lr0*lrf; False: cosine. ``optimizer``: one of :data:`OPTIMIZERS`.
-    - ``project``/``name``: the run folder ``project/name`` (``name2``, ``name3``, ... unless ``exist_ok``).
-    - ``variant``: the head every validation uses (YOLO26: ``one2one`` by default; see the module docstring).
-    - ``options``: other Ultralytics train options, see :data:`PASSTHROUGH_OPTIONS` (e.g. ``close_mosaic=0``).
-    - ``best.pt`` is checked against ``max_weight_mb``: a warning, or :class:`WeightSizeError` with
-      ``fail_on_oversize``. ``verbose=False`` keeps progress bars and warnings but not Ultralytics' INFO log.
-    - ``on_epoch(epoch, epochs, metrics)`` after each epoch's validation (epoch from 1; metrics: loss, P, R,
-      mAP@0.5, mAP@0.5:0.95); every epoch is also a ``livestock.progress`` event. Ultralytics runs multi-GPU
-      training in subprocesses of its own, whose epochs are not reported here.
-    """
-    ensure_ultralytics()
-    unknown = set(options) - PASSTHROUGH_OPTIONS
-    if unknown:
-        raise ValueError(f"unsupported train options {sorted(unknown)}; allowed: {sorted(PASSTHROUGH_OPTIONS)}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {optimizer!r}")
-    if epochs < 1 or batch_size < 1 or imgsz < 32:
-        raise ValueError(f"need epochs >= 1, batch_size >= 1 and imgsz >= 32 (got {epochs}, {batch_size}, {imgsz})")
-    if cache not in (None, "ram", "disk"):
-        raise ValueError(f"cache must be None, 'ram' or 'disk', not {cache!r}")
-    data, _ = load_data_yaml(data_yaml)
-    # a split, plus set or evolved hyp made from other data than the current fails here, named
-    require_current(data_yaml, hyp if isinstance(hyp, (str, os.PathLike)) else None)
-    hyp_values = load_hyp(hyp)
-    start = resolve_weights(weights)
-    import yaml
-    from ultralytics import YOLO
-
-    with _ultralytics_output(verbose):
-        yolo = YOLO(model_cfg(model or DEFAULT_MODEL)) if (model or not start) else YOLO(start)
-        if model and start:
-            yolo.load(start)
-    chosen = _choose_variant(_has_one2one(yolo.model), variant, str(model or start))
-    save_dir = _run_dir(project, name, exist_ok)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(save_dir / "hyp.yaml", yaml.safe_dump(hyp_values, sort_keys=False))
-    capture = _RunCapture(yaml_class_names(data), int(epochs), on_epoch)
-    capture.attach(yolo)
-    with _ultralytics_output(verbose):
-        yolo.train(
-            data=_data_yaml_for_ultralytics(data_yaml, save_dir), imgsz=int(imgsz), epochs=int(epochs),
-            batch=int(batch_size), device=parse_device(device).engine_string(), workers=int(workers),
-            project=str(save_dir.parent), name=save_dir.name, exist_ok=True, cos_lr=not linear_lr,
-            optimizer=optimizer, seed=int(seed), patience=int(patience), cache=cache or False, plots=plots,
-            verbose=verbose, nms=_nms_arg(chosen), **hyp_values, **options,
-        )
-    best, last = save_dir / "weights" / "best.pt", save_dir / "weights" / "last.pt"
-    if not best.is_file():
-        best = last
-    table = capture.final
-    if table is None:  # multi-GPU: the final validation ran in Ultralytics' worker process
-        table = validate(best, data_yaml, imgsz=imgsz, device=device, batch_size=batch_size, workers=workers,
-                         project=save_dir, name="final_val", exist_ok=True, plots=False, variant=chosen)
-    report = check_weight_size(best, max_weight_mb, fail_on_oversize)
-    return TrainResult(save_dir=save_dir, best=best, last=last, data_yaml=Path(data_yaml), imgsz=int(imgsz),
-                       metrics=table, weight_mb=report["file_mb"], size_report=report, hyp=hyp_values,
-                       epochs_run=capture.epochs_run or _epochs_in_results(save_dir / "results.csv"))
-
-
-def _epochs_in_results(results_csv: Path) -> int:
-    if not results_csv.is_file():
-        return 0
-    return max(len([ln for ln in results_csv.read_text().splitlines() if ln.strip()]) - 1, 0)
-
-
-# ================================================================ validation
-
-
-def validate(
-    weights: str | os.PathLike,
-    data_yaml: str | os.PathLike,
-    imgsz: int = 640,
-    conf: float = 0.001,
-    iou: float = 0.7,
-    device: str = "auto",
-    split: str = "val",
-    batch_size: int | None = None,
-    workers: int = 8,
-    project: str | os.PathLike = "runs/val",
-    name: str = "exp",
-    exist_ok: bool = False,
-    half: bool = True,
-    plots: bool = True,
-    save_txt: bool = False,
-    verbose: bool = False,
-    variant: str | None = None,
-) -> pd.DataFrame:
-    """Validate weights (``.pt`` or an ``.onnx`` export of this engine) on a split of a dataset yaml with
-    Ultralytics' validator; per-class table as YOLOv5's :func:`~livestock.model.yolov5.training.validate` gives it:
-    index ``all`` and each class, columns images, instances, P, R, mAP@0.5, mAP@0.5:0.95.
-
-    ``iou`` defaults to Ultralytics' own 0.7 (YOLOv5's is 0.6). The run folder gets Ultralytics' plots and
-    ``per_class.csv`` (and with ``save_txt`` ``labels/<stem>.txt`` with confidences); its path is in
-    ``table.attrs['save_dir']``. ``half`` applies on CUDA only. ``variant``: the head (see the module docstring;
-    an ONNX file holds the one it was exported with). Loading ``.pt`` weights runs pickled code: trusted files only.
-    """
-    if batch_size is None:
-        batch_size = validation_batch(imgsz)
-    ensure_ultralytics()
-    weights = Path(weights)
-    if not weights.exists():
-        raise FileNotFoundError(f"{weights}: weights not found")
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be train, val or test, not {split!r}")
-    data, _ = load_data_yaml(data_yaml)
-    if not data.get(split):
-        raise ValueError(f"{data_yaml}: no '{split}' entry")
-    from ultralytics import YOLO
-
-    spec = parse_device(device)
-    nms: bool | None = None
-    if weights.suffix.lower() == ".onnx":
-        _check_onnx_variant(weights, variant)
-    else:
-        nms = _nms_arg(_choose_variant(_has_one2one(load_checkpoint(weights)["model"]), variant, str(weights)))
-    save_dir = _run_dir(project, name, exist_ok)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    capture = _RunCapture(yaml_class_names(data))
-    with _ultralytics_output(verbose):
-        yolo = YOLO(str(weights.resolve()), task="detect")
-        capture.attach(yolo)
-        yolo.val(data=_data_yaml_for_ultralytics(data_yaml, save_dir), imgsz=int(imgsz), conf=conf, iou=iou,
-                 split=split, batch=int(batch_size), workers=int(workers), device=spec.engine_string(),
-                 project=str(save_dir.parent), name=save_dir.name, exist_ok=True,
-                 quantize=16 if half and spec.kind == "cuda" else None, plots=plots, save_txt=save_txt,
-                 save_conf=save_txt, verbose=verbose, nms=nms)
-    table = capture.final
-    atomic_write_csv(table, save_dir / "per_class.csv", index=True)
-    table.attrs["save_dir"] = str(save_dir)
-    return table
 
 
 # ================================================================ detection: raw candidates

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from livestock.data.yolo_format import load_data_yaml, yaml_class_names
-from livestock.fileio import atomic_output, atomic_write_csv, atomic_write_text
-from livestock.model.engine import (METRIC_COLUMNS, EpochCallback, TrainResult, distributed_rank, is_main_process,
-                                    parse_device, validation_batch)
+from livestock.fileio import atomic_checkpoints, atomic_write_csv, atomic_write_text
+from livestock.model.engine import (METRIC_COLUMNS, EpochCallback, TrainResult, distributed_rank, epochs_in_results,
+                                    is_main_process, keep_results_rows, parse_device, validation_batch)
 from livestock.model.yolov5.compat import (CONTEST_MAX_WEIGHT_MB, DEFAULT_HYP, PASSTHROUGH_OPTIONS, check_weight_size,
                                            ensure_yolov5, load_checkpoint, load_hyp, model_cfg, resolve_weights)
 from livestock.progress import emit
@@ -70,33 +70,6 @@ def _publish_run_dir(project: str | os.PathLike, name: str, save_dir: Path) -> N
     marker = _run_marker(project, name)
     if marker is not None and is_main_process():
         atomic_write_text(marker, str(save_dir))
-
-
-# ================================================================ checkpoints that survive a kill
-
-
-@contextlib.contextmanager
-def atomic_checkpoints() -> Iterator[None]:
-    """While active, ``torch.save`` to a path writes a temp file beside it and renames it into place.
-
-    YOLOv5 saves ``last.pt`` in place once an epoch; a run killed during that write (tens of ms for yolov5n,
-    seconds for m6 with its optimiser state) would leave a truncated file and nothing to resume from. YOLOv5 has
-    no hook before its save, so the one call is wrapped for the duration of the training. Restored afterwards."""
-    import torch
-
-    plain_save = torch.save
-
-    def save(obj: object, f: object, *args: object, **kwargs: object) -> None:
-        if not isinstance(f, (str, os.PathLike)):  # a buffer or an open file: nothing to rename
-            return plain_save(obj, f, *args, **kwargs)
-        with atomic_output(f) as tmp:
-            plain_save(obj, tmp, *args, **kwargs)
-
-    torch.save = save
-    try:
-        yield
-    finally:
-        torch.save = plain_save
 
 
 # ================================================================ quiet runs, per-class metrics
@@ -329,7 +302,7 @@ def train(
     if not best.is_file():
         best = last
     report = check_weight_size(best, max_weight_mb, fail_on_oversize)
-    epochs_run = _epochs_in_results(save_dir / "results.csv")
+    epochs_run = epochs_in_results(save_dir / "results.csv")
     return TrainResult(save_dir=save_dir, best=best, last=last, data_yaml=Path(data_yaml), imgsz=int(imgsz),
                        metrics=capture.table(),
                        weight_mb=report["file_mb"], size_report=report, hyp=hyp_values, epochs_run=epochs_run)
@@ -354,12 +327,7 @@ def _resume_opt(save_dir: Path) -> tuple[argparse.Namespace, int]:
     if ckpt.get("optimizer") is None:
         raise ValueError(f"{last}: this training finished (its optimiser state was stripped); nothing to resume")
     epochs = int(yaml.safe_load((save_dir / "opt.yaml").read_text(encoding="utf-8"))["epochs"])
-    # YOLOv5 appends an epoch's row to results.csv before it saves that epoch's last.pt: a run killed in between
-    # would get the epoch twice. Keep the rows of the epochs last.pt holds; the resumed run appends the rest.
-    results = save_dir / "results.csv"
-    if results.is_file():
-        rows = results.read_text(encoding="utf-8").splitlines(keepends=True)
-        atomic_write_text(results, "".join(rows[: int(ckpt["epoch"]) + 2]))  # header + epochs 0 .. ckpt epoch
+    keep_results_rows(save_dir / "results.csv", int(ckpt["epoch"]) + 1)  # epochs 0 .. the one last.pt holds
     return _yolov5_train_opt(resume=str(last)), epochs
 
 
@@ -371,13 +339,6 @@ def can_resume(save_dir: str | os.PathLike) -> bool:
     if not last.is_file() or not (save_dir / "opt.yaml").is_file():
         return False
     return load_checkpoint(last).get("optimizer") is not None
-
-
-def _epochs_in_results(results_csv: Path) -> int:
-    if not results_csv.is_file():
-        return 0
-    lines = [ln for ln in results_csv.read_text().splitlines() if ln.strip()]
-    return max(len(lines) - 1, 0)
 
 
 # ================================================================ validation
