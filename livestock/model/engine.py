@@ -50,6 +50,20 @@ class WeightSizeError(ValueError):
     """The trained weight file is larger than the size limit (the contest's 100 MB by default)."""
 
 
+def enforce_weight_size(report: dict, max_weight_mb: float, fail_on_oversize: bool, hint: str = "") -> dict:
+    """An engine's ``checkpoint_size_report`` checked against ``max_weight_mb``: over the limit is a warning, or a
+    :class:`WeightSizeError` with ``fail_on_oversize`` (the file stays on disk either way). Returns ``report``."""
+    import warnings
+
+    if not report["within_limit"]:
+        msg = (f"{report['path']}: stripped FP16 weights are {report['stripped_fp16_mb']:.1f} MB, over the "
+               f"{max_weight_mb:g} MB limit ({hint or 'choose a smaller model'})")
+        if fail_on_oversize:
+            raise WeightSizeError(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    return report
+
+
 class PretrainedWeightsError(FileNotFoundError):
     """Pretrained weights were asked for by name, are not on disk, and could not be downloaded."""
 

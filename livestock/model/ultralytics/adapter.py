@@ -33,7 +33,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from livestock.model.engine import CONTEST_MAX_WEIGHT_MB, PretrainedWeightsError, WeightSizeError, read_hyp
+from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, PretrainedWeightsError, enforce_weight_size, read_hyp)
 from livestock.model.onnx_file import load_onnx, save_onnx, set_onnx_metadata
 from livestock.model.ultralytics.compat import ensure_ultralytics
 
@@ -190,16 +190,7 @@ def checkpoint_size_report(path: str | os.PathLike, limit_mb: float = CONTEST_MA
 def check_weight_size(path: str | os.PathLike, max_weight_mb: float = CONTEST_MAX_WEIGHT_MB,
                       fail_on_oversize: bool = False) -> dict:
     """:func:`checkpoint_size_report`, plus a warning (or a :class:`WeightSizeError`) over ``max_weight_mb``."""
-    import warnings
-
-    report = checkpoint_size_report(path, limit_mb=max_weight_mb)
-    if not report["within_limit"]:
-        msg = (f"{path}: stripped FP16 weights are {report['stripped_fp16_mb']:.1f} MB, over the "
-               f"{max_weight_mb:g} MB limit (choose a smaller model)")
-        if fail_on_oversize:
-            raise WeightSizeError(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=2)
-    return report
+    return enforce_weight_size(checkpoint_size_report(path, limit_mb=max_weight_mb), max_weight_mb, fail_on_oversize)
 
 
 # ================================================================ quiet output

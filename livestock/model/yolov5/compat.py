@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from livestock.fileio import atomic_output
-from livestock.model.engine import CONTEST_MAX_WEIGHT_MB, PretrainedWeightsError, WeightSizeError, read_hyp
+from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, PretrainedWeightsError, enforce_weight_size, read_hyp)
 from livestock.model.ultralytics.compat import install_offline_fonts, set_ultralytics_environment
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -327,13 +327,5 @@ def check_weight_size(path: str | os.PathLike, max_weight_mb: float = CONTEST_MA
                       fail_on_oversize: bool = False) -> dict:
     """:func:`checkpoint_size_report`, plus a warning (or, with ``fail_on_oversize``, a :class:`WeightSizeError`)
     when the stripped FP16 weights exceed ``max_weight_mb``."""
-    import warnings
-
-    report = checkpoint_size_report(path, limit_mb=max_weight_mb)
-    if not report["within_limit"]:
-        msg = (f"{path}: stripped FP16 weights are {report['stripped_fp16_mb']:.1f} MB, over the "
-               f"{max_weight_mb:g} MB limit (choose a smaller model, e.g. yolov5m6 is about 68 MB)")
-        if fail_on_oversize:
-            raise WeightSizeError(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=2)
-    return report
+    return enforce_weight_size(checkpoint_size_report(path, limit_mb=max_weight_mb), max_weight_mb,
+                               fail_on_oversize, hint="choose a smaller model, e.g. yolov5m6 is about 68 MB")
