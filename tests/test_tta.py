@@ -15,7 +15,8 @@ import pytest
 from candidate_helpers import assert_same, make_checkpoint, write_frames, yolov5_detections, yolov5_raw_outputs
 from livestock.evaluation import detect as D
 from livestock.evaluation.detect import cap_candidates, cap_views, collect_candidates, detect
-from livestock.evaluation.fusion import check_fusion, detections_at, fuse_views, grid_fused_detections
+from livestock.evaluation.fusion import (check_fusion, detections_at, fuse_views, grid_fused_detections,
+                                        setting_name)
 from livestock.evaluation.metrics import mean_average_precision_for_boxes
 from livestock.evaluation.nms_replay import MAX_NMS, detections_for_setting, nms_from_candidates
 from livestock.evaluation.submission import detections_to_submission, read_answer
@@ -416,3 +417,41 @@ def test_an_exported_model_refuses_tta(setup, tmp_path, capsys):
     _one_line_error(capsys, ["detect", "--weights", str(onnx_path), "--source", str(root / "frames"), "--imgsz",
                              str(IMGSZ), "--tta", "--cache-dir", "none", "--out", str(tmp_path / "d.csv")],
                     "shaped.onnx", "use the .pt checkpoint")
+
+
+# ---------------------------------------------------------------- the inference notebook
+
+
+@pytest.mark.slow
+def test_inference_notebook_tunes_tta_and_applies_the_choice_to_the_test_set(tmp_path, monkeypatch):
+    """``YOLOv5_inference.ipynb`` with ``TTA = True``: tuning on the validation fold scores the three cells, and the
+    test set's answer and score carry the chosen (TTA, fusion, conf, IoU), the answer equal to a direct run of it."""
+    from livestock.data.eda import load_prepared_records
+    from livestock.data.split import make_all_splits
+    from livestock.data.synth import generate_synthetic_dataset
+    from livestock.data.yolo_format import prepare_dataset
+    from livestock.evaluation.inference import write_answer
+    from notebook_runner import execute_notebook
+
+    generate_synthetic_dataset(tmp_path / "data", tmp_path / "data_test", train_counts={"cow": 16, "pig": 8},
+                               test_counts={"cow": 3, "pig": 2}, seed=4, image_scale=0.125, progress=False)
+    prepare_dataset(tmp_path / "data", tmp_path / "data" / "prepared", progress=False)
+    make_all_splits(tmp_path / "data" / "prepared", tmp_path / "data" / "splits")
+    frames = [r.image_path for r in load_prepared_records(tmp_path / "data" / "prepared")[:8]]
+    weights = make_checkpoint(tmp_path / "trained_model" / "shaped.pt", frames, size=128)
+    nb = execute_notebook("YOLOv5_inference.ipynb", tmp_path / "executed.ipynb",
+                     {"ROOT": str(tmp_path), "WEIGHTS": str(weights), "IMGSZ": 128, "DEVICE": "cpu", "TTA": True},
+                     tmp_path, monkeypatch)
+    scores = pd.read_csv(tmp_path / "runs/tune/multilabel/scores.csv")
+    assert list(dict.fromkeys(zip(scores["tta"], scores["fusion"]))) == [(False, "nms"), (True, "nms"), (True, "wbf")]
+    best = json.loads((tmp_path / "runs/tune/multilabel/best.json").read_text())["best"]
+    score = json.loads((tmp_path / "runs/inference/score.json").read_text())
+    assert {k: score[k] for k in ("tta", "fusion", "conf", "iou")} == {k: best[k] for k in ("tta", "fusion", "conf",
+                                                                                               "iou")}
+    printed = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    assert (f"inference setting: conf {best['conf']:g}, NMS IoU {best['iou']:g}, "
+            f"{setting_name(best['tta'], best['fusion'])}") in printed
+    test_records = load_prepared_records(tmp_path / "data" / "prepared_test")
+    write_answer(weights, test_records, tmp_path / "direct.csv", imgsz=128, conf=best["conf"], iou=best["iou"],
+                 device="cpu", tta=best["tta"], fusion=best["fusion"])
+    assert (tmp_path / "direct.csv").read_bytes() == (tmp_path / "answer.csv").read_bytes()
