@@ -11,9 +11,9 @@ its view (``Candidates.views``). Two ways to one set of detections, the ``fusion
 - ``wbf``: each view's rows alone through the same NMS at (conf, IoU), which is exactly that view's own pass, then
   ``ensemble_boxes.weighted_boxes_fusion`` across the views: boxes of one class from different views that overlap
   by more than ``iou_thr`` become one box, its corners the confidence-weighted mean of theirs, its confidence their
-  mean scaled by the share of views in the cluster (``conf_type="avg"``; a box only one of three views found keeps
-  a third of its confidence). Each view's NMS comes from the grid's shared NMS per IoU; WBF itself runs once per
-  image and setting (pure Python clustering: the costly part of a TTA grid).
+  mean times the boxes in the cluster over the number of views, at most 1 (``conf_type="avg"``; a box only one of
+  three views found keeps a third of its confidence). Each view's NMS comes from the grid's shared NMS per IoU; WBF
+  itself runs once per image and setting (pure Python clustering: the costly part of a TTA grid).
 
 WBF's own settings here: ``iou_thr`` is the setting's NMS IoU; ``skip_box_thr`` is 0; every view weighs 1;
 ``conf_type`` is ``"avg"``. ``iou_thr`` is tied to the NMS IoU rather than made a grid dimension of its own: both

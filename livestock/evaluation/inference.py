@@ -1,7 +1,7 @@
 """The last stage: detect on the test images at the chosen setting (TTA on or off, its fusion, conf, NMS IoU: what
-tuning chose on the validation fold), write the contest ``answer.csv``,
-validate it, and score it when ground truth for exactly those images exists (the synthetic set has it; the real test
-set does not): :func:`score_if_truth` scores only against truth whose provenance record matches the test zips
+tuning chose on the validation fold), write the contest ``answer.csv``, validate it, and score it when ground truth
+for exactly those images exists (the synthetic set has it; the real test set does not): :func:`score_if_truth`
+scores only against truth whose provenance record matches the test zips
 (:func:`livestock.provenance.ground_truth_for`), and names the data set in the result.
 
 Detection goes through :mod:`livestock.evaluation.detect`, so an exported ``.onnx`` model (``livestock export``) is
