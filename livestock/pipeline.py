@@ -152,6 +152,12 @@ class PipelineConfig:
     conf: float = _setting(0.001, "inference", "confidence threshold without tuning (the original's submission: "
                                                "0.001)")
     iou: float = _setting(0.68, "inference", "NMS IoU threshold without tuning (the original's submission: 0.68)")
+    tta: bool = _setting(False, "inference", "test-time augmentation (the engine's flips and scales): tuning scores "
+                                             "it as grid dimensions (TTA on, its views fused by NMS or by WBF) and "
+                                             "the test set gets the best cell; with --no-tune, detect with TTA and "
+                                             "--fusion")
+    fusion: str = _setting("nms", "inference", "with --tta --no-tune: how the TTA views are fused: nms (the engine's "
+                                               "own augmented inference) or wbf (weighted boxes fusion)")
 
 
 def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Callable[[], Any] | dict]]:
@@ -188,8 +194,8 @@ def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Call
             "IOU": cfg.iou, "SEED": cfg.seed,
         })] if cfg.expand else []),
         ("inference", "YOLOv5_inference.ipynb", {
-            **model, "WEIGHTS": weights_out, "TUNE": cfg.tune, "CONF": cfg.conf, "IOU": cfg.iou,
-            "ANSWER_OUT": "answer.csv",
+            **model, "WEIGHTS": weights_out, "TUNE": cfg.tune, "CONF": cfg.conf, "IOU": cfg.iou, "TTA": cfg.tta,
+            "FUSION": cfg.fusion, "ANSWER_OUT": "answer.csv",
         }),
     ]
 
@@ -257,6 +263,9 @@ def run_pipeline(cfg: PipelineConfig, workdir: str | Path | None = None, only: l
     """Run the stages in ``workdir`` (default: the repository itself: data/, runs/, trained_model/, answer.csv),
     printing each stage's progress and the time left; returns the summary also written to runs/pipeline/summary.json."""
     t_job = time.perf_counter()
+    from livestock.evaluation.fusion import check_fusion
+
+    check_fusion(cfg.tta, cfg.fusion)  # refused here, not in the inference notebook at the end of the job
     root = repo_root()
     work = Path(workdir).resolve() if workdir else root
     work.mkdir(parents=True, exist_ok=True)
@@ -310,7 +319,8 @@ def run_pipeline(cfg: PipelineConfig, workdir: str | Path | None = None, only: l
         s = summary["score"]
         test_set = s.get("test_set", "test set")  # "synthetic test set" or "your test set"
         term.say(f"[pipeline] {test_set}: mAP@0.75 = {s['map_75']!r} (mAP@0.5 {s.get('map_50', float('nan')):.4f}, "
-                 f"mAP@0.5:0.95 {s.get('map_50_95', float('nan')):.4f}; conf={s.get('conf')} iou={s.get('iou')})")
+                 f"mAP@0.5:0.95 {s.get('map_50_95', float('nan')):.4f}; tta={s.get('tta')} fusion={s.get('fusion')} "
+                 f"conf={s.get('conf')} iou={s.get('iou')})")
     else:
         term.say(f"[pipeline] no score: {summary['score_note']}")
     term.say(f"[pipeline] finished in {format_elapsed(time.perf_counter() - t_job)}")

@@ -85,8 +85,9 @@ def make_checkpoint(path: str | Path, frames: Sequence[str | Path], seed: int = 
     return path
 
 
-def yolov5_raw_outputs(weights: str | Path, folder: str | Path, imgsz: int):
-    """YOLOv5 ``detect.py``'s own loop up to the head output: ``[(image id, pred, input hw, original shape)]``."""
+def yolov5_raw_outputs(weights: str | Path, folder: str | Path, imgsz: int, augment: bool = False):
+    """YOLOv5 ``detect.py``'s own loop up to the head output (``--augment``: its augmented forward):
+    ``[(image id, pred, input hw, original shape)]``."""
     ensure_yolov5()
     import torch
     from yolov5.models.common import DetectMultiBackend
@@ -97,7 +98,7 @@ def yolov5_raw_outputs(weights: str | Path, folder: str | Path, imgsz: int):
     for path, im, im0, _cap, _s in LoadImages(str(folder), img_size=imgsz, stride=model.stride, auto=model.pt):
         x = torch.from_numpy(im).float() / 255
         with torch.inference_mode():
-            pred = model(x[None])
+            pred = model(x[None], augment=augment)
         pred = pred[0] if isinstance(pred, (list, tuple)) else pred
         out.append((Path(path).name, pred, tuple(im.shape[1:]), im0.shape))
     return out

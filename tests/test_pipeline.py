@@ -8,7 +8,7 @@ import argparse
 import hashlib
 import json
 import re
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import nbformat
@@ -193,6 +193,14 @@ def test_unknown_stage_is_a_clear_error(tmp_path):
         run_pipeline(TINY, workdir=tmp_path, only=["trian"])
     with pytest.raises(ValueError, match="--expand"):
         run_pipeline(TINY, workdir=tmp_path, only=["expand"])
+
+
+def test_wbf_without_tta_is_refused_before_any_stage(tmp_path):
+    with pytest.raises(ValueError, match="needs TTA on"):
+        run_pipeline(replace(TINY, fusion="wbf"), workdir=tmp_path)
+    with pytest.raises(ValueError, match="fusion must be one of nms, wbf"):
+        run_pipeline(replace(TINY, tta=True, fusion="soft"), workdir=tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing ran
 
 
 def test_help_explains_every_option_in_its_group():

@@ -56,9 +56,11 @@ def test_grid_scores_equal_scoring_yolov5_at_each_setting(setup):
     table = tune_thresholds(cache, answer, progress=False)
     assert len(table) == 210
     assert table["original"].sum() == 1
-    assert list(table.columns) == ["conf", "iou", "map", "ap_cow", "ap_pig", "n_detections", "original"]
+    assert list(table.columns) == ["tta", "fusion", "conf", "iou", "map", "ap_cow", "ap_pig", "n_detections",
+                                   "original"]
+    assert not table["tta"].any() and (table["fusion"] == "nms").all()  # without TTA: the one-pass cell alone
     assert table["map"].nunique() >= 15  # the grid is informative, so equality below means something
-    assert table.attrs["grid"]["shared_nms_calls"] <= 21 * len(cache)
+    assert table.attrs["grid"]["one pass"]["shared_nms_calls"] <= 21 * len(cache)
 
     raw = yolov5_raw_outputs(weights, root / "frames", IMGSZ)
     sizes = {c.image_id: (c.width, c.height) for c in cache}
@@ -88,6 +90,7 @@ def test_answer_is_restricted_to_detected_images_and_checked(setup):
 
 def test_best_setting_tie_rule():
     table = pd.DataFrame({
+        "tta": [False] * 5, "fusion": ["nms"] * 5,
         "conf": [0.0001, 0.0005, 0.001, 0.001, 0.0008],
         "iou": [0.5, 0.5, 0.6, 0.5, 0.4],
         "map": [0.9, 0.95, 0.95, 0.95, 0.95],
@@ -109,8 +112,9 @@ def test_write_tuning_files(setup, tmp_path):
     pd.testing.assert_frame_equal(back, table, check_dtype=False)
     best = json.loads(written["best"].read_text())
     top = best_setting(table)
-    assert best["best"] == {"conf": top["conf"], "iou": top["iou"], "map": top["map"],
+    assert best["best"] == {"tta": False, "fusion": "nms", "conf": top["conf"], "iou": top["iou"], "map": top["map"],
                             "n_detections": int(top["n_detections"])}
+    assert best["cells"] == [{"tta": False, "fusion": "nms"}]
     assert best["original"]["conf"] == 0.001 and best["original"]["iou"] == 0.68
     png = written["heatmap"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000

@@ -646,12 +646,49 @@ def test_yolo26_one2many_variant_equals_ultralytics_with_nms(yolo26_shaped, fram
     det = U.load_detector(best, DETECT_IMGSZ, CPU, len(CLASS_NAMES), variant="one2many")
     assert det.variant == "one2many" and not det.end_to_end
     with pytest.MonkeyPatch.context() as mp:  # the pipeline's loader, handed this variant
-        mp.setattr(D, "load_detector", lambda w, s, d: det)
+        mp.setattr(D, "load_detector", lambda w, s, d, tta=False: det)
         cache = D.collect_candidates(best, frames, DETECT_IMGSZ, progress=False)
     assert not any(c.end_to_end for c in cache) and all(len(c) > 500 for c in cache)
     yolo = YOLO(best)
     settings = [(c, t) for t in (0.5, 0.7) for c in (0.001, 0.1)]
     _check_grid(cache, lambda c, t: _predict(yolo, frames, c, t, max_det=100), settings, max_det=100)
+
+
+@pytest.mark.slow
+def test_yolo11_tta_equals_ultralytics_augmented_predict(yolo11_shaped, frames):
+    """Test-time augmentation: NMS over every view's candidates equals Ultralytics' ``predict(augment=True)`` at
+    every setting of a grid, and each view's rows are that view's; YOLO26's NMS-free head and ONNX are refused."""
+    from ultralytics import YOLO
+
+    from livestock.evaluation.detect import collect_candidates
+    from livestock.model.engine import TTA_VIEWS
+
+    with network_blocked() as attempts:
+        cache = collect_candidates(yolo11_shaped, frames, DETECT_IMGSZ, device="cpu", progress=False, tta=True)
+    assert attempts == []
+    one_pass = collect_candidates(yolo11_shaped, frames, DETECT_IMGSZ, device="cpu", progress=False)
+    for c, one in zip(cache, one_pass):
+        assert c.n_views == TTA_VIEWS and list(np.unique(c.views)) == [0, 1, 2] and np.all(np.diff(c.views) >= 0)
+        # the first view is the one-pass forward less its clipped tail (Ultralytics drops the coarsest level's rows)
+        first = c.view(0)
+        assert 0 < len(first) <= len(one) and set(map(tuple, first.boxes)) <= set(map(tuple, one.boxes))
+    yolo = YOLO(yolo11_shaped)
+    settings = [(c, t) for t in IOUS for c in CONFS]
+    _check_grid(cache, lambda c, t: _predict(yolo, frames, c, t, augment=True, max_det=100), settings, max_det=100)
+
+
+@pytest.mark.slow
+def test_tta_is_refused_where_ultralytics_has_no_augmented_forward(yolo26_shaped, tmp_path):
+    from livestock.records import CLASS_NAMES
+
+    with pytest.raises(ValueError, match="no augmented forward for this head \\(one2one\\)"):
+        U.load_detector(yolo26_shaped, DETECT_IMGSZ, CPU, len(CLASS_NAMES), augment=True)
+    det = U.load_detector(yolo26_shaped, DETECT_IMGSZ, CPU, len(CLASS_NAMES), variant="one2many", augment=True)
+    assert det.n_views == 3 and not det.end_to_end
+    fake = tmp_path / "model.onnx"
+    fake.write_bytes(b"")
+    with pytest.raises(ValueError, match="model.onnx: test-time augmentation .* use the .pt checkpoint"):
+        U.load_detector(fake, DETECT_IMGSZ, CPU, len(CLASS_NAMES), augment=True)
 
 
 @pytest.mark.slow
@@ -710,7 +747,7 @@ def test_onnx_export_is_recognised_and_matches_pytorch(yolo11_shaped, yolo26_sha
         pt.auto = False  # PyTorch on the same fixed-shape input, for a like-for-like comparison
         for c in onnx_cache:
             im = pt.letterbox(cv2.imread(str(next(f for f in frames if f.name == c.image_id))))
-            boxes, scores, _obj, e2e = pt.candidates(im[None], 1e-4)[0]
+            boxes, scores, _obj, e2e, _views = pt.candidates(im[None], 1e-4)[0]
             assert e2e == c.end_to_end == (head == "one2one")
             top_pt, top_onnx = np.sort(scores.max(1))[-20:], np.sort(c.confidences())[-20:]
             np.testing.assert_allclose(top_onnx, top_pt, atol=1e-3)

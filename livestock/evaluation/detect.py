@@ -12,8 +12,13 @@ to ``imgsz`` with the model's stride, a minimal rectangle (``auto``) for PyTorch
 shape for ONNX; boxes go back to the original image with ``scale_boxes`` (which clips). Boxes are not rounded
 to whole pixels (``detect.py`` rounds for drawing; ``val.py`` does not).
 
-Cache layout: ``<cache_dir>/<weights stem>-<weights sha256[:16]>/imgsz<S>-floor<F>/<image id>.npz``, one file
-per image written atomically. Each file also records the weights hash, image size and the SHA-256 of the image
+With ``tta`` the detector runs the engine's augmented forward (test-time augmentation: three scaled views, one
+flipped, see :mod:`livestock.model.engine`) instead. Its rows are candidates like any others, each labelled with
+its view, capped per view, and stored in a cache of their own: NMS over all of them equals the engine's own
+augmented inference, and each view's rows alone equal that view's pass (:mod:`livestock.evaluation.fusion`).
+
+Cache layout: ``<cache_dir>/<weights stem>-<weights sha256[:16]>/imgsz<S>-floor<F>[-tta]/<image id>.npz``, one file
+per image written atomically. Each file also records the weights hash, image size, TTA and the SHA-256 of the image
 bytes; a file whose key or image no longer matches is ignored and recomputed, so a stale cache is never used.
 An interrupted run resumes: cached images are skipped.
 
@@ -34,8 +39,8 @@ import numpy as np
 
 from livestock.data.yolo_format import IMAGE_SUFFIXES
 from livestock.fileio import atomic_write_bytes
-from livestock.evaluation.nms_replay import (DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET, MAX_NMS,
-                                             nms_from_candidates)
+from livestock.evaluation.fusion import FUSIONS, check_fusion, detections_at, setting_name
+from livestock.evaluation.nms_replay import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET, MAX_NMS
 from livestock.model.engine import Candidates, Detector, engine_of_weights, get_engine, parse_device
 from livestock.progress import emit
 from livestock.records import CLASS_NAMES, Detections, ImageRecord, load_records
@@ -156,27 +161,34 @@ def _check_weights(weights: str | Path) -> Path:
 
 
 def cache_folder(cache_dir: str | Path, weights: str | Path, imgsz: int, conf_floor: float,
-                 sha: str | None = None) -> Path:
-    """Where the candidates of ``weights`` at ``imgsz`` and ``conf_floor`` lie under ``cache_dir``."""
+                 sha: str | None = None, tta: bool = False) -> Path:
+    """Where the candidates of ``weights`` at ``imgsz`` and ``conf_floor`` (augmented with ``tta``) lie under
+    ``cache_dir``."""
     sha = sha or weights_sha256(weights)
-    return Path(cache_dir) / f"{Path(weights).stem}-{sha[:16]}" / f"imgsz{int(imgsz)}-floor{conf_floor:g}"
+    return (Path(cache_dir) / f"{Path(weights).stem}-{sha[:16]}"
+            / f"imgsz{int(imgsz)}-floor{conf_floor:g}{'-tta' if tta else ''}")
 
 
-def cache_key(sha: str, imgsz: int, conf_floor: float) -> str:
-    """The key a cache file must carry to serve weights of SHA-256 ``sha`` at ``imgsz`` and ``conf_floor``."""
-    return f"{sha}|imgsz={int(imgsz)}|floor={conf_floor!r}|format={CACHE_FORMAT}"
+def cache_key(sha: str, imgsz: int, conf_floor: float, tta: bool = False) -> str:
+    """The key a cache file must carry to serve weights of SHA-256 ``sha`` at ``imgsz`` and ``conf_floor``, with or
+    without ``tta`` (one-pass keys are those of caches written before TTA existed, which stay valid)."""
+    return f"{sha}|imgsz={int(imgsz)}|floor={conf_floor!r}|format={CACHE_FORMAT}{'|tta' if tta else ''}"
 
 
 def save_candidates(cands: Candidates, path: str | Path, key: str = "", image_sha256: str = "") -> Path:
-    """One image's candidates as ``.npz`` (boxes, scores, objectness + a JSON header), written atomically."""
+    """One image's candidates as ``.npz`` (boxes, scores, objectness, TTA views + a JSON header), written
+    atomically."""
     meta = {"format": CACHE_FORMAT, "key": key, "image_sha256": image_sha256, "image_id": cands.image_id,
             "width": cands.width, "height": cands.height, "input_shape": list(cands.input_shape),
             "conf_floor": cands.conf_floor, "end_to_end": cands.end_to_end,
-            "has_objectness": cands.objectness is not None, "postprocess": cands.postprocess}
+            "has_objectness": cands.objectness is not None, "postprocess": cands.postprocess,
+            "n_views": cands.n_views}
     arrays = {"boxes": np.ascontiguousarray(cands.boxes, dtype=np.float32),
               "scores": np.ascontiguousarray(cands.scores, dtype=np.float32)}
     if cands.objectness is not None:
         arrays["objectness"] = np.ascontiguousarray(cands.objectness, dtype=np.float32)
+    if cands.views is not None:
+        arrays["views"] = np.ascontiguousarray(cands.views, dtype=np.int8)
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
     return atomic_write_bytes(path, buf.getvalue())
@@ -191,11 +203,13 @@ def load_candidates(path: str | Path) -> tuple[Candidates, dict]:
             if meta.get("format") != CACHE_FORMAT:
                 raise ValueError(f"cache format {meta.get('format')}, expected {CACHE_FORMAT}")
             obj = np.asarray(z["objectness"], dtype=np.float32) if meta["has_objectness"] else None
+            n_views = int(meta.get("n_views", 1))  # files from before TTA hold one pass
             cands = Candidates(meta["image_id"], int(meta["width"]), int(meta["height"]),
                                (int(meta["input_shape"][0]), int(meta["input_shape"][1])),
                                np.asarray(z["boxes"], dtype=np.float32), np.asarray(z["scores"], dtype=np.float32),
                                obj, float(meta["conf_floor"]), bool(meta["end_to_end"]),
-                               str(meta.get("postprocess", "yolov5")))
+                               str(meta.get("postprocess", "yolov5")),
+                               np.asarray(z["views"], dtype=np.int8) if n_views > 1 else None, n_views)
     except FileNotFoundError:
         raise
     except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as e:
@@ -203,11 +217,12 @@ def load_candidates(path: str | Path) -> tuple[Candidates, dict]:
     return cands, meta
 
 
-def load_detector(weights: str | Path, imgsz: int, device: str = "auto") -> Detector:
-    """The detector of the engine that wrote ``weights`` (a checkpoint or an ONNX export) on ``device``."""
+def load_detector(weights: str | Path, imgsz: int, device: str = "auto", tta: bool = False) -> Detector:
+    """The detector of the engine that wrote ``weights`` (a checkpoint or an ONNX export) on ``device``; with
+    ``tta``, its augmented forward (refused with one line where the engine has none for these weights)."""
     path = _check_weights(weights)
     engine = get_engine(engine_of_weights(path))
-    return engine.load_detector(path, imgsz, parse_device(device).torch(), len(CLASS_NAMES))
+    return engine.load_detector(path, imgsz, parse_device(device).torch(), len(CLASS_NAMES), augment=tta)
 
 
 def cap_candidates(boxes: np.ndarray, scores: np.ndarray, objectness: np.ndarray | None, max_rows: int = MAX_NMS
@@ -226,17 +241,36 @@ def cap_candidates(boxes: np.ndarray, scores: np.ndarray, objectness: np.ndarray
     return boxes[keep], scores[keep], None if objectness is None else objectness[keep]
 
 
+def cap_views(boxes: np.ndarray, scores: np.ndarray, objectness: np.ndarray | None, views: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """:func:`cap_candidates` applied to each TTA view's rows alone (to all rows without views), in row order.
+
+    Exact for NMS over every view's rows and for each view's own NMS: a row among the ``max_nms`` most confident of
+    all views is among the ``max_nms`` most confident of its own view, and each view's own NMS needs no more."""
+    if views is None:
+        return (*cap_candidates(boxes, scores, objectness), None)
+    if len(boxes) <= MAX_NMS:  # no view holds more rows than the cap
+        return boxes, scores, objectness, views
+    parts = [(k, cap_candidates(boxes[views == k], scores[views == k],
+                                None if objectness is None else objectness[views == k]))
+             for k in np.unique(views)]  # views are contiguous and ascending: concatenating keeps the row order
+    return (np.concatenate([b for _k, (b, _s, _o) in parts]), np.concatenate([s for _k, (_b, s, _o) in parts]),
+            None if objectness is None else np.concatenate([o for _k, (_b, _s, o) in parts]),
+            np.concatenate([np.full(len(b), k, np.int8) for k, (b, _s, _o) in parts]))
+
+
 def iter_candidates(weights: str | Path, images: str | Path | Sequence[ImageSource], imgsz: int = DEFAULT_IMGSZ,
                     *, conf_floor: float = DEFAULT_CONF_FLOOR, device: str = "auto",
-                    cache_dir: str | Path | None = None, batch: int = 1, progress: bool = True
+                    cache_dir: str | Path | None = None, batch: int = 1, progress: bool = True, tta: bool = False
                     ) -> Iterator[Candidates]:
     """Run ``weights`` once on each image and yield its raw candidates above ``conf_floor`` (at most
     :data:`MAX_NMS` rows, see :func:`cap_candidates`), in image order, holding only one batch in memory.
 
     With ``cache_dir`` each image's candidates are stored on disk and reused by later calls with the same weights
-    file (by content), ``imgsz`` and ``conf_floor`` for the same image bytes; the network is not even loaded when
-    every image is cached. ``batch`` groups consecutive images of the same letterboxed shape (ONNX models
-    exported with a fixed batch of 1 always run one image at a time)."""
+    file (by content), ``imgsz``, ``conf_floor`` and ``tta`` for the same image bytes; the network is not even
+    loaded when every image is cached. ``batch`` groups consecutive images of the same letterboxed shape (ONNX
+    models exported with a fixed batch of 1 always run one image at a time). ``tta``: the engine's augmented
+    forward, each row labelled with its view and at most :data:`MAX_NMS` rows a view (see :func:`cap_views`)."""
     from tqdm.auto import tqdm
 
     if not 0.0 <= conf_floor < 1.0:
@@ -246,8 +280,8 @@ def iter_candidates(weights: str | Path, images: str | Path | Sequence[ImageSour
     wpath = _check_weights(weights)
     items = resolve_images(images)
     sha = weights_sha256(wpath)
-    key = cache_key(sha, imgsz, conf_floor)
-    folder = cache_folder(cache_dir, wpath, imgsz, conf_floor, sha) if cache_dir is not None else None
+    key = cache_key(sha, imgsz, conf_floor, tta)
+    folder = cache_folder(cache_dir, wpath, imgsz, conf_floor, sha, tta) if cache_dir is not None else None
 
     detector = None
     pending: list[tuple[int, tuple[int, int], str, np.ndarray]] = []  # (index, (h0, w0), image sha, CHW input)
@@ -255,9 +289,10 @@ def iter_candidates(weights: str | Path, images: str | Path | Sequence[ImageSour
     def flush() -> Iterator[Candidates]:
         found = detector.candidates(np.stack([p[3] for p in pending]), conf_floor)
         rules = getattr(detector, "postprocess", "yolov5")
-        for (i, (h0, w0), img_sha, chw), (boxes, scores, obj, end_to_end) in zip(pending, found):
-            cands = Candidates(items[i].image_id, w0, h0, (int(chw.shape[1]), int(chw.shape[2])),
-                               *cap_candidates(boxes, scores, obj), float(conf_floor), end_to_end, rules)
+        for (i, (h0, w0), img_sha, chw), (boxes, scores, obj, end_to_end, views) in zip(pending, found):
+            boxes, scores, obj, views = cap_views(boxes, scores, obj, views)
+            cands = Candidates(items[i].image_id, w0, h0, (int(chw.shape[1]), int(chw.shape[2])), boxes, scores,
+                               obj, float(conf_floor), end_to_end, rules, views, detector.n_views)
             if folder is not None:
                 save_candidates(cands, folder / f"{cands.image_id}.npz", key, img_sha)
             yield cands
@@ -275,7 +310,7 @@ def iter_candidates(weights: str | Path, images: str | Path | Sequence[ImageSour
             yield cached
             continue
         if detector is None:
-            detector = load_detector(wpath, imgsz, device)
+            detector = load_detector(wpath, imgsz, device, tta=tta)
         im0, img_sha = _read_image(item)
         chw = detector.letterbox(im0)
         limit = min(batch, detector.max_batch or batch)
@@ -315,15 +350,15 @@ class CandidateFiles(Sequence[Candidates]):
 def collect_candidates(weights: str | Path, images: str | Path | Sequence[ImageSource], imgsz: int = DEFAULT_IMGSZ,
                        *, conf_floor: float = DEFAULT_CONF_FLOOR, device: str = "auto",
                        cache_dir: str | Path | None = None, batch: int = 1, progress: bool = True,
-                       in_memory: bool = True) -> Sequence[Candidates]:
-    """Every image's candidates (:func:`iter_candidates`), in image order: held in memory, or with ``in_memory``
-    False and a ``cache_dir``, as :class:`CandidateFiles` read from the cache when used."""
+                       in_memory: bool = True, tta: bool = False) -> Sequence[Candidates]:
+    """Every image's candidates (:func:`iter_candidates`, augmented with ``tta``), in image order: held in memory,
+    or with ``in_memory`` False and a ``cache_dir``, as :class:`CandidateFiles` read from the cache when used."""
     if in_memory or cache_dir is None:
         return list(iter_candidates(weights, images, imgsz, conf_floor=conf_floor, device=device,
-                                    cache_dir=cache_dir, batch=batch, progress=progress))
-    folder = cache_folder(cache_dir, weights, imgsz, conf_floor)
+                                    cache_dir=cache_dir, batch=batch, progress=progress, tta=tta))
+    folder = cache_folder(cache_dir, weights, imgsz, conf_floor, tta=tta)
     ids = [c.image_id for c in iter_candidates(weights, images, imgsz, conf_floor=conf_floor, device=device,
-                                               cache_dir=cache_dir, batch=batch, progress=progress)]
+                                               cache_dir=cache_dir, batch=batch, progress=progress, tta=tta)]
     return CandidateFiles([folder / f"{image_id}.npz" for image_id in ids])
 
 
@@ -352,15 +387,18 @@ def detect(weights: str | Path, images: str | Path | Sequence[ImageSource], imgs
            conf: float = DEFAULT_CONF, iou: float = DEFAULT_IOU, *, max_det: int = DEFAULT_MAX_DET,
            agnostic: bool = False, multi_label: bool = False, device: str = "auto",
            cache_dir: str | Path | None = None, batch: int = 1, conf_floor: float | None = None,
-           progress: bool = True) -> list[Detections]:
-    """Detections of ``weights`` on ``images`` at one NMS setting (pixel corners of the original images, each
-    image's boxes highest confidence first), as YOLOv5 would give them. Candidates are collected at
-    ``conf_floor`` (default: ``conf`` itself), cached under ``cache_dir`` when given, and dropped once each image's
-    NMS is done, so memory holds detections only."""
+           progress: bool = True, tta: bool = False, fusion: str = "nms") -> list[Detections]:
+    """Detections of ``weights`` on ``images`` at one setting (pixel corners of the original images, each
+    image's boxes highest confidence first), as the engine would give them: one pass, or with ``tta`` its augmented
+    forward, the views fused by one NMS (``fusion="nms"``, the engine's own augmented inference) or by weighted
+    boxes fusion of each view's NMS (``"wbf"``, see :mod:`livestock.evaluation.fusion`). Candidates are collected
+    at ``conf_floor`` (default: ``conf`` itself), cached under ``cache_dir`` when given, and dropped once each
+    image's detections are done, so memory holds detections only."""
+    check_fusion(tta, fusion)
     floor = conf if conf_floor is None else conf_floor
-    return [nms_from_candidates(c, conf, iou, max_det, agnostic, multi_label)
+    return [detections_at(c, conf, iou, fusion, max_det, agnostic, multi_label)
             for c in iter_candidates(weights, images, imgsz, conf_floor=floor, device=device, cache_dir=cache_dir,
-                                     batch=batch, progress=progress)]
+                                     batch=batch, progress=progress, tta=tta)]
 
 
 # ---------------------------------------------------------------- CLI: livestock detect
@@ -393,6 +431,12 @@ def cli_detect_args(parser: argparse.ArgumentParser) -> None:
     add_detector_args(parser)
     parser.add_argument("--conf", type=float, default=DEFAULT_CONF, help="confidence threshold (0.001)")
     parser.add_argument("--iou", type=float, default=DEFAULT_IOU, help="NMS IoU threshold (0.68)")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: the engine's augmented forward (scales 1, 0.83 flipped, "
+                             "0.67); PyTorch checkpoints only")
+    parser.add_argument("--fusion", choices=FUSIONS, default="nms",
+                        help="how TTA views are fused: nms (one NMS over all views, the engine's own) or wbf "
+                             "(weighted boxes fusion of each view's NMS; needs --tta) (nms)")
     parser.add_argument("--out", default="runs/detect/detections.csv", help="detections CSV (pixel corners)")
 
 
@@ -403,8 +447,9 @@ def cli_detect(args: argparse.Namespace) -> int:
     floor = min(args.conf_floor, args.conf)
     dets = detect(args.weights, args.source, args.imgsz, args.conf, args.iou, max_det=args.max_det,
                   agnostic=args.agnostic, multi_label=args.multi_label, device=args.device,
-                  cache_dir=cache_dir_arg(args.cache_dir), batch=args.batch, conf_floor=floor)
+                  cache_dir=cache_dir_arg(args.cache_dir), batch=args.batch, conf_floor=floor, tta=args.tta,
+                  fusion=args.fusion)
     out = save_detections(dets, args.out)
-    print(f"{len(dets)} images, {sum(len(d) for d in dets)} detections (conf {args.conf:g}, NMS IoU {args.iou:g}) "
-          f"-> {out}")
+    print(f"{len(dets)} images, {sum(len(d) for d in dets)} detections (conf {args.conf:g}, NMS IoU {args.iou:g}, "
+          f"{setting_name(args.tta, args.fusion)}) -> {out}")
     return 0

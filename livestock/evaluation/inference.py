@@ -1,6 +1,7 @@
-"""The last stage: detect on the test images at the chosen NMS setting, write the contest ``answer.csv``,
-validate it, and score it when ground truth for exactly those images exists (the synthetic set has it; the real test
-set does not): :func:`score_if_truth` scores only against truth whose provenance record matches the test zips
+"""The last stage: detect on the test images at the chosen setting (TTA on or off, its fusion, conf, NMS IoU: what
+tuning chose on the validation fold), write the contest ``answer.csv``, validate it, and score it when ground truth
+for exactly those images exists (the synthetic set has it; the real test set does not): :func:`score_if_truth`
+scores only against truth whose provenance record matches the test zips
 (:func:`livestock.provenance.ground_truth_for`), and names the data set in the result.
 
 Detection goes through :mod:`livestock.evaluation.detect`, so an exported ``.onnx`` model (``livestock export``) is
@@ -30,12 +31,15 @@ from livestock.records import ImageRecord
 def write_answer(weights: str | os.PathLike, images: Sequence[ImageRecord] | str | os.PathLike,
                  out_csv: str | os.PathLike, *, imgsz: int, conf: float, iou: float, device: str = "auto",
                  cache_dir: str | os.PathLike | None = None, answer: str | os.PathLike | None = None,
-                 normalise: str = "image") -> pd.DataFrame:
+                 normalise: str = "image", tta: bool = False, fusion: str = "nms") -> pd.DataFrame:
     """Detect, write ``out_csv`` atomically in the contest format and return it validated (against ``answer``
     when given: unknown ImageIDs are then an error, as they would be a silent no-op in the scorer).
-    ``normalise``: ``image`` or ``original`` (see :data:`livestock.evaluation.submission.NORMALISATION_HELP`)."""
+    ``normalise``: ``image`` or ``original`` (see :data:`livestock.evaluation.submission.NORMALISATION_HELP`).
+    ``tta`` / ``fusion``: test-time augmentation and how its views are fused (``nms`` or ``wbf``), as a tuning's
+    ``best.json`` names them (see :func:`livestock.evaluation.detect.detect`)."""
     normalise_by = normalisation(normalise)
-    detections = detect(weights, images, imgsz=imgsz, conf=conf, iou=iou, device=device, cache_dir=cache_dir)
+    detections = detect(weights, images, imgsz=imgsz, conf=conf, iou=iou, device=device, cache_dir=cache_dir,
+                        tta=tta, fusion=fusion)
     emit("images", task="detect (answer)", done=len(detections), total=len(detections))
     write_submission(detections, out_csv, normalise_by=normalise_by)
     frame = validate_submission(out_csv, answer=answer, unknown_images="warn",

@@ -20,15 +20,22 @@ Boxes are corner coordinates ``(x1, y1, x2, y2)`` in pixels of the letterboxed n
 Engines differ in small details of that NMS and mapping (the order NMS sees tied confidences, how letterbox padding
 is undone); ``Candidates.postprocess`` names the engine whose rules the replay follows (see
 :mod:`livestock.evaluation.detect`).
+
+Test-time augmentation (TTA) is each engine's own augmented forward (YOLOv5's and Ultralytics' ``augment=True``:
+the input at scales 1, 0.83 and 0.67, the 0.83 view flipped left-right, every view's rows mapped back to the input
+and concatenated, the tails of the first and last view clipped). Its rows are candidates like any others, in the
+order the engine concatenates them; ``Candidates.views`` says which view gave each row, so the views can also be
+fused another way than by one NMS over all of them (:mod:`livestock.evaluation.fusion`).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -75,7 +82,9 @@ class Candidates:
     ``boxes``: ``(n, 4)`` float32 corners in network-input pixels; ``scores``: ``(n, classes)`` float32 class
     scores; ``objectness``: ``(n,)`` float32, or None for heads without one; ``end_to_end``: the rows are final
     detections (one class score set per row, NMS-free). ``width`` / ``height``: the original image.
-    ``postprocess``: whose NMS order and box mapping the replay reproduces, one of :data:`POSTPROCESS_RULES`."""
+    ``postprocess``: whose NMS order and box mapping the replay reproduces, one of :data:`POSTPROCESS_RULES`.
+    ``n_views``: forward passes behind the rows (1, or :data:`TTA_VIEWS` for an augmented forward); ``views``:
+    ``(n,)`` each row's view, ascending in row order, or None for one pass."""
 
     image_id: str
     width: int
@@ -87,6 +96,8 @@ class Candidates:
     conf_floor: float
     end_to_end: bool = False
     postprocess: str = "yolov5"
+    views: np.ndarray | None = None
+    n_views: int = 1
 
     def __post_init__(self) -> None:
         if self.postprocess not in POSTPROCESS_RULES:
@@ -96,6 +107,23 @@ class Candidates:
             raise ValueError(f"{self.image_id}: boxes {self.boxes.shape} and scores {self.scores.shape} do not match")
         if self.objectness is not None and self.objectness.shape != (n,):
             raise ValueError(f"{self.image_id}: objectness {self.objectness.shape} for {n} boxes")
+        if (self.views is None) != (self.n_views == 1):
+            raise ValueError(f"{self.image_id}: {self.n_views} views need a view index per row (and one view none)")
+        if self.views is not None and (self.views.shape != (n,) or (n and (self.views.min() < 0 or self.views.max()
+                                                                           >= self.n_views))):
+            raise ValueError(f"{self.image_id}: view index {self.views.shape} for {n} boxes and {self.n_views} views")
+
+    def view(self, k: int) -> "Candidates":
+        """The rows of augmented view ``k`` alone, in their order: the candidates that view's forward pass gave, as
+        one pass gives them (the rows of a view are contiguous and its NMS sees no other view's rows)."""
+        if not 0 <= k < self.n_views:
+            raise ValueError(f"{self.image_id}: no view {k} among {self.n_views}")
+        if self.views is None:
+            return self
+        keep = self.views == k
+        return Candidates(self.image_id, self.width, self.height, self.input_shape, self.boxes[keep],
+                          self.scores[keep], None if self.objectness is None else self.objectness[keep],
+                          self.conf_floor, self.end_to_end, self.postprocess)
 
     @property
     def n_classes(self) -> int:
@@ -118,14 +146,52 @@ class Detector(Protocol):
 
     n_classes: int
     max_batch: int | None  # a fixed batch size of an exported model, else None
+    n_views: int  # forward passes per image: 1, or TTA_VIEWS for the engine's augmented forward
 
     def letterbox(self, image_bgr: np.ndarray) -> np.ndarray:
         """The network input of one BGR image: CHW RGB uint8, letterboxed to the detector's size."""
 
     def candidates(self, batch: np.ndarray, conf_floor: float) -> list[tuple[np.ndarray, np.ndarray,
-                                                                             np.ndarray | None, bool]]:
-        """For a uint8 batch ``(b, 3, h, w)``: per image ``(boxes, scores, objectness, end_to_end)`` above the
-        floor, in the head's own row order (see :class:`Candidates`)."""
+                                                                             np.ndarray | None, bool,
+                                                                             np.ndarray | None]]:
+        """For a uint8 batch ``(b, 3, h, w)``: per image ``(boxes, scores, objectness, end_to_end, views)`` above
+        the floor, in the head's own row order (see :class:`Candidates`); ``views`` is None for one pass."""
+
+
+TTA_VIEWS = 3  # views of both engines' augmented forward: scales 1, 0.83 (flipped left-right) and 0.67
+
+
+@contextlib.contextmanager
+def counting_head_rows(head: "torch.nn.Module", dim: int) -> Iterator[list[int]]:
+    """While open, the rows ``head`` outputs at each call (its first output's size along ``dim``): one entry per
+    view of an augmented forward, which runs the head once per view."""
+    counts: list[int] = []
+    handle = head.register_forward_hook(lambda _module, _inputs, out: counts.append(int(out[0].shape[dim])))
+    try:
+        yield counts
+    finally:
+        handle.remove()
+
+
+def augmented_view_index(counts: Sequence[int], clip: Callable[[list], list]) -> np.ndarray:
+    """Each row's view in an augmented forward's concatenated output, from the rows each view's head gave
+    (``counts``) and the engine's own tail clipping (``clip``, its ``_clip_augmented``) applied to rows of view
+    numbers instead of predictions: the index then follows exactly what the engine cuts."""
+    import torch
+
+    parts = clip([torch.full((1, int(n)), k, dtype=torch.int64) for k, n in enumerate(counts)])
+    return torch.cat(parts, -1)[0].numpy().astype(np.int8)
+
+
+def join_views(parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """One image's candidates of each view ``(boxes, scores, objectness)``, in view order, as one set in that row
+    order (the order the engine concatenates the views in) with each row's view."""
+    boxes = np.concatenate([b for b, _s, _o in parts])
+    scores = np.concatenate([s for _b, s, _o in parts])
+    obj = None if parts[0][2] is None else np.concatenate([o for _b, _s, o in parts])
+    views = np.concatenate([np.full(len(b), k, np.int8) for k, (b, _s, _o) in enumerate(parts)])
+    return boxes, scores, obj, views
 
 
 class Engine(Protocol):
@@ -150,8 +216,10 @@ class Engine(Protocol):
     def validate(self, weights: str | os.PathLike, data_yaml: str | os.PathLike, **settings: object) -> "pd.DataFrame":
         """Per-class validation table: index ``all`` and class names; images, instances, P, R, mAP columns."""
 
-    def load_detector(self, weights: Path, imgsz: int, device: "torch.device") -> Detector:
-        """A :class:`Detector` over a checkpoint or an exported ONNX file."""
+    def load_detector(self, weights: Path, imgsz: int, device: "torch.device", n_classes: int,
+                      augment: bool = False) -> Detector:
+        """A :class:`Detector` over a checkpoint or an exported ONNX file; with ``augment``, the engine's augmented
+        forward (TTA), refused with one line where the engine has none for the model."""
 
     def load_hyp(self, hyp: str | os.PathLike | dict) -> dict:
         """The engine's hyper-parameters from a dict, a path or a shipped name, validated."""

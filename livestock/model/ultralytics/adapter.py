@@ -33,7 +33,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, PretrainedWeightsError, enforce_weight_size, read_hyp)
+from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, TTA_VIEWS, PretrainedWeightsError, augmented_view_index,
+                                    counting_head_rows, enforce_weight_size, join_views, read_hyp)
 from livestock.model.onnx_file import load_onnx, save_onnx, set_onnx_metadata
 from livestock.model.ultralytics.compat import ensure_ultralytics
 
@@ -246,17 +247,26 @@ def end_to_end_rows_to_candidates(pred: "torch.Tensor", conf_floor: float, n_cla
 class UltralyticsDetector:
     """An Ultralytics model behind its own ``AutoBackend`` (PyTorch ``.pt``, fused as its predictor runs it, or
     ONNX Runtime for an ``.onnx`` export) with the letterbox its predictor uses: a minimal rectangle for PyTorch
-    weights, the exported fixed shape for ONNX. Loading a ``.pt`` runs pickled code: only for files you trust."""
+    weights, the exported fixed shape for ONNX. Loading a ``.pt`` runs pickled code: only for files you trust.
+
+    ``augment``: Ultralytics' augmented forward (``predict(augment=True)``), which it has for the dense head of a
+    PyTorch model only: YOLO26's NMS-free head and ONNX exports are refused (Ultralytics itself would silently run
+    one pass instead)."""
 
     postprocess = "ultralytics"  # the NMS order and box mapping the replay follows (Candidates.postprocess)
 
     def __init__(self, weights: Path, imgsz: int, device: "torch.device", n_classes: int,
-                 variant: str | None = None) -> None:
+                 variant: str | None = None, augment: bool = False) -> None:
         ensure_ultralytics()
         from ultralytics.nn.autobackend import AutoBackend
         from ultralytics.utils.checks import check_imgsz
 
         onnx = weights.suffix.lower() == ".onnx"
+        if augment and onnx:
+            raise ValueError(f"{weights}: test-time augmentation runs Ultralytics' augmented forward of the PyTorch "
+                             "model; an exported model runs one pass: use the .pt checkpoint, or TTA off")
+        self.augment = augment
+        self.n_views = TTA_VIEWS if augment else 1
         if onnx:
             load_onnx(weights)  # a truncated or foreign file: an error naming it, before ONNX Runtime's own
             self.variant = _check_onnx_variant(weights, variant)
@@ -269,6 +279,13 @@ class UltralyticsDetector:
             # as the predictor sets the head before a run: top 300 (max_det's default), classes not merged
             self.model.model.set_head_attr(max_det=ONE2ONE_MAX_DET, agnostic_nms=False)
         self.end_to_end = bool(self.model.end2end)
+        if augment:
+            from ultralytics.nn.modules.head import Detect
+
+            # Ultralytics' own condition (DetectionModel._predict_augment), under which it falls back to one pass
+            if self.end_to_end or type(self.model.model.model[-1]) is not Detect:
+                raise ValueError(f"{weights}: Ultralytics has no augmented forward for this head "
+                                 f"({self.variant}); TTA needs the dense head with NMS (variant one2many)")
         self.stride = int(self.model.stride)
         self.n_classes = len(self.model.names)
         if self.n_classes != n_classes:
@@ -293,26 +310,44 @@ class UltralyticsDetector:
         return np.ascontiguousarray(out.transpose((2, 0, 1))[::-1])  # HWC BGR -> CHW RGB
 
     def candidates(self, batch: "np.ndarray", conf_floor: float) -> list[tuple]:
-        """Per image of a uint8 batch ``(b, 3, h, w)``: ``(boxes, scores, None, end_to_end)``."""
+        """Per image of a uint8 batch ``(b, 3, h, w)``: ``(boxes, scores, None, end_to_end, views)``, ``views``
+        each row's view of the augmented forward (None without ``augment``)."""
         import torch
 
         with torch.inference_mode():
             im = torch.from_numpy(batch).to(self.model.device).float().div_(255)
-            pred = self.model(im)
+            if self.augment:
+                net = self.model.model  # the DetectionModel behind AutoBackend
+                with counting_head_rows(net.model[-1], dim=-1) as counts:
+                    pred = self.model(im, augment=True)
+            else:
+                pred = self.model(im)
         if isinstance(pred, (list, tuple)):
             pred = pred[0]
         pred = pred.float().cpu()
         if self.end_to_end:
-            return [(*end_to_end_rows_to_candidates(p, conf_floor, self.n_classes), True) for p in pred]
+            return [(*end_to_end_rows_to_candidates(p, conf_floor, self.n_classes), True, None) for p in pred]
         if pred.shape[1] != 4 + self.n_classes:
             raise ValueError(f"unexpected head output of shape {tuple(pred.shape)} (a segmentation model?)")
-        return [(*head_rows_to_candidates(p, conf_floor), False) for p in pred]
+        if not self.augment:
+            return [(*head_rows_to_candidates(p, conf_floor), False, None) for p in pred]
+        views = torch.from_numpy(augmented_view_index(counts, net._clip_augmented))
+        if len(counts) != self.n_views or len(views) != pred.shape[2]:
+            raise RuntimeError(f"augmented forward gave {len(counts)} views and {pred.shape[2]} rows, expected "
+                               f"{self.n_views} views and {len(views)} rows")
+        out = []
+        for p in pred:  # each view's rows filtered alone: the same rows as the whole, labelled with their view
+            boxes, scores, obj, view = join_views([head_rows_to_candidates(p[:, views == k], conf_floor)
+                                                   for k in range(self.n_views)])
+            out.append((boxes, scores, obj, False, view))
+        return out
 
 
 def load_detector(weights: Path, imgsz: int, device: "torch.device", n_classes: int,
-                  variant: str | None = None) -> UltralyticsDetector:
-    """An :class:`UltralyticsDetector` for a checkpoint or an ONNX export of this engine."""
-    return UltralyticsDetector(Path(weights), imgsz, device, n_classes, variant)
+                  variant: str | None = None, augment: bool = False) -> UltralyticsDetector:
+    """An :class:`UltralyticsDetector` for a checkpoint or an ONNX export of this engine (``augment``: TTA, for
+    the dense head of a checkpoint only)."""
+    return UltralyticsDetector(Path(weights), imgsz, device, n_classes, variant, augment)
 
 
 # ================================================================ ONNX export

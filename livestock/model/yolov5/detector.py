@@ -1,17 +1,18 @@
 """YOLOv5 detection as raw candidates (:class:`livestock.model.engine.Candidates`): the model behind
 ``DetectMultiBackend`` with YOLOv5's ``detect.py`` letterbox, its head output filtered as ``non_max_suppression``
-filters it first."""
+filters it first. With ``augment``, the forward is YOLOv5's own augmented one (``detect.py --augment``), each row
+labelled with its view."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from livestock.model.engine import TTA_VIEWS, augmented_view_index, counting_head_rows, join_views
 from livestock.model.yolov5.compat import ensure_yolov5, load_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
-
 
 
 
@@ -35,13 +36,22 @@ def head_rows_to_candidates(pred: "torch.Tensor", conf_floor: float) -> tuple:
 class Yolov5Detector:
     """A YOLOv5 model behind ``DetectMultiBackend`` (PyTorch ``.pt`` or ONNX Runtime ``.onnx``) with the
     letterbox settings YOLOv5's ``detect.py`` uses for it: a minimal rectangle for PyTorch weights, the fixed
-    exported shape for ONNX. Loading a ``.pt`` runs pickled code: only for files you trust."""
+    exported shape for ONNX. Loading a ``.pt`` runs pickled code: only for files you trust.
 
-    def __init__(self, weights: Path, imgsz: int, device: "torch.device", n_classes: int) -> None:
+    ``augment``: YOLOv5's augmented forward (``model(im, augment=True)``, as ``detect.py --augment`` runs it), for
+    PyTorch weights only: an ONNX export holds the one-pass graph."""
+
+    def __init__(self, weights: Path, imgsz: int, device: "torch.device", n_classes: int,
+                 augment: bool = False) -> None:
         ensure_yolov5()
         from yolov5.models.common import DetectMultiBackend
         from yolov5.utils.general import check_img_size
 
+        if augment and weights.suffix.lower() != ".pt":
+            raise ValueError(f"{weights}: test-time augmentation runs YOLOv5's augmented forward of the PyTorch "
+                             "model; an exported model runs one pass: use the .pt checkpoint, or TTA off")
+        self.augment = augment
+        self.n_views = TTA_VIEWS if augment else 1
         if weights.suffix.lower() == ".onnx":
             from livestock.model.onnx_file import load_onnx
 
@@ -81,22 +91,40 @@ class Yolov5Detector:
         return np.ascontiguousarray(out.transpose((2, 0, 1))[::-1])  # HWC BGR -> CHW RGB
 
     def candidates(self, batch: "np.ndarray", conf_floor: float) -> list[tuple]:
-        """Per image of a uint8 batch ``(b, 3, h, w)``: ``(boxes, scores, objectness, end_to_end=False)``."""
+        """Per image of a uint8 batch ``(b, 3, h, w)``: ``(boxes, scores, objectness, end_to_end=False, views)``,
+        ``views`` each row's view of the augmented forward (None without ``augment``)."""
         import torch
 
         with torch.inference_mode():
             im = torch.from_numpy(batch).to(self.model.device)
             im = im.half() if self.model.fp16 else im.float()
             im /= 255
-            pred = self.model(im)
+            if self.augment:
+                net = self.model.model  # the DetectionModel behind DetectMultiBackend
+                with counting_head_rows(net.model[-1], dim=1) as counts:
+                    pred = self.model(im, augment=True)
+            else:
+                pred = self.model(im)
         if isinstance(pred, (list, tuple)):
             pred = pred[0]
         if pred.shape[-1] != 5 + self.n_classes:
             raise ValueError(f"unexpected head output of shape {tuple(pred.shape)} (a segmentation model?)")
         pred = pred.float().cpu()
-        return [(*head_rows_to_candidates(p, conf_floor), False) for p in pred]
+        if not self.augment:
+            return [(*head_rows_to_candidates(p, conf_floor), False, None) for p in pred]
+        views = torch.from_numpy(augmented_view_index(counts, net._clip_augmented))
+        if len(counts) != self.n_views or len(views) != pred.shape[1]:
+            raise RuntimeError(f"augmented forward gave {len(counts)} views and {pred.shape[1]} rows, expected "
+                               f"{self.n_views} views and {len(views)} rows")
+        out = []
+        for p in pred:  # each view's rows filtered alone: the same rows as the whole, labelled with their view
+            boxes, scores, obj, view = join_views([head_rows_to_candidates(p[views == k], conf_floor)
+                                                   for k in range(self.n_views)])
+            out.append((boxes, scores, obj, False, view))
+        return out
 
 
-def load_detector(weights: Path, imgsz: int, device: "torch.device", n_classes: int) -> Yolov5Detector:
-    """A :class:`Yolov5Detector` for a checkpoint or an exported ONNX file."""
-    return Yolov5Detector(Path(weights), imgsz, device, n_classes)
+def load_detector(weights: Path, imgsz: int, device: "torch.device", n_classes: int,
+                  augment: bool = False) -> Yolov5Detector:
+    """A :class:`Yolov5Detector` for a checkpoint or an exported ONNX file (``augment``: TTA, checkpoints only)."""
+    return Yolov5Detector(Path(weights), imgsz, device, n_classes, augment)
