@@ -1,8 +1,9 @@
 """INT8: ONNX Runtime static quantisation (QDQ) of an FP32 export, calibrated on letterboxed training images.
 
 Weights are int8 per output channel, activations uint8: on x86, int8 activations fall back to slow kernels in
-ONNX Runtime (measured as slow as FP32). The decode ops after the Detect head's last Convs (Reshape / Transpose /
-Sigmoid / Split / Mul / Pow / Add / Concat) stay float: quantising them turns every confidence into 0.
+ONNX Runtime (measured as slow as FP32). The decode after the detection head's last Convs stays float
+(:func:`livestock.deploy.onnx_model.find_detect_head` finds it in the graph, for each engine's heads): quantised,
+YOLOv5's turns every confidence into 0.
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def quantize_onnx_int8(
     Calibrated on ``calib_images`` (paths or BGR arrays), letterboxed as inference letterboxes them.
 
     ``reduce_range=True`` (7-bit weights) avoids int overflow on x86 CPUs without VNNI instructions.
-    ``keep_decode_float=False`` quantises the decode too: only to show what that does (confidences collapse to 0).
+    ``keep_decode_float=False`` quantises the decode too: only to show what that does (YOLOv5's confidences
+    collapse to 0). The metadata of ``src`` (classes, stride, size, engine, head) is carried over.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -72,7 +74,10 @@ def quantize_onnx_int8(
         prepared = Path(tmp) / "prepared.onnx"
         quantized = Path(tmp) / "int8.onnx"
         # Shape inference + graph optimisation first, as ONNX Runtime recommends: fewer, fused nodes to quantise.
-        quant_pre_process(str(src), str(prepared))
+        # ONNX's own shape inference: ONNX Runtime's symbolic one has no rule for ReduceMax and fails on YOLO26's
+        # top-k decode; a fixed-shape export needs no symbolic dimensions (the quantised YOLOv5 and YOLO11 graphs
+        # come out the same either way).
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
         model = load_onnx(prepared)
         _, decode = find_detect_head(model)  # names in the prepared graph, the one being quantised
         decode = decode if keep_decode_float else []
@@ -84,6 +89,7 @@ def quantize_onnx_int8(
             nodes_to_exclude=decode, calibrate_method=CalibrationMethod.MinMax,
         )
         model8 = load_onnx(quantized)
-    set_onnx_metadata(model8, precision="int8", names=info.names, stride=info.stride,
-                      imgsz=f"[{info.imgsz[0]}, {info.imgsz[1]}]")
+    # The quantiser keeps none of the source's metadata: every entry is carried over, then the precision changes.
+    metadata = {p.key: p.value for p in load_onnx(src).metadata_props}
+    set_onnx_metadata(model8, **(metadata | {"precision": "int8"}))
     return save_onnx(model8, dst)
