@@ -590,7 +590,8 @@ def export_onnx(weights: str | os.PathLike, imgsz: int, out_path: str | os.PathL
                 variant: str | None = None) -> Path:
     """ONNX FP32 with a fixed ``(1, 3, imgsz, imgsz)`` input, opset 18, through Ultralytics' own exporter, saved
     as one file with the metadata key ``engine=ultralytics`` (and ``variant``). Ultralytics writes the export beside
-    the weights; it runs on a link in a scratch folder instead, so the user's weights folder is left alone."""
+    the weights; it runs on a link in a scratch folder instead, so the user's weights folder is left alone. An
+    ``imgsz`` that is not a multiple of the model's stride is a ValueError naming the weights."""
     import shutil
     import tempfile
 
