@@ -3,7 +3,8 @@
 Weights are int8 per output channel, activations uint8: on x86, int8 activations fall back to slow kernels in
 ONNX Runtime (measured as slow as FP32). The decode after the detection head's last Convs stays float
 (:func:`livestock.deploy.onnx_model.find_detect_head` finds it in the graph, for each engine's heads): quantised,
-YOLOv5's turns every confidence into 0.
+one step (the output's range / 255, set by box coordinates in pixels) serves box pixels and confidences alike, and
+every confidence below half a step becomes 0.
 """
 from __future__ import annotations
 
@@ -57,8 +58,8 @@ def quantize_onnx_int8(
     Calibrated on ``calib_images`` (paths or BGR arrays), letterboxed as inference letterboxes them.
 
     ``reduce_range=True`` (7-bit weights) avoids int overflow on x86 CPUs without VNNI instructions.
-    ``keep_decode_float=False`` quantises the decode too: only to show what that does (YOLOv5's confidences
-    collapse to 0). The metadata of ``src`` (classes, stride, size, engine, head) is carried over.
+    ``keep_decode_float=False`` quantises the decode too: only to show what that does (every confidence rounds to
+    a whole multiple of the output's step, which the box coordinates set: below half a step, 0).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -89,7 +90,6 @@ def quantize_onnx_int8(
             nodes_to_exclude=decode, calibrate_method=CalibrationMethod.MinMax,
         )
         model8 = load_onnx(quantized)
-    # The quantiser keeps none of the source's metadata: every entry is carried over, then the precision changes.
-    metadata = {p.key: p.value for p in load_onnx(src).metadata_props}
-    set_onnx_metadata(model8, **(metadata | {"precision": "int8"}))
+    set_onnx_metadata(model8, precision="int8", names=info.names, stride=info.stride,
+                      imgsz=f"[{info.imgsz[0]}, {info.imgsz[1]}]")
     return save_onnx(model8, dst)
