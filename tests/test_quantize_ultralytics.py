@@ -7,9 +7,9 @@ through ``livestock export``'s functions, INT8 calibrated on 32 training frames 
 the one-to-one head's top confidence on one frame moved by 0.07). Tolerances, the same letterboxed
 tensor into every model, on the 16 validation frames:
 
-- INT8 vs FP32, raw output: the 20 highest confidences within 0.05, rank for rank (sorting moves no value by more
-  than the largest change of one row, so this holds row for row too, and it needs no row correspondence, which the
-  top-k head does not keep). Every confident row (FP32 confidence >= 0.25) has an INT8 row of its class, the same
+- INT8 vs FP32, raw output: the 20 highest confidences within 0.05, rank for rank: a bound that changes of at most
+  0.05 row for row also keep (sorting moves no value by more than the largest change of one row), and one that
+  needs no row correspondence, which the top-k head does not keep. Every confident row (FP32 confidence >= 0.25) has an INT8 row of its class, the same
   anchor for the dense heads and the best overlap for the top-k head, with IoU >= 0.85 (boxes are 10 to 20 px
   at this size: one pixel moves the IoU by about 0.1) and confidence within 0.05.
 - INT8 vs FP32, detections through the deployment path (``livestock.evaluation.detect.detect``, Ultralytics'
