@@ -74,6 +74,33 @@ def tiny_trained_model(tiny_train_result) -> tuple[Path, Path]:
     return tiny_train_result.best, tiny_train_result.data_yaml
 
 
+# ---------------------------------------------------------------- tiny trained Ultralytics models (tests/ultralytics_runs.py)
+
+
+@pytest.fixture(scope="session")
+def ultralytics_toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy set (data.yaml) the Ultralytics runs train and validate on: 64 training and 16 validation frames."""
+    from toy_yolo import make_toy_yolo_dataset
+
+    return make_toy_yolo_dataset(tmp_path_factory.mktemp("ultra_toy"), n_train=64, n_val=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_yolo11_run(ultralytics_toy, tmp_path_factory: pytest.TempPathFactory):
+    """``(TrainResult, epochs, progress events, network attempts)`` of a YOLO11n trained on the toy set at 64 px."""
+    from ultralytics_runs import tiny_run
+
+    return tiny_run(ultralytics_toy, tmp_path_factory.mktemp("yolo11"), "yolo11n")
+
+
+@pytest.fixture(scope="session")
+def tiny_yolo26_run(ultralytics_toy, tmp_path_factory: pytest.TempPathFactory):
+    """As ``tiny_yolo11_run``, for a YOLO26n (one-to-one and one-to-many heads)."""
+    from ultralytics_runs import tiny_run
+
+    return tiny_run(ultralytics_toy, tmp_path_factory.mktemp("yolo26"), "yolo26n")
+
+
 # ---------------------------------------------------------------- a real PostgreSQL server (livestock.model.search)
 
 

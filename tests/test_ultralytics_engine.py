@@ -4,15 +4,12 @@ per epoch as a run without interruption), and raw candidates whose replay equals
 every setting of a grid (YOLO11; YOLO26 with its NMS-free and its NMS head; ONNX)."""
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +20,7 @@ from livestock.model.ultralytics import compat as C
 from livestock.model.engine import parse_device
 from livestock.model.ultralytics import adapter as U
 from livestock.model.ultralytics import training as UT
+from ultralytics_runs import TINY_HYP, network_blocked
 
 # Ultralytics reads its config folder when first imported, and the yolov5 package imports it: point it at ours
 # before any test of this session imports either, so no test writes the user's own settings file.
@@ -31,59 +29,14 @@ C.set_ultralytics_environment()
 REPO = Path(__file__).resolve().parents[1]
 CPU = parse_device("cpu").torch()
 DETECT_IMGSZ = 256  # detection runs at 4x the training size: many more anchors, many more candidates to replay
-# 20 epochs of 8 images a step from scratch at 64 px: no warm-up (Ultralytics warms up for at least 100 iterations)
-# and no gradient accumulation (nbs = batch), no mosaic (four 32 px tiles of a 64 px frame hide the animals).
-TINY_HYP = {"warmup_epochs": 0.0, "lr0": 0.005, "mosaic": 0.0}
-TINY_ARGS = dict(imgsz=64, epochs=20, batch_size=8, optimizer="Adam", device="cpu", workers=0, seed=0, plots=False,
-                 nbs=8)
 
 
-# ---------------------------------------------------------------- the network, blocked
-
-
-@contextlib.contextmanager
-def network_blocked():
-    """Every way out to the network raises; the attempts are recorded (Ultralytics swallows some errors, so the
-    record, not an exception, shows whether it tried)."""
-    import requests
-
-    attempts: list[tuple[str, str]] = []
-
-    def refuse(what):
-        def blocked(*args, **kwargs):
-            attempts.append((what, repr(args[:2])[:200]))
-            raise OSError(f"network blocked in tests ({what})")
-        return blocked
-
-    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
-
-    def connect(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            return refuse("connect")(address)
-        return real_connect(sock, address)
-
-    def connect_ex(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            return refuse("connect_ex")(address)
-        return real_connect_ex(sock, address)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", connect)
-        mp.setattr(socket.socket, "connect_ex", connect_ex)
-        mp.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
-        mp.setattr(urllib.request, "urlopen", refuse("urlopen"))
-        mp.setattr(requests.Session, "request", refuse("requests"))
-        yield attempts
-
-
-# ---------------------------------------------------------------- shared tiny runs
+# ---------------------------------------------------------------- shared tiny runs (tests/ultralytics_runs.py)
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> Path:
-    from toy_yolo import make_toy_yolo_dataset
-
-    return make_toy_yolo_dataset(tmp_path_factory.mktemp("ultra_toy"), n_train=64, n_val=16)
+def toy(ultralytics_toy) -> Path:
+    return ultralytics_toy
 
 
 @pytest.fixture(scope="module")
@@ -93,26 +46,14 @@ def frames(tmp_path_factory) -> list[Path]:
     return [Path(r.image_path) for r in write_frames(tmp_path_factory.mktemp("ultra_frames") / "frames", n=4)]
 
 
-def _tiny_run(toy, root: Path, model: str):
-    """Train ``model`` on the toy set with the network blocked; the epochs it reported and the attempts."""
-    epochs: list[tuple[int, int, dict]] = []
-    progress = root / "progress.jsonl"
-    with network_blocked() as attempts, pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LIVESTOCK_PROGRESS", str(progress))
-        result = UT.train(toy, model=model, hyp=U.load_hyp(U.DEFAULT_HYP) | TINY_HYP, project=root / "runs",
-                         name=model, on_epoch=lambda e, n, m: epochs.append((e, n, m)), **TINY_ARGS)
-    events = [json.loads(ln) for ln in progress.read_text().splitlines()]
-    return result, epochs, events, list(attempts)
+@pytest.fixture(scope="module")
+def yolo11_run(tiny_yolo11_run):
+    return tiny_yolo11_run
 
 
 @pytest.fixture(scope="module")
-def yolo11_run(toy, tmp_path_factory):
-    return _tiny_run(toy, tmp_path_factory.mktemp("yolo11"), "yolo11n")
-
-
-@pytest.fixture(scope="module")
-def yolo26_run(toy, tmp_path_factory):
-    return _tiny_run(toy, tmp_path_factory.mktemp("yolo26"), "yolo26n")
+def yolo26_run(tiny_yolo26_run):
+    return tiny_yolo26_run
 
 
 # ---------------------------------------------------------------- the offline layer

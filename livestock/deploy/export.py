@@ -1,17 +1,19 @@
-"""Edge export: YOLOv5 weights -> ONNX FP32 / FP16 / INT8 (and OpenVINO IR where installed); ``livestock export``.
+"""Edge export: weights of either engine -> ONNX FP32 / FP16 / INT8 (and OpenVINO IR where installed); ``livestock export``.
 
 The contest ran on edge devices with a 100 MB limit on the weight file. This stage turns a trained checkpoint into
 files an ONNX Runtime (or OpenVINO) device can run:
 
-- **ONNX FP32**: YOLOv5's own exporter, one self-contained ``.onnx`` file with a **fixed input shape** (batch 1,
-  ``imgsz`` x ``imgsz``). Inference must use the same ``imgsz`` as the export:
+- **ONNX FP32**: the engine's own exporter (YOLOv5's, or Ultralytics' for YOLOv8 / YOLO11 / YOLO26 checkpoints,
+  with the head the engine runs by default: YOLO26's NMS-free one), one self-contained ``.onnx`` file with a
+  **fixed input shape** (batch 1, ``imgsz`` x ``imgsz``). Inference must use the same ``imgsz`` as the export:
   :func:`livestock.model.onnx_file.check_onnx_model` raises a clear error when it does not.
 - **ONNX FP16**: the FP32 graph converted to half precision, inputs and outputs kept FP32 (Cast nodes at the
-  edges), and the detection-head decode kept FP32 too: at 1280 px box centres reach 1280, where FP16 steps by 1 px.
+  edges), and the detection-head decode kept FP32 too (:func:`livestock.deploy.onnx_model.find_detect_head`): at
+  1280 px box centres reach 1280, where FP16 steps by 1 px.
 - **ONNX INT8**: :mod:`livestock.deploy.quantize`.
 
-Trust: YOLOv5 checkpoints are pickles (loading one runs code) and YOLOv5's ONNX loader ``eval``s the class names
-stored in the model's metadata. Export only files you trust.
+Trust: checkpoints are pickles (loading one runs code) and YOLOv5's ONNX loader ``eval``s the class names stored in
+the model's metadata. Export only files you trust.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from livestock.deploy.onnx_model import check_model_file, find_detect_head, sort
 from livestock.deploy.quantize import quantize_onnx_int8
 from livestock.data.yolo_format import IMAGE_SUFFIXES
 from livestock.model.yolov5 import models as yolov5_models
-from livestock.model.engine import CONTEST_MAX_WEIGHT_MB
+from livestock.model.engine import CONTEST_MAX_WEIGHT_MB, engine_of_weights, get_engine
 from livestock.model.onnx_file import as_hw, check_onnx_model, load_onnx, save_onnx, set_onnx_metadata
 
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "onnx-fp16", "onnx-int8", "openvino")
@@ -54,7 +56,11 @@ def file_size_mb(path: str | os.PathLike) -> float:
 def export_onnx_fp32(weights: str | os.PathLike, imgsz: int, out_path: str | os.PathLike) -> Path:
     """Write the ONNX FP32 form of ``weights`` for a fixed ``imgsz`` square input to ``out_path``; returns it.
 
-    The file carries YOLOv5's metadata (stride, names) plus imgsz and precision, which inference checks."""
+    Through the exporter of the engine that wrote ``weights``. The file carries stride, class names, imgsz and
+    precision, which inference checks (Ultralytics' exporter writes the first three itself, and the engine)."""
+    engine = engine_of_weights(weights)
+    if engine != "yolov5":
+        return get_engine(engine).export_onnx(weights, imgsz, out_path)
     info = check_model_file(weights, imgsz)  # clear errors for missing / corrupt / wrong-stride weights first
     h, w = as_hw(imgsz)
     return yolov5_models.export_onnx(weights, (h, w), out_path, metadata={
@@ -165,7 +171,8 @@ def comma_list(text: str) -> list[str]:
 
 def cli_export_args(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``livestock export``."""
-    parser.add_argument("--weights", required=True, help="YOLOv5 checkpoint (.pt) to export (a pickle: trusted files only)")
+    parser.add_argument("--weights", required=True,
+                        help="checkpoint (.pt) of either engine to export (a pickle: trusted files only)")
     parser.add_argument("--imgsz", type=int, default=640, help="fixed square input size; inference must use the same")
     parser.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
                         help=f"comma-separated, from {','.join(EXPORT_FORMATS)} (openvino needs the openvino package)")

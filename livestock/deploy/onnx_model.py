@@ -1,7 +1,8 @@
 """An exported detector's graph, and the checks a weight file passes before deployment uses it.
 
 The Detect head is found from the graph (:func:`find_detect_head`), never from node names, so the same code serves
-P5 (YOLOv5n/s/m) and P6 (YOLOv5m6) models and graphs that ONNX Runtime's pre-processing has renamed.
+YOLOv5's P5 (YOLOv5n/s/m) and P6 (YOLOv5m6) models, the Ultralytics engine's YOLO11 and YOLO26 heads, and graphs that
+ONNX Runtime's pre-processing has renamed.
 """
 from __future__ import annotations
 
@@ -36,12 +37,26 @@ def check_model_file(
     return {"names": names, "stride": stride, "imgsz": hw}
 
 
-def find_detect_head(model: "onnx.ModelProto | str | os.PathLike") -> tuple[list[str], list[str]]:
-    """Names of a YOLOv5 ONNX graph's Detect-head output Convs and of the decode nodes after them, in graph order.
+# Ops that turn a feature map into rows: the decode starts with one after each of the head's last Convs.
+_TO_ROWS = frozenset({"Reshape", "Flatten"})
 
-    Walking back from the graph outputs, the first Conv met on every path is one of the head's output Convs (one
-    per pyramid level: 3 for P5 models, 4 for P6). Everything reachable forward from their outputs is the decode:
-    reshape to (anchors, 5 + classes), sigmoid, grid / anchor arithmetic, concat.
+
+def find_detect_head(model: "onnx.ModelProto | str | os.PathLike") -> tuple[list[str], list[str]]:
+    """Names of a detection graph's head output Convs and of the decode nodes after them, in graph order.
+
+    Walking back from the graph outputs, the first Conv met on every path is one of the head's output Convs, unless
+    it convolves rows the decode has already reshaped: that Conv is part of the decode and the walk goes on through
+    it (the Distribution Focal Loss Conv of YOLO11 / YOLOv8, a fixed 1x1 Conv that turns each box side's softmaxed
+    distance bins into their expectation). Everything reachable forward from the head Convs' outputs is the decode.
+    The same walk serves every head this package exports:
+
+    - YOLOv5 (objectness x class): one Conv per pyramid level (3 for P5 models, 4 for P6); the decode reshapes to
+      (anchors, 5 + classes), applies the sigmoid and the grid / anchor arithmetic, and concatenates the levels.
+    - YOLO11 (anchor-free, class scores only): a box Conv and a class Conv per level; the decode is the softmax
+      over distance bins, the DFL Conv, the distances to corners around each anchor point times the stride, the
+      class sigmoid and the concatenation.
+    - YOLO26: the same two Convs per level without distance bins; its end-to-end (one-to-one) head adds the top-k
+      selection (TopK, GatherElements, class index) to the decode.
     """
     if isinstance(model, (str, os.PathLike)):
         model = load_onnx(model)
@@ -51,6 +66,24 @@ def find_detect_head(model: "onnx.ModelProto | str | os.PathLike") -> tuple[list
     for node in graph.node:
         for name in node.input:
             consumers[name].append(node)
+    inputs = {i.name for i in graph.input}
+
+    def convolves_rows(conv) -> bool:
+        """Whether every path from the Conv's data input back to the nearest Conv (or the image) crosses a
+        reshape into rows."""
+        stack, seen = [conv.input[0]], set()
+        while stack:
+            name = stack.pop()
+            if name in inputs:
+                return False
+            node = producer.get(name)
+            if node is None or id(node) in seen or node.op_type in _TO_ROWS:
+                continue  # an initializer, already seen, or a path that crossed a reshape
+            seen.add(id(node))
+            if node.op_type == "Conv":
+                return False
+            stack.extend(node.input)
+        return True
 
     heads: list = []
     visited: set[int] = set()
@@ -60,12 +93,14 @@ def find_detect_head(model: "onnx.ModelProto | str | os.PathLike") -> tuple[list
         if node is None or id(node) in visited:
             continue  # graph input, initializer or already seen
         visited.add(id(node))
-        if node.op_type == "Conv":
-            heads.append(node)
-        else:
+        if node.op_type != "Conv":
             stack.extend(node.input)
+        elif convolves_rows(node):
+            stack.append(node.input[0])  # a decode Conv: its weights are constants, its data input leads on
+        else:
+            heads.append(node)
     if not heads:
-        raise ValueError("no Conv found upstream of the graph output: not a YOLOv5 detection graph")
+        raise ValueError("no Conv found upstream of the graph output: not a detection graph")
 
     decode: list[str] = []
     seen: set[int] = set()

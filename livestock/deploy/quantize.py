@@ -1,8 +1,10 @@
 """INT8: ONNX Runtime static quantisation (QDQ) of an FP32 export, calibrated on letterboxed training images.
 
 Weights are int8 per output channel, activations uint8: on x86, int8 activations fall back to slow kernels in
-ONNX Runtime (measured as slow as FP32). The decode ops after the Detect head's last Convs (Reshape / Transpose /
-Sigmoid / Split / Mul / Pow / Add / Concat) stay float: quantising them turns every confidence into 0.
+ONNX Runtime (measured as slow as FP32). The decode after the detection head's last Convs stays float
+(:func:`livestock.deploy.onnx_model.find_detect_head` finds it in the graph, for each engine's heads): quantised,
+one step (the output's range / 255, set by box coordinates in pixels) serves box pixels and confidences alike, and
+every confidence below half a step becomes 0.
 """
 from __future__ import annotations
 
@@ -56,7 +58,8 @@ def quantize_onnx_int8(
     Calibrated on ``calib_images`` (paths or BGR arrays), letterboxed as inference letterboxes them.
 
     ``reduce_range=True`` (7-bit weights) avoids int overflow on x86 CPUs without VNNI instructions.
-    ``keep_decode_float=False`` quantises the decode too: only to show what that does (confidences collapse to 0).
+    ``keep_decode_float=False`` quantises the decode too: only to show what that does (every confidence rounds to
+    a whole multiple of the output's step, which the box coordinates set: below half a step, 0).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -72,7 +75,10 @@ def quantize_onnx_int8(
         prepared = Path(tmp) / "prepared.onnx"
         quantized = Path(tmp) / "int8.onnx"
         # Shape inference + graph optimisation first, as ONNX Runtime recommends: fewer, fused nodes to quantise.
-        quant_pre_process(str(src), str(prepared))
+        # ONNX's own shape inference: ONNX Runtime's symbolic one has no rule for ReduceMax and fails on YOLO26's
+        # top-k decode; a fixed-shape export needs no symbolic dimensions (the quantised YOLOv5 and YOLO11 graphs
+        # come out the same either way).
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
         model = load_onnx(prepared)
         _, decode = find_detect_head(model)  # names in the prepared graph, the one being quantised
         decode = decode if keep_decode_float else []

@@ -1,7 +1,8 @@
 """One batch-1 forward pass of a weight file, ``.onnx`` in ONNX Runtime or ``.pt`` in PyTorch, on the same input.
 
-Both give the decoded head output ``(1, anchors, 5 + nc)`` (boxes in input pixels, objectness, class scores),
-before NMS: the level at which an export is compared with its source, and the call that latency timing repeats.
+Both give the decoded head output before NMS, in the layout of the model's head
+(:data:`livestock.model.onnx_file.HEAD_LAYOUTS`; YOLOv5's ``(1, anchors, 5 + nc)``: boxes in input pixels, objectness,
+class scores): the level at which an export is compared with its source, and the call that latency timing repeats.
 """
 from __future__ import annotations
 

@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from livestock.model.onnx_file import onnx_engine
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import torch
@@ -252,10 +254,7 @@ def engine_of_weights(weights: str | os.PathLike) -> str:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as e:  # protobuf's DecodeError on a truncated or foreign file
             raise ValueError(f"{path}: not a valid ONNX model (corrupt or truncated file?): {e}") from e
-        meta = {p.key: p.value for p in model.metadata_props}
-        if "engine" in meta:
-            return meta["engine"]
-        return "ultralytics" if meta.get("author", "").startswith("Ultralytics") else "yolov5"
+        return onnx_engine({p.key: p.value for p in model.metadata_props})
     return "ultralytics" if any(m.split(".")[0] == "ultralytics" for m in _pickled_modules(path)) else "yolov5"
 
 

@@ -2,7 +2,16 @@
 
 Inference (``livestock.evaluation``) and deployment (``livestock.deploy``) both read exported detectors; the
 checks live here, below both, so that neither has to import the other. No YOLOv5 import: an exported file is
-read from its own graph and metadata (``stride``, ``names``, ``precision``, written by ``livestock export``).
+read from its own graph and metadata (``stride``, ``names``, ``precision``, written by ``livestock export`` or by
+Ultralytics' exporter with ``engine`` and ``end2end``).
+
+The output layout depends on the head (see :mod:`livestock.model.engine`), and only the metadata tells them apart
+(a one-class YOLOv5 output has the end-to-end shape):
+
+- ``objectness`` (YOLOv5): ``(1, anchors, 5 + classes)``, rows of centre xywh, objectness, class scores;
+- ``class`` (YOLOv8 / YOLO11, YOLO26's one-to-many head): ``(1, 4 + classes, anchors)``, columns of centre xywh
+  and class scores;
+- ``end_to_end`` (YOLO26's one-to-one head): ``(1, detections, 6)``, rows of corners, confidence, class index.
 """
 from __future__ import annotations
 
@@ -20,15 +29,17 @@ if TYPE_CHECKING:
     import onnx
 
 _TWO_GB = 2**31 - 1  # protobuf's limit on one serialised message
+HEAD_LAYOUTS: tuple[str, ...] = ("objectness", "class", "end_to_end")  # see the module docstring
 
 
 @dataclass(frozen=True)
 class OnnxModelInfo:
-    """What an exported detector says about itself: fixed input shape, classes, stride, precision."""
+    """What an exported detector says about itself: fixed input shape, output layout, classes, stride, precision."""
 
     path: Path
     input_shape: tuple[int, int, int, int]  # (batch, 3, height, width), fixed at export
-    n_outputs_per_anchor: int  # 5 + number of classes
+    output_shape: tuple[int, int, int]
+    head: str  # one of HEAD_LAYOUTS
     names: dict[int, str]
     stride: int
     precision: str  # "fp32" | "fp16" | "int8"
@@ -41,7 +52,30 @@ class OnnxModelInfo:
     @property
     def nc(self) -> int:
         """Number of classes."""
-        return self.n_outputs_per_anchor - 5
+        return len(self.names)
+
+
+def onnx_engine(metadata: dict[str, str]) -> str:
+    """The engine that wrote an ONNX export, from its metadata: the ``engine`` entry, else Ultralytics when its
+    exporter's ``author`` entry says so, else ``yolov5`` (YOLOv5's exporter writes neither)."""
+    if "engine" in metadata:
+        return metadata["engine"]
+    return "ultralytics" if metadata.get("author", "").startswith("Ultralytics") else "yolov5"
+
+
+def _head_layout(metadata: dict[str, str]) -> str:
+    if metadata.get("end2end") == "True":  # Ultralytics' exporter records which head it exported
+        return "end_to_end"
+    return "class" if onnx_engine(metadata) == "ultralytics" else "objectness"
+
+
+def _classes_in_output(head: str, out_dims: list[int]) -> int | None:
+    """The number of classes an output of that layout holds, or None when its shape does not say (end-to-end)."""
+    if head == "objectness":
+        return out_dims[2] - 5
+    if head == "class":
+        return out_dims[1] - 4
+    return None
 
 
 def as_hw(imgsz: int | Sequence[int]) -> tuple[int, int]:
@@ -86,10 +120,11 @@ def load_onnx(path: str | os.PathLike) -> "onnx.ModelProto":
 def check_onnx_model(
     path: str | os.PathLike, imgsz: int | Sequence[int] | None = None, nc: int | None = None
 ) -> OnnxModelInfo:
-    """An exported detector's fixed input shape, classes and precision, checked against ``imgsz`` and ``nc``.
+    """An exported detector's fixed input shape, output layout, classes and precision, checked against ``imgsz``
+    and ``nc``.
 
-    ValueError naming the file when it is not a YOLOv5 export or the given ``imgsz`` / ``nc`` differ from what it
-    was exported for."""
+    ValueError naming the file when it is not a detector export of either engine, or the given ``imgsz`` / ``nc``
+    differ from what it was exported for."""
     path = Path(path)
     model = load_onnx(path)
     graph = model.graph
@@ -100,15 +135,20 @@ def check_onnx_model(
     out_dims = [d.dim_value if d.HasField("dim_value") else 0 for d in graph.output[0].type.tensor_type.shape.dim]
     if len(dims) != 4 or 0 in dims or dims[1] != 3:
         raise ValueError(f"{path}: expected a fixed input shape (1, 3, H, W), found {dims} (dynamic export?)")
-    if len(out_dims) != 3 or out_dims[2] < 6:
-        raise ValueError(f"{path}: output shape {out_dims} is not a YOLOv5 detection output (1, anchors, 5 + classes)")
     meta = {p.key: p.value for p in model.metadata_props}
+    head = _head_layout(meta)
+    expected = {"objectness": "(1, anchors, 5 + classes)", "class": "(1, 4 + classes, anchors)",
+                "end_to_end": "(1, detections, 6)"}[head]
+    in_output = _classes_in_output(head, out_dims) if len(out_dims) == 3 else None
+    if len(out_dims) != 3 or 0 in out_dims or (out_dims[2] != 6 if in_output is None else in_output < 1):
+        raise ValueError(f"{path}: output shape {out_dims} is not a {head} detection output {expected}")
     if "names" not in meta or "stride" not in meta:
-        raise ValueError(f"{path}: no YOLOv5 metadata (stride, names); export it with `livestock export`")
+        raise ValueError(f"{path}: no detector metadata (stride, names); export it with `livestock export`")
     names = _parse_names(meta["names"], path)
-    info = OnnxModelInfo(path, tuple(dims), out_dims[2], names, int(meta["stride"]), meta.get("precision", "fp32"))
-    if len(names) != info.nc:
-        raise ValueError(f"{path}: metadata lists {len(names)} class names but the output has {info.nc} classes")
+    info = OnnxModelInfo(path, tuple(dims), tuple(out_dims), head, names, int(meta["stride"]),
+                         meta.get("precision", "fp32"))
+    if in_output is not None and len(names) != in_output:
+        raise ValueError(f"{path}: metadata lists {len(names)} class names but the output has {in_output} classes")
     if imgsz is not None and as_hw(imgsz) != info.imgsz:
         h, w = as_hw(imgsz)
         raise ValueError(

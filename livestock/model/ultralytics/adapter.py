@@ -372,7 +372,8 @@ def export_onnx(weights: str | os.PathLike, imgsz: int, out_path: str | os.PathL
                 variant: str | None = None) -> Path:
     """ONNX FP32 with a fixed ``(1, 3, imgsz, imgsz)`` input, opset 18, through Ultralytics' own exporter, saved
     as one file with the metadata key ``engine=ultralytics`` (and ``variant``). Ultralytics writes the export beside
-    the weights; it runs on a link in a scratch folder instead, so the user's weights folder is left alone."""
+    the weights; it runs on a link in a scratch folder instead, so the user's weights folder is left alone. An
+    ``imgsz`` that is not a multiple of the model's stride is a ValueError naming the weights."""
     import shutil
     import tempfile
 
@@ -383,7 +384,11 @@ def export_onnx(weights: str | os.PathLike, imgsz: int, out_path: str | os.PathL
 
     weights = Path(weights).resolve()
     out_path = Path(out_path)
-    chosen = _choose_variant(_has_one2one(load_checkpoint(weights)["model"]), variant, str(weights))
+    model = load_checkpoint(weights)["model"]
+    chosen = _choose_variant(_has_one2one(model), variant, str(weights))
+    stride = int(max(model.stride))
+    if int(imgsz) % stride:  # Ultralytics' exporter would round the size up and export another one
+        raise ValueError(f"{weights}: imgsz {imgsz} is not a multiple of the model's stride {stride}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out_path.parent) as tmp:
         link = Path(tmp) / f"{out_path.stem}.pt"
