@@ -34,6 +34,16 @@ DETECT_IMGSZ = 256  # detection runs at 4x the training size: many more anchors,
 # ---------------------------------------------------------------- shared tiny runs (tests/ultralytics_runs.py)
 
 
+@pytest.fixture(autouse=True)
+def ultralytics_threads_as_ours(monkeypatch):
+    """Ultralytics' own predict sets torch's thread count (cpu_count - 1) for the process, and the engine puts ours
+    back after each of its calls; a convolution's float rounding depends on the thread count, so the references
+    here run Ultralytics with the thread count the engine's replay runs with."""
+    import torch
+
+    monkeypatch.setattr("ultralytics.utils.torch_utils.NUM_THREADS", torch.get_num_threads())
+
+
 @pytest.fixture(scope="module")
 def toy(ultralytics_toy) -> Path:
     return ultralytics_toy
@@ -726,3 +736,19 @@ def test_engine_of_weights_tells_the_engines_apart(yolo11_shaped, frames, tmp_pa
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         engine_of_weights(tmp_path / "missing.pt")
 
+
+
+def test_ultralytics_calls_leave_torch_settings_as_they_were(toy, tmp_path, monkeypatch):
+    """Ultralytics sets torch's thread count (cpu_count - 1: one on a 2-core machine) and, for a seeded training,
+    deterministic algorithms for the whole process; the engine puts both back after each call, so a YOLOv5 run
+    later in the same process runs as it would alone."""
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr("ultralytics.utils.torch_utils.NUM_THREADS", threads + 1)  # any other count shows a leak
+    assert not torch.are_deterministic_algorithms_enabled()
+    result = UT.train(toy, model="yolo11n", imgsz=64, epochs=1, batch_size=8, device="cpu", workers=0, seed=0,
+                      plots=False, project=tmp_path, name="one_epoch")
+    assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
+    UT.validate(result.best, toy, imgsz=64, device="cpu", workers=0, project=tmp_path, plots=False)
+    assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()

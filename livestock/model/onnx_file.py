@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
@@ -187,3 +190,22 @@ def save_onnx(model: "onnx.ModelProto", path: str | os.PathLike) -> Path:
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=f"{path.name}.data")
     return path
+
+
+@contextmanager
+def weights_in_scratch(weights: str | os.PathLike, out_path: str | os.PathLike) -> Iterator[Path]:
+    """``weights`` as ``<scratch>/<out_path stem>.pt`` in a temporary folder beside ``out_path``, removed afterwards.
+
+    Both engines' exporters write their files beside the weights they are given and name them after it: run on
+    this link (or a copy, where links are not allowed) they leave the user's weights folder alone, and the export
+    lands on the same file system as ``out_path``, to be moved into place."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_path.parent) as tmp:
+        link = Path(tmp) / f"{out_path.stem}.pt"
+        try:
+            link.symlink_to(Path(weights).resolve())
+        except OSError:
+            shutil.copyfile(weights, link)
+        yield link
+

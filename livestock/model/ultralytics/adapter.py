@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, TTA_VIEWS, PretrainedWeightsError, augmented_view_index,
                                     counting_head_rows, enforce_weight_size, join_views, read_hyp)
-from livestock.model.onnx_file import load_onnx, save_onnx, set_onnx_metadata
+from livestock.model.onnx_file import load_onnx, save_onnx, set_onnx_metadata, weights_in_scratch
 from livestock.model.ultralytics.compat import ensure_ultralytics
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -198,18 +198,35 @@ def check_weight_size(path: str | os.PathLike, max_weight_mb: float = CONTEST_MA
 
 
 @contextlib.contextmanager
-def _ultralytics_output(verbose: bool) -> Iterator[None]:
-    """Without ``verbose``: Ultralytics' progress bars and warnings, not its INFO log. Restored afterwards."""
+def _ultralytics_scope(verbose: bool) -> Iterator[None]:
+    """Around every call into Ultralytics: without ``verbose`` its progress bars and warnings, not its INFO log; and
+    torch's process-wide settings as they were before, restored afterwards.
+
+    Ultralytics sets them for the whole process and leaves them so: on a CPU, ``select_device`` sets torch's
+    thread count to ``cpu_count - 1`` (one thread on a 2-core machine), and a seeded training switches on
+    deterministic algorithms. A YOLOv5 training later in the same process (a notebook comparing engines) would
+    then run slower and give other numbers than alone."""
     import logging
+
+    import torch
 
     logger = logging.getLogger("ultralytics")
     level = logger.level
+    threads = torch.get_num_threads()
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     if not verbose:
         logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
         logger.setLevel(level)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 # ================================================================ detection: raw candidates
@@ -272,7 +289,7 @@ class UltralyticsDetector:
             self.variant = _check_onnx_variant(weights, variant)
         else:
             self.variant = _choose_variant(_has_one2one(load_checkpoint(weights)["model"]), variant, str(weights))
-        with _ultralytics_output(False):
+        with _ultralytics_scope(False):
             self.model = AutoBackend(str(weights), device=device, fp16=False, fuse=True, verbose=False,
                                      end2end=self.variant == "one2one" if not onnx else None)
         if self.model.format == "pt" and self.variant == "one2one":
@@ -374,9 +391,6 @@ def export_onnx(weights: str | os.PathLike, imgsz: int, out_path: str | os.PathL
     as one file with the metadata key ``engine=ultralytics`` (and ``variant``). Ultralytics writes the export beside
     the weights; it runs on a link in a scratch folder instead, so the user's weights folder is left alone. An
     ``imgsz`` that is not a multiple of the model's stride is a ValueError naming the weights."""
-    import shutil
-    import tempfile
-
     import onnx
 
     ensure_ultralytics()
@@ -389,14 +403,8 @@ def export_onnx(weights: str | os.PathLike, imgsz: int, out_path: str | os.PathL
     stride = int(max(model.stride))
     if int(imgsz) % stride:  # Ultralytics' exporter would round the size up and export another one
         raise ValueError(f"{weights}: imgsz {imgsz} is not a multiple of the model's stride {stride}")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_path.parent) as tmp:
-        link = Path(tmp) / f"{out_path.stem}.pt"
-        try:
-            link.symlink_to(weights)
-        except OSError:
-            shutil.copyfile(weights, link)
-        with _ultralytics_output(False):
+    with weights_in_scratch(weights, out_path) as link:
+        with _ultralytics_scope(False):
             produced = YOLO(str(link)).export(format="onnx", imgsz=int(imgsz), opset=ONNX_OPSET, dynamic=False,
                                               simplify=False, batch=1, device="cpu", nms=_nms_arg(chosen))
         if not produced or not Path(produced).is_file():

@@ -19,7 +19,7 @@ from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, METRIC_COLUMNS, Epoch
                                     epochs_in_results, keep_results_rows, parse_device, validation_batch)
 from livestock.model.ultralytics.adapter import (DEFAULT_HYP, DEFAULT_MODEL, OPTIMIZERS, PASSTHROUGH_OPTIONS,
                                                  _check_onnx_variant, _choose_variant, _has_one2one, _nms_arg,
-                                                 _ultralytics_output, check_weight_size, load_checkpoint, load_hyp,
+                                                 _ultralytics_scope, check_weight_size, load_checkpoint, load_hyp,
                                                  model_cfg, resolve_weights)
 from livestock.model.ultralytics.compat import ensure_ultralytics
 from livestock.progress import emit
@@ -183,7 +183,7 @@ def train(
         names = {int(k): str(v) for k, v in ckpt["ema"].names.items()}
         keep_results_rows(save_dir / "results.csv", int(ckpt["epoch"]) + 1)
         del ckpt  # the trainer loads it again; the model and optimiser state need not stay twice in memory
-        with _ultralytics_output(verbose):
+        with _ultralytics_scope(verbose):
             yolo = YOLO(str(last))
         run: dict = {"resume": True, "device": engine_device, "workers": int(workers)}
     else:
@@ -192,7 +192,7 @@ def train(
         require_current(data_yaml, hyp if isinstance(hyp, (str, os.PathLike)) else None)
         hyp_values = load_hyp(hyp)
         start = resolve_weights(weights)
-        with _ultralytics_output(verbose):
+        with _ultralytics_scope(verbose):
             yolo = YOLO(model_cfg(model or DEFAULT_MODEL)) if (model or not start) else YOLO(start)
             if model and start:
                 yolo.load(start)
@@ -210,7 +210,7 @@ def train(
         )
     capture = _RunCapture(names, int(epochs), on_epoch)
     capture.attach(yolo)
-    with _ultralytics_output(verbose), atomic_checkpoints():
+    with _ultralytics_scope(verbose), atomic_checkpoints():
         yolo.train(**run)
     best, last = save_dir / "weights" / "best.pt", save_dir / "weights" / "last.pt"
     if not best.is_file():
@@ -307,7 +307,7 @@ def validate(
     save_dir = _run_dir(project, name, exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
     capture = _RunCapture(yaml_class_names(data))
-    with _ultralytics_output(verbose):
+    with _ultralytics_scope(verbose):
         yolo = YOLO(str(weights.resolve()), task="detect")
         capture.attach(yolo)
         yolo.val(data=_data_yaml_for_ultralytics(data_yaml, save_dir), imgsz=int(imgsz), conf=conf, iou=iou,

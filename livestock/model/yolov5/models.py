@@ -12,14 +12,12 @@ import contextlib
 import io
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from livestock.model.onnx_file import as_hw, save_onnx, set_onnx_metadata
+from livestock.model.onnx_file import as_hw, save_onnx, set_onnx_metadata, weights_in_scratch
 from livestock.model.yolov5.compat import ensure_yolov5, load_checkpoint, model_cfg
 from livestock.fileio import atomic_write_bytes
 from livestock.records import CLASS_NAMES
@@ -152,15 +150,7 @@ def export_onnx(weights: str | os.PathLike, imgsz: int | Sequence[int], out_path
     from yolov5.export import run
     from yolov5.utils.general import LOGGER
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    # YOLOv5 writes its export beside the weights: it runs on a link in a scratch folder so that the user's
-    # weights folder is left alone.
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_path.parent) as tmp:
-        link = Path(tmp) / f"{out_path.stem}.pt"
-        try:
-            link.symlink_to(weights)
-        except OSError:
-            shutil.copyfile(weights, link)
+    with weights_in_scratch(weights, out_path) as link:
         # YOLOv5 swallows exporter exceptions into a log line and returns no file: keep its log for the error.
         capture = _CaptureLog()
         LOGGER.addHandler(capture)
