@@ -746,9 +746,13 @@ def test_ultralytics_calls_leave_torch_settings_as_they_were(toy, tmp_path, monk
 
     threads = torch.get_num_threads()
     monkeypatch.setattr("ultralytics.utils.torch_utils.NUM_THREADS", threads + 1)  # any other count shows a leak
-    assert not torch.are_deterministic_algorithms_enabled()
-    result = UT.train(toy, model="yolo11n", imgsz=64, epochs=1, batch_size=8, device="cpu", workers=0, seed=0,
-                      plots=False, project=tmp_path, name="one_epoch")
-    assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
-    UT.validate(result.best, toy, imgsz=64, device="cpu", workers=0, project=tmp_path, plots=False)
-    assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(False)  # a seeded training switches them on: off shows a leak
+    try:
+        result = UT.train(toy, model="yolo11n", imgsz=64, epochs=1, batch_size=8, device="cpu", workers=0, seed=0,
+                          plots=False, project=tmp_path, name="one_epoch")
+        assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
+        UT.validate(result.best, toy, imgsz=64, device="cpu", workers=0, project=tmp_path, plots=False)
+        assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
