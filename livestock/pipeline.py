@@ -112,7 +112,7 @@ class PipelineConfig:
 
     n_train: int = _setting(300, "data", "synthetic training images to render (the real set: 16,455)")
     n_test: int = _setting(80, "data", "synthetic test images, with their answer file data_test/answer.csv")
-    seed: int = _setting(0, "data", "seed of the synthetic data and of the gold vs gold+silver trainings")
+    seed: int = _setting(0, "data", "seed of the synthetic data (the test set is the one of seed 0)")
     missing_cow_rate: float = _setting(0.15, "data", "share of synthetic cow boxes left out of the labels, as the "
                                                      "real cow labels miss some")
     engine: str = _setting("yolov5", "model", "detection engine: yolov5 (the original's) or ultralytics (YOLOv8 / "
@@ -139,6 +139,9 @@ class PipelineConfig:
                              "hyp yaml the search starts from; '' for the engine's CPU scratch hyp "
                              "(hyp/hyp_scratch_cpu.yaml for yolov5). The original started from YOLOv5's fine-tuning "
                              "hyp, which evolved into hyp/experiment_hyp_v1.yaml")
+    train_seed: int = _setting(0, "training", "seed of every training (search trials, the split model, gold vs "
+                                              "gold+silver): another value repeats the job's training on the same "
+                                              "data")
     epochs: int = _setting(30, "training", "training epochs on the multilabel split, and per set with --expand "
                                            "(the original: 20)")
     silver_modes: str = _setting("replace,union", "training",
@@ -171,7 +174,7 @@ def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Call
     model = {**common, "DEVICE": cfg.device, "IMGSZ": cfg.imgsz}
     # What every training notebook (evolution, the split model, gold vs silver) shares.
     training = {**model, "ENGINE": cfg.engine, "MODEL": cfg.model, "WEIGHTS": cfg.weights, "BATCH": cfg.batch,
-                "WORKERS": cfg.workers}
+                "WORKERS": cfg.workers, "SEED": cfg.train_seed}
     evolved_hyp = f"{evolve_dir}/best_hyp.yaml"
     return [
         ("synth", None, lambda: _synth_if_missing(cfg, work)),
@@ -191,7 +194,7 @@ def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Call
         ("silver", "EDA/Data_Augmentation.ipynb", {**model, "WEIGHTS": weights_out, "MODES": cfg.silver_modes}),
         *([("expand", "train/YOLOv5_ExpandDataset_hp_tune.ipynb", {
             **training, "EPOCHS": cfg.epochs, "HYP": evolved_hyp, "MODES": cfg.silver_modes, "CONF": cfg.conf,
-            "IOU": cfg.iou, "SEED": cfg.seed,
+            "IOU": cfg.iou,
         })] if cfg.expand else []),
         ("inference", "YOLOv5_inference.ipynb", {
             **model, "WEIGHTS": weights_out, "TUNE": cfg.tune, "CONF": cfg.conf, "IOU": cfg.iou, "TTA": cfg.tta,

@@ -310,3 +310,47 @@ def test_ultralytics_pretraining_resumes_after_a_kill(tmp_path):
     assert manifest["hyp"] == "ultralytics_scratch_cpu" and manifest["machine"]["ultralytics"]
     assert manifest["command"].startswith("livestock pretrain --engine ultralytics --model yolo11n --imgsz 64 ")
     assert engine_of_weights(weights) == "ultralytics"
+
+
+# ---------------------------------------------------------------- the committed weights
+
+COMMITTED = REPO / "trained_model" / "pretrained_yolov5n_320.pt"
+
+
+def test_the_committed_pretrained_weights_match_their_manifest():
+    manifest = verify_pretrained(COMMITTED)  # the sha256 of the file against the manifest beside it
+    assert manifest["weights_sha256"] == file_sha256(COMMITTED)
+    assert manifest["command"] == ("livestock pretrain --engine yolov5 --model yolov5n --imgsz 320 --epochs 60 "
+                                   "--batch 16 --seed 101 --frames 2000 --image-scale 0.25 --style shifted")
+    assert manifest["epochs_run"] == manifest["epochs"] == 60
+    data = manifest["data"]
+    assert data["frames"] == 2000 and data["generator"]["style"] == "shifted" and data["generator"]["seed"] == 101
+    assert data["data_sha256"] == data_sha256(data["zips_sha256"])
+    assert COMMITTED.stat().st_size == manifest["weights_bytes"] < 10e6
+    # the main job starts from exactly this file by default
+    assert start_weights(PipelineConfig())[0] == str(COMMITTED.resolve())
+
+
+# Two epochs on the 40 shared synthetic frames at the committed weights' size, scored on the 12 test frames with
+# the contest metric: the same budget, once from the committed weights and once from scratch.
+FINE_TUNE = dict(model="yolov5n", hyp="hyp_scratch_cpu", imgsz=320, epochs=2, batch_size=16, device="cpu", workers=0,
+                 seed=0, plots=False, exist_ok=True)
+
+
+@pytest.mark.slow
+def test_fine_tuning_from_the_committed_weights_beats_scratch_on_the_same_budget(synth_data, tmp_path):
+    from livestock.data.yolo_format import prepare_dataset
+    from livestock.evaluation.inference import score_answer, write_answer
+    from livestock.model.yolov5.training import train
+
+    train_set = prepare_dataset(synth_data.train_dir, tmp_path / "prepared", progress=False)
+    test_set = prepare_dataset(synth_data.test_dir, tmp_path / "prepared_test", images_only=True, progress=False)
+    scores = {}
+    for start, weights in (("pretrained", str(COMMITTED)), ("scratch", "")):
+        result = train(train_set.data_yaml, weights=weights, project=tmp_path / "runs", name=start, **FINE_TUNE)
+        answer = write_answer(result.best, test_set.records, tmp_path / f"{start}.csv", imgsz=320, conf=0.001,
+                              iou=0.6, device="cpu")
+        assert len(answer) > 0
+        scores[start] = score_answer(synth_data.answer_csv, tmp_path / f"{start}.csv")["map_75"]
+    # Two CPU epochs from scratch learn next to nothing; the pretrained start already finds the barn animals.
+    assert scores["scratch"] < 0.05 and scores["pretrained"] > 0.3, scores

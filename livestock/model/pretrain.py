@@ -25,11 +25,9 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
 
@@ -40,7 +38,8 @@ from livestock.data.synth.style import STYLES, get_style
 from livestock.data.yolo_format import prepare_dataset
 from livestock.evaluation.inference import split_map
 from livestock.fileio import atomic_write_bytes, atomic_write_text
-from livestock.model.engine import DEFAULT_ENGINE, ENGINES, epochs_in_results, get_engine, parse_device
+from livestock.model.engine import DEFAULT_ENGINE, ENGINES, epochs_in_results, get_engine
+from livestock.model.run_record import RunRecord
 
 MANIFEST_KIND = "livestock-pretrained-weights"
 AUTO = "auto"  # the pipeline's weights setting: the pretrained file for its model and size when present
@@ -201,72 +200,6 @@ def resolve_start_weights(weights: str, model: str, imgsz: int, folder: str | os
 # ---------------------------------------------------------------- the steps
 
 
-def machine_info(device: str, engine: str = DEFAULT_ENGINE) -> dict:
-    """The machine a session ran on: platform, CPU, core counts, Python, torch, OpenCV (the generator's JPEGs),
-    numpy, the engine's package (named as the engine), the device."""
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    spec = parse_device(device)
-    if spec.kind == "cuda":
-        import torch
-
-        device_name = ", ".join(torch.cuda.get_device_name(i) for i in spec.indices)
-    else:
-        device_name = spec.kind
-
-    def package(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "cpus_usable": usable,
-            "python": platform.python_version(), "torch": package("torch"), "opencv": package("opencv-python"),
-            "numpy": package("numpy"), engine: package(engine), "device": spec.engine_string(),
-            "device_name": device_name}
-
-
-class _State:
-    """The run folder's record of this pretraining: its settings and each session's time by step, written after
-    every step and every epoch, so a session cut short still counts up to its last completed epoch."""
-
-    def __init__(self, settings: PretrainSettings) -> None:
-        self.path = settings.run_dir() / STATE_FILE
-        self.data: dict = {"settings": settings.result(), "sessions": []}
-        if self.path.is_file():
-            old = json.loads(self.path.read_text(encoding="utf-8"))
-            if old.get("settings") != settings.result():
-                diff = {k: (old.get("settings", {}).get(k), v) for k, v in settings.result().items()
-                        if old.get("settings", {}).get(k) != v}
-                raise ValueError(f"{settings.run_dir()}: holds a pretraining with other settings (there, here: "
-                                 f"{diff}); remove the folder or choose another --project")
-            self.data = old
-        self.session = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "machine": machine_info(settings.device, settings.engine), "seconds": {}}
-        self.data["sessions"].append(self.session)
-        self.mark = time.perf_counter()
-
-    def add(self, step: str) -> None:
-        """Count the time since the last mark to ``step`` and save."""
-        now = time.perf_counter()
-        seconds = self.session["seconds"]
-        seconds[step] = seconds.get(step, 0.0) + now - self.mark
-        self.mark = now
-        atomic_write_text(self.path, json.dumps(self.data, indent=2) + "\n")
-
-    def totals(self) -> dict[str, float]:
-        """Seconds by step over every session, and their total."""
-        out: dict[str, float] = {}
-        for session in self.data["sessions"]:
-            for step, s in session["seconds"].items():
-                out[step] = out.get(step, 0.0) + s
-        return {**{k: round(v, 1) for k, v in out.items()}, "total": round(sum(out.values()), 1)}
-
-
 def _zip_hashes(folder: Path) -> dict[str, str]:
     return {z: file_sha256(folder / z) for z in sorted(paths.TRAIN_ZIPS.values()) if (folder / z).is_file()}
 
@@ -317,7 +250,7 @@ def _prepare(settings: PretrainSettings, root: Path, data_hash: str, say: Say) -
     return split_dir / "data.yaml", record
 
 
-def _train(settings: PretrainSettings, engine, data_yaml: Path, state: _State, say: Say) -> Path:
+def _train(settings: PretrainSettings, engine, data_yaml: Path, state: RunRecord, say: Say) -> Path:
     """Train, continue an interrupted training, or find a finished one; the best weights."""
     run_dir = settings.run_dir()
     best, results = run_dir / "weights" / "best.pt", run_dir / "results.csv"
@@ -376,7 +309,9 @@ def pretrain(settings: PretrainSettings, say: Say = print) -> dict:
         return done
     root = settings.data_root()
     settings.run_dir().mkdir(parents=True, exist_ok=True)
-    state = _State(settings)
+    state = RunRecord(settings.run_dir() / STATE_FILE, settings.result(), device=settings.device,
+                      engine=settings.engine, what="pretraining",
+                      hint="remove the folder or choose another --project")
     generated = _generate(settings, root, say)
     state.add("generate")
     data_hash = data_sha256(generated["zips"])
@@ -410,7 +345,7 @@ def pretrain(settings: PretrainSettings, say: Say = print) -> dict:
                 "mAP@0.5": float(table.loc["all", "mAP@0.5"]), "mAP@0.5:0.95": float(table.loc["all", "mAP@0.5:0.95"]),
                 "mAP@0.75": map75},
         "wall_time_s": state.totals(),
-        "sessions": len(state.data["sessions"]),
+        "sessions": state.sessions,
         "machine": state.session["machine"],
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -1,0 +1,223 @@
+"""Trainings compared under one budget, each repeated over seeds, scored on the test set by the final score's path.
+
+A comparison is a list of :class:`TrainingCell`: a named training setting (engine, model, start weights, hyp, data,
+image size, epochs, batch) at one seed. :func:`run_cell` trains it in ``project/<name>-seed<seed>/train``, detects
+the test images at one NMS setting and scores them with the contest metric against ground truth written for exactly
+those images (:func:`test_set`), and leaves ``result.json`` beside the run. Running a comparison again continues it:
+
+- a cell whose ``result.json`` was made from the same settings, data, start weights and test set is not run again;
+- a cell whose training was cut off resumes from its ``last.pt`` (both engines write it atomically);
+- a cell folder made with other settings is refused with one line naming the difference (nothing is mixed);
+- training time is summed over the sessions it took (:class:`livestock.model.run_record.RunRecord`).
+
+:func:`mean_sd` turns the cells' rows into one row per setting, ``mean ± sd`` over seeds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from livestock import paths
+from livestock.data.eda import load_prepared_records
+from livestock.data.yolo_format import prepare_dataset, prepared_from, split_image_paths
+from livestock.evaluation.detect import detect, weights_sha256
+from livestock.evaluation.silver import score_detections
+from livestock.fileio import atomic_write_text
+from livestock.model.engine import DEFAULT_ENGINE, epochs_in_results, get_engine
+from livestock.model.run_record import RunRecord
+from livestock.provenance import ground_truth_for
+from livestock.records import ImageRecord
+
+Say = Callable[[str], None]
+RESULT_FILE = "result.json"
+RECORD_FILE = "record.json"
+# The test setting of every cell: the contest scores a ranked list, so a low confidence threshold (the original
+# submission's 0.001) and YOLOv5's validation NMS IoU compare models without tuning each one.
+TEST_CONF, TEST_IOU = 0.001, 0.6
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """The test images and the ground truth written for exactly them; ``fingerprint`` names both."""
+
+    records: tuple[ImageRecord, ...]
+    answer: Path
+    name: str  # "synthetic test set" or "your test set"
+    fingerprint: str
+
+
+def test_set(test_dir: str | os.PathLike = paths.TEST_DIR, prepared_dir: str | os.PathLike = paths.PREPARED_TEST_DIR,
+             answer: str | os.PathLike = paths.TEST_ANSWER) -> TestSet:
+    """The test images of ``test_dir`` (prepared into ``prepared_dir`` unless done for these zips) with ``answer``,
+    which must have been written for exactly them (:func:`livestock.provenance.ground_truth_for`)."""
+    if not prepared_from(test_dir, prepared_dir, images_only=True):
+        prepare_dataset(test_dir, prepared_dir, images_only=True, progress=False)
+    truth = ground_truth_for(answer, prepared_dir)
+    if not truth:
+        raise ValueError(f"{answer}: cannot score the comparison: {truth.reason}")
+    records = tuple(load_prepared_records(prepared_dir))
+    h = hashlib.sha256(weights_sha256(truth.path).encode())
+    for r in sorted(records, key=lambda r: r.image_id):
+        h.update(f"{r.image_id}\n".encode())
+    return TestSet(records, Path(truth.path), truth.set_name("test set"), h.hexdigest())
+
+
+@dataclass(frozen=True)
+class TrainingCell:
+    """One training of a comparison: a setting ``name`` at one ``seed``. ``weights`` None trains from scratch;
+    ``hyp`` None is the engine's own CPU scratch hyp."""
+
+    name: str
+    data_yaml: str
+    seed: int = 0
+    engine: str = DEFAULT_ENGINE
+    model: str | None = None
+    weights: str | None = None
+    hyp: str | None = None
+    imgsz: int = 320
+    epochs: int = 30
+    batch: int = 16
+    device: str = "auto"
+    workers: int = 2
+
+    @property
+    def key(self) -> str:
+        """The cell's folder name: ``<name>-seed<seed>``."""
+        return f"{self.name}-seed{self.seed}"
+
+    def settings(self) -> dict:
+        """What defines the cell's result: its fields (device and workers aside, they change only the speed), the
+        hyp's values, the data's image lists and the start weights' sha256."""
+        engine = get_engine(self.engine)
+        fields = {k: v for k, v in asdict(self).items() if k not in ("device", "workers")}
+        data = hashlib.sha256(Path(self.data_yaml).read_bytes())
+        for split in ("train", "val"):
+            data.update("".join(f"{p}\n" for p in split_image_paths(self.data_yaml, split)).encode())
+        return {**fields, "model": self.model or engine.DEFAULT_MODEL,
+                "hyp_values": engine.load_hyp(self.hyp or engine.DEFAULT_HYP), "data_sha256": data.hexdigest(),
+                "weights_sha256": weights_sha256(self.weights) if self.weights else None}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def run_cell(cell: TrainingCell, test: TestSet, project: str | os.PathLike, *, conf: float = TEST_CONF,
+             iou: float = TEST_IOU, say: Say = print) -> dict:
+    """Train ``cell`` (or continue it, or find it done) and score its best weights on ``test``; the result
+    (settings, training seconds summed over sessions, epochs, parameters, size, validation and test mAP)."""
+    folder = Path(project) / cell.key
+    settings = {**cell.settings(), "test_sha256": test.fingerprint, "conf": conf, "iou": iou}
+    settings = json.loads(json.dumps(settings))  # as it reads back from the file
+    done = _read_json(folder / RESULT_FILE)
+    if done is not None and done.get("settings") == settings:
+        say(f"{cell.key}: done already ({folder / RESULT_FILE})")
+        return done
+    record = RunRecord(folder / RECORD_FILE, settings, device=cell.device, engine=cell.engine, what="comparison cell",
+                       hint="remove it to train it again with these settings")
+    engine = get_engine(cell.engine)
+    run_dir = folder / "train"
+    resume = engine.can_resume(run_dir)
+    best = run_dir / "weights" / "best.pt"
+    if resume or not best.is_file():
+        if resume:
+            say(f"{cell.key}: resuming {run_dir} after epoch {epochs_in_results(run_dir / 'results.csv')}")
+        else:
+            (run_dir / "results.csv").unlink(missing_ok=True)  # a run killed before its first last.pt
+            say(f"{cell.key}: training {cell.model or engine.DEFAULT_MODEL}, {cell.epochs} epochs at {cell.imgsz} px "
+                f"from {'scratch' if not cell.weights else cell.weights}")
+
+        def on_epoch(epoch: int, epochs: int, metrics: dict) -> None:
+            record.add("train")
+            say(f"{cell.key}: epoch {epoch}/{epochs}  val mAP@0.5 {metrics['mAP@0.5']:.3f}")
+
+        result = engine.train(cell.data_yaml, model=cell.model, weights=cell.weights or None,
+                              hyp=cell.hyp or engine.DEFAULT_HYP, imgsz=cell.imgsz, epochs=cell.epochs,
+                              batch_size=cell.batch, device=cell.device, workers=cell.workers, project=folder,
+                              name="train", exist_ok=True, seed=cell.seed, linear_lr=True, plots=False,
+                              on_epoch=on_epoch, resume=resume)
+        record.add("train")
+        best, val = result.best, result.metrics
+    else:
+        val = engine.validate(best, cell.data_yaml, imgsz=cell.imgsz, device=cell.device, project=folder,
+                              name="val", exist_ok=True, plots=False)
+        record.add("validate")
+    detections = detect(best, list(test.records), imgsz=cell.imgsz, conf=conf, iou=iou, device=cell.device,
+                        progress=False)
+    scores = score_detections(detections, test.answer)
+    record.add("test")
+    size = engine.checkpoint_size_report(best)
+    out = {
+        "settings": settings, "cell": cell.key, "name": cell.name, "seed": cell.seed, "test_set": test.name,
+        "best": str(best), "epochs_run": epochs_in_results(run_dir / "results.csv"),
+        "train_s": record.totals().get("train", 0.0), "sessions": record.sessions,
+        "parameters": int(size["parameters"]), "weights_mb": round(float(size["stripped_fp16_mb"]), 2),
+        "val_mAP@0.5": float(val.loc["all", "mAP@0.5"]), "val_mAP@0.5:0.95": float(val.loc["all", "mAP@0.5:0.95"]),
+        **{f"test_{k}": float(v) for k, v in scores.items()},
+        "machine": record.session["machine"],
+    }
+    atomic_write_text(folder / RESULT_FILE, json.dumps(out, indent=2) + "\n")
+    say(f"{cell.key}: test mAP@0.75 {out['test_mAP@0.75']:.3f}  mAP@0.5 {out['test_mAP@0.5']:.3f}  "
+        f"({out['train_s'] / 60:.1f} min training)")
+    return out
+
+
+def run_cells(cells: Sequence[TrainingCell], test: TestSet, project: str | os.PathLike, *, conf: float = TEST_CONF,
+              iou: float = TEST_IOU, say: Say = print) -> pd.DataFrame:
+    """:func:`run_cell` for each cell in order; one row per cell (the settings left out)."""
+    keys = [c.key for c in cells]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"two cells share a name and seed: {sorted(k for k in keys if keys.count(k) > 1)}")
+    rows = []
+    for i, cell in enumerate(cells, 1):
+        say(f"[{i}/{len(cells)}] {cell.key}")
+        result = run_cell(cell, test, project, conf=conf, iou=iou, say=say)
+        rows.append({k: v for k, v in result.items() if k not in ("settings", "machine")})
+    return pd.DataFrame(rows)
+
+
+def mean_sd(rows: pd.DataFrame, by: str = "name", columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per ``by`` value, in first-seen order: ``seeds`` and, for each numeric column, its mean and sample
+    standard deviation over the seeds (``<column>`` and ``<column>_sd``; sd is NaN for a single seed)."""
+    columns = list(columns or [c for c in rows.columns if c not in (by, "seed") and
+                               pd.api.types.is_numeric_dtype(rows[c])])
+    out = []
+    for value, group in rows.groupby(by, sort=False):
+        row: dict = {by: value, "seeds": len(group)}
+        for c in columns:
+            x = group[c].to_numpy(dtype=float)
+            row[c] = float(np.mean(x))
+            row[f"{c}_sd"] = float(np.std(x, ddof=1)) if len(x) > 1 else float("nan")
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def format_mean_sd(table: pd.DataFrame, columns: dict[str, tuple[str, str]], by: str = "name") -> str:
+    """A Markdown table of :func:`mean_sd`'s output: ``columns`` maps a column to (header, number format);
+    a column with an ``_sd`` beside it shows ``mean ± sd``."""
+    head = [by, "seeds", *(h for h, _ in columns.values())]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.iterrows():
+        cells = [str(r[by]), str(int(r["seeds"]))]
+        for c, (_, fmt) in columns.items():
+            value = r.get(c)
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                cells.append("–")
+                continue
+            text = format(value, fmt)
+            sd = r.get(f"{c}_sd")
+            if sd is not None and not (isinstance(sd, float) and np.isnan(sd)):
+                text += f" ± {format(sd, fmt)}"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

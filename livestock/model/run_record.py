@@ -1,0 +1,95 @@
+"""The record a long, resumable job keeps in its folder: the settings it was started with and, per working session,
+the machine and the wall time of each step.
+
+A job that may outlast a session (a pretraining, a comparison over seeds) is run again with the same command to
+continue. Its record is written after every step and every epoch, so a session cut short still counts up to its
+last completed step; the time a job reports is the sum over its sessions. A folder that holds a job of other
+settings is refused with one line naming the difference: its files are never mixed with another job's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from livestock.fileio import atomic_write_text
+from livestock.model.engine import DEFAULT_ENGINE, parse_device
+
+
+def machine_info(device: str, engine: str = DEFAULT_ENGINE) -> dict:
+    """The machine a session ran on: platform, CPU, core counts, Python, torch, OpenCV (the generator's JPEGs),
+    numpy, the engine's package (named as the engine), the device."""
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    spec = parse_device(device)
+    if spec.kind == "cuda":
+        import torch
+
+        device_name = ", ".join(torch.cuda.get_device_name(i) for i in spec.indices)
+    else:
+        device_name = spec.kind
+
+    def package(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "cpus_usable": usable,
+            "python": platform.python_version(), "torch": package("torch"), "opencv": package("opencv-python"),
+            "numpy": package("numpy"), engine: package(engine), "device": spec.engine_string(),
+            "device_name": device_name}
+
+
+class RunRecord:
+    """``path`` (a JSON file): ``settings`` and one entry per session (start, machine, seconds by step). Opening it
+    starts a new session; a record of other settings is a ValueError naming ``what`` and the difference."""
+
+    def __init__(self, path: str | os.PathLike, settings: dict, *, device: str, engine: str = DEFAULT_ENGINE,
+                 what: str = "job", hint: str = "remove the folder") -> None:
+        self.path = Path(path)
+        settings = json.loads(json.dumps(settings))  # as it reads back from the file (tuples become lists)
+        self.data: dict = {"settings": settings, "sessions": []}
+        if self.path.is_file():
+            old = json.loads(self.path.read_text(encoding="utf-8"))
+            there = old.get("settings", {})
+            if there != settings:
+                diff = {k: (there.get(k), settings.get(k)) for k in sorted({*there, *settings})
+                        if there.get(k) != settings.get(k)}
+                raise ValueError(f"{self.path.parent}: holds a {what} with other settings (there, here: {diff}); "
+                                 f"{hint}")
+            self.data = old
+        self.session = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "machine": machine_info(device, engine), "seconds": {}}
+        self.data["sessions"].append(self.session)
+        self.mark = time.perf_counter()
+
+    def add(self, step: str) -> None:
+        """Count the time since the last mark to ``step`` and save."""
+        now = time.perf_counter()
+        seconds = self.session["seconds"]
+        seconds[step] = seconds.get(step, 0.0) + now - self.mark
+        self.mark = now
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path, json.dumps(self.data, indent=2) + "\n")
+
+    def totals(self) -> dict[str, float]:
+        """Seconds by step over every session, and their total."""
+        out: dict[str, float] = {}
+        for session in self.data["sessions"]:
+            for step, s in session["seconds"].items():
+                out[step] = out.get(step, 0.0) + s
+        return {**{k: round(v, 1) for k, v in out.items()}, "total": round(sum(out.values()), 1)}
+
+    @property
+    def sessions(self) -> int:
+        """Sessions so far, this one included."""
+        return len(self.data["sessions"])
