@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("livestock.deploy.bench", "size / latency / accuracy report of exported models"),
     "pipeline": ("livestock.pipeline", "the main job: every notebook in order on the synthetic set"),
     "truth": ("livestock.provenance", "record that your ground-truth file describes the images now in a folder"),
+    "compare": ("livestock.experiments.compare", "trainings compared over seeds (engines: YOLOv5n vs YOLO11n vs "
+                                                 "YOLO26n), resumable"),
     "rehearsal": ("livestock.rehearsal", "data and evaluation stages at the real dataset's size, timed and measured"),
 }
 

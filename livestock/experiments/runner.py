@@ -3,7 +3,8 @@
 A comparison is a list of :class:`TrainingCell`: a named training setting (engine, model, start weights, hyp, data,
 image size, epochs, batch) at one seed. :func:`run_cell` trains it in ``project/<name>-seed<seed>/train``, detects
 the test images at one NMS setting and scores them with the contest metric against ground truth written for exactly
-those images (:func:`test_set`), and leaves ``result.json`` beside the run. Running a comparison again continues it:
+those images (:func:`gold_test_set`), and leaves ``result.json`` beside the run. Running a comparison again
+continues it:
 
 - a cell whose ``result.json`` was made from the same settings, data, start weights and test set is not run again;
 - a cell whose training was cut off resumes from its ``last.pt`` (both engines write it atomically);
@@ -44,7 +45,7 @@ TEST_CONF, TEST_IOU = 0.001, 0.6
 
 
 @dataclass(frozen=True)
-class TestSet:
+class GoldTestSet:
     """The test images and the ground truth written for exactly them; ``fingerprint`` names both."""
 
     records: tuple[ImageRecord, ...]
@@ -53,8 +54,9 @@ class TestSet:
     fingerprint: str
 
 
-def test_set(test_dir: str | os.PathLike = paths.TEST_DIR, prepared_dir: str | os.PathLike = paths.PREPARED_TEST_DIR,
-             answer: str | os.PathLike = paths.TEST_ANSWER) -> TestSet:
+def gold_test_set(test_dir: str | os.PathLike = paths.TEST_DIR,
+                  prepared_dir: str | os.PathLike = paths.PREPARED_TEST_DIR,
+                  answer: str | os.PathLike = paths.TEST_ANSWER) -> GoldTestSet:
     """The test images of ``test_dir`` (prepared into ``prepared_dir`` unless done for these zips) with ``answer``,
     which must have been written for exactly them (:func:`livestock.provenance.ground_truth_for`)."""
     if not prepared_from(test_dir, prepared_dir, images_only=True):
@@ -66,7 +68,7 @@ def test_set(test_dir: str | os.PathLike = paths.TEST_DIR, prepared_dir: str | o
     h = hashlib.sha256(weights_sha256(truth.path).encode())
     for r in sorted(records, key=lambda r: r.image_id):
         h.update(f"{r.image_id}\n".encode())
-    return TestSet(records, Path(truth.path), truth.set_name("test set"), h.hexdigest())
+    return GoldTestSet(records, Path(truth.path), truth.set_name("test set"), h.hexdigest())
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def run_cell(cell: TrainingCell, test: TestSet, project: str | os.PathLike, *, conf: float = TEST_CONF,
+def run_cell(cell: TrainingCell, test: GoldTestSet, project: str | os.PathLike, *, conf: float = TEST_CONF,
              iou: float = TEST_IOU, say: Say = print) -> dict:
     """Train ``cell`` (or continue it, or find it done) and score its best weights on ``test``; the result
     (settings, training seconds summed over sessions, epochs, parameters, size, validation and test mAP)."""
@@ -172,8 +174,8 @@ def run_cell(cell: TrainingCell, test: TestSet, project: str | os.PathLike, *, c
     return out
 
 
-def run_cells(cells: Sequence[TrainingCell], test: TestSet, project: str | os.PathLike, *, conf: float = TEST_CONF,
-              iou: float = TEST_IOU, say: Say = print) -> pd.DataFrame:
+def run_cells(cells: Sequence[TrainingCell], test: GoldTestSet, project: str | os.PathLike, *,
+              conf: float = TEST_CONF, iou: float = TEST_IOU, say: Say = print) -> pd.DataFrame:
     """:func:`run_cell` for each cell in order; one row per cell (the settings left out)."""
     keys = [c.key for c in cells]
     if len(set(keys)) != len(keys):

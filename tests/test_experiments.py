@@ -1,0 +1,106 @@
+"""Comparisons over seeds (livestock.experiments): resumable cells scored by the final score's path, mean ± sd, and
+the engine comparison at toy size."""
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from livestock.data.yolo_format import prepare_dataset
+from livestock.evaluation.detect import detect
+from livestock.evaluation.silver import score_detections
+from livestock.experiments import runner
+from livestock.experiments.engines import compare_engines, parse_models
+from livestock.experiments.runner import TrainingCell, format_mean_sd, gold_test_set, mean_sd, run_cells
+
+TOY_CELL = dict(imgsz=64, epochs=1, batch=8, device="cpu", workers=0)
+
+
+def test_mean_sd_over_seeds():
+    rows = pd.DataFrame({"name": ["a", "a", "a", "b"], "seed": [0, 1, 2, 0], "m": [0.1, 0.2, 0.6, 0.5],
+                         "label": ["x", "y", "z", "w"]})
+    table = mean_sd(rows)
+    assert table["name"].tolist() == ["a", "b"] and table["seeds"].tolist() == [3, 1]
+    assert table.loc[0, "m"] == pytest.approx(0.3) and table.loc[0, "m_sd"] == pytest.approx(math.sqrt(0.07))
+    assert math.isnan(table.loc[1, "m_sd"]) and "label" not in table
+    md = format_mean_sd(table, {"m": ("mAP", ".2f")})
+    assert md.splitlines()[2] == "| a | 3 | 0.30 ± 0.26 |" and md.splitlines()[3] == "| b | 1 | 0.50 |"
+
+
+def test_models_are_engine_colon_model():
+    assert parse_models("yolov5:yolov5n, ultralytics:yolo26n") == [("yolov5", "yolov5n"), ("ultralytics", "yolo26n")]
+    with pytest.raises(ValueError, match="engine:model"):
+        parse_models("yolo11n")
+
+
+@pytest.fixture(scope="module")
+def toy_sets(synth_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    train = prepare_dataset(synth_data.train_dir, root / "prepared", progress=False)
+    return train.data_yaml, gold_test_set(synth_data.test_dir, root / "prepared_test", synth_data.answer_csv), root
+
+
+def test_a_test_set_needs_truth_written_for_its_images(synth_data, tmp_path):
+    other = tmp_path / "answer.csv"
+    other.write_bytes(synth_data.answer_csv.read_bytes())  # the same rows, but no record of which images
+    with pytest.raises(ValueError, match="cannot score the comparison: .*has no record"):
+        gold_test_set(synth_data.test_dir, tmp_path / "prepared_test", other)
+
+
+@pytest.mark.slow
+def test_cells_score_the_test_set_and_are_not_trained_twice(toy_sets, monkeypatch):
+    data_yaml, test, root = toy_sets
+    cells = [TrainingCell("scratch", str(data_yaml), seed=s, **TOY_CELL) for s in (0, 1)]
+    lines: list[str] = []
+    rows = run_cells(cells, test, root / "cells", say=lines.append)
+    assert rows["cell"].tolist() == ["scratch-seed0", "scratch-seed1"] and rows["epochs_run"].tolist() == [1, 1]
+    assert test.name == "synthetic test set" and (rows["train_s"] > 0).all()
+    for _, row in rows.iterrows():  # the score is the final score's path: detect at the setting, contest metric
+        direct = score_detections(detect(row["best"], list(test.records), imgsz=64, conf=runner.TEST_CONF,
+                                         iou=runner.TEST_IOU, device="cpu", progress=False), test.answer)
+        assert row["test_mAP@0.75"] == direct["mAP@0.75"] and row["test_mAP@0.5"] == direct["mAP@0.5"]
+    # the seeds differ: different weights
+    assert (root / "cells/scratch-seed0/train/weights/best.pt").read_bytes() != \
+        (root / "cells/scratch-seed1/train/weights/best.pt").read_bytes()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr("livestock.model.yolov5.train", no_training)
+    again = run_cells(cells, test, root / "cells", say=lines.append)
+    pd.testing.assert_frame_equal(again, rows)
+    assert sum("done already" in ln for ln in lines) == 2
+    # other settings in the same folder: refused, naming the folder and the difference, nothing overwritten
+    (root / "cells/scratch-seed0/result.json").unlink()
+    with pytest.raises(ValueError, match=r"scratch-seed0: holds a comparison cell with other settings .*'epochs': "
+                                         r"\(1, 2\)"):
+        run_cells([TrainingCell("scratch", str(data_yaml), seed=0, **{**TOY_CELL, "epochs": 2})], test,
+                  root / "cells", say=lines.append)
+    record = json.loads((root / "cells/scratch-seed0/record.json").read_text())
+    assert record["settings"]["epochs"] == 1
+
+
+@pytest.mark.slow
+def test_engine_comparison_at_toy_size(toy_sets):
+    data_yaml, test, root = toy_sets
+    models = parse_models("yolov5:yolov5n,ultralytics:yolo11n,ultralytics:yolo26n")
+    rows, table = compare_engines(data_yaml, test, root / "engines", models=models, seeds=(0, 1), epochs=1, imgsz=64,
+                                  batch=8, workers=0, runs=2, repeats=1, say=lambda _: None)
+    assert rows["name"].tolist() == ["yolov5n", "yolov5n", "yolo11n", "yolo11n", "yolo26n", "yolo26n"]
+    assert table["name"].tolist() == ["yolov5n", "yolo11n", "yolo26n"] and (table["seeds"] == 2).all()
+    for _, row in rows.iterrows():
+        int8 = next((root / "engines" / row["cell"] / "export").glob("*_int8.onnx"))
+        direct = score_detections(detect(int8, list(test.records), imgsz=64, conf=runner.TEST_CONF,
+                                         iou=runner.TEST_IOU, device="cpu", progress=False), test.answer)
+        assert row["int8_test_mAP@0.75"] == direct["mAP@0.75"]
+        assert row["int8_loss_mAP@0.75"] == pytest.approx(row["test_mAP@0.75"] - direct["mAP@0.75"])
+        assert row["onnx-int8_mb"] < row["onnx_mb"]
+    # one latency per architecture, the same for both seeds
+    for fmt in ("pytorch_ms", "onnx_ms", "onnx-int8_ms"):
+        assert (rows[fmt] > 0).all() and rows.groupby("name")[fmt].nunique().eq(1).all()
+    assert rows.groupby("name")["parameters"].nunique().eq(1).all()
+    assert table.set_index("name").loc["yolo11n", "parameters"] > table.set_index("name").loc["yolov5n", "parameters"]
+    md = (root / "engines" / "table.md").read_text()
+    assert md.startswith("| name | seeds | test mAP@0.75 | test mAP@0.5 | training (min) |") and "yolo26n" in md
