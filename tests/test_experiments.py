@@ -10,7 +10,7 @@ import pytest
 
 from livestock.data.yolo_format import prepare_dataset
 from livestock.evaluation.detect import detect
-from livestock.evaluation.silver import score_detections
+from livestock.evaluation.inference import score_detections
 from livestock.experiments import runner
 from livestock.experiments.engines import compare_engines, parse_models
 from livestock.experiments.runner import TrainingCell, format_mean_sd, gold_test_set, mean_sd, run_cells

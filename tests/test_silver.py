@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from livestock.evaluation import silver
+from livestock.evaluation.inference import score_detections
+from livestock.experiments import training_sets
 from livestock.evaluation.analysis import pairwise_iou
 from livestock.records import CLASS_TO_ID, Detections, ImageRecord, load_records
 from livestock.data.yolo_format import label_path_for, read_label_file
@@ -250,18 +252,18 @@ def test_plus_dataset_with_backgrounds(prepared, tmp_path: Path):
 
 
 def test_epochs_for_budget():
-    assert silver.epochs_for_budget(30, 100, 150, "epochs") == 30
-    assert silver.epochs_for_budget(30, 100, 150, "images") == 20  # same images seen: 100 * 30 = 150 * 20
-    assert silver.epochs_for_budget(1, 100, 1000, "images") == 1  # never below one epoch
+    assert training_sets.epochs_for_budget(30, 100, 150, "epochs") == 30
+    assert training_sets.epochs_for_budget(30, 100, 150, "images") == 20  # same images seen: 100 * 30 = 150 * 20
+    assert training_sets.epochs_for_budget(1, 100, 1000, "images") == 1  # never below one epoch
     with pytest.raises(ValueError, match="budget must be"):
-        silver.epochs_for_budget(30, 100, 150, "steps")
+        training_sets.epochs_for_budget(30, 100, 150, "steps")
 
 
 def test_count_train_images(prepared, tmp_path: Path):
     recs, split = prepared
     data_yaml = silver.write_plus_dataset(recs[:3], _silver_for_cow_a(recs, "replace"), tmp_path / "plus",
                                           mode="replace", val=split / "val.txt")
-    assert silver.count_train_images(data_yaml) == 4
+    assert training_sets.count_train_images(data_yaml) == 4
 
 
 def test_score_detections_exact():
@@ -269,7 +271,7 @@ def test_score_detections_exact():
                           columns=["ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax"])
     # one exact hit, one box stretched to IoU 0.625 (a match at 0.5..0.6, not above), one false positive
     d = _det("a.jpg", [(0, 0, 10, 10, 0.9, COW), (50, 50, 60, 66, 0.8, COW), (80, 80, 90, 90, 0.7, COW)])
-    s = silver.score_detections([d], answer)
+    s = score_detections([d], answer)
     assert s["mAP@0.5"] == pytest.approx(1.0)
     assert s["mAP@0.75"] == pytest.approx(0.5)
     assert s["mAP@0.5:0.95"] == pytest.approx((3 * 1.0 + 7 * 0.5) / 10)  

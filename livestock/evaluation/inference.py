@@ -14,18 +14,20 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from livestock.data.split import pick_evenly
 from livestock.data.yolo_format import split_records
 from livestock.evaluation.detect import DEFAULT_CONF, DEFAULT_IOU, detect
-from livestock.evaluation.metrics import CONTEST_IOU, mean_average_precision_for_boxes, per_class_table
+from livestock.evaluation.metrics import (COCO_IOU_THRESHOLDS, CONTEST_IOU, map_at_thresholds,
+                                         mean_average_precision_for_boxes, per_class_table)
 from livestock.evaluation.submission import (detections_to_submission, normalisation, read_answer, records_to_answer,
                                              submission_summary, validate_submission, write_submission)
 from livestock.fileio import atomic_write_text
 from livestock.progress import emit
 from livestock.provenance import GroundTruth
-from livestock.records import ImageRecord
+from livestock.records import Detections, ImageRecord
 
 
 def write_answer(weights: str | os.PathLike, images: Sequence[ImageRecord] | str | os.PathLike,
@@ -114,3 +116,15 @@ def split_map(weights: str | os.PathLike, data_yaml: str | os.PathLike, *, split
     if submission.empty:
         return 0.0
     return float(mean_average_precision_for_boxes(answer, submission, iou_threshold=metric_iou)[0])
+
+
+def score_detections(detections: Sequence[Detections], answer: str | os.PathLike | pd.DataFrame) -> dict[str, float]:
+    """Contest mAP of detections against an answer file: mAP@0.5, mAP@0.75 (the contest's) and mAP@0.5:0.95."""
+    if not isinstance(answer, pd.DataFrame):
+        if not Path(answer).is_file():
+            raise FileNotFoundError(f"{answer}: answer file not found")
+        answer = pd.read_csv(answer)
+    pred = detections_to_submission(detections)
+    at = map_at_thresholds(answer, pred, sorted({0.5, 0.75, *COCO_IOU_THRESHOLDS}))
+    return {"mAP@0.5": at[0.5], "mAP@0.75": at[0.75],
+            "mAP@0.5:0.95": float(np.mean([at[t] for t in COCO_IOU_THRESHOLDS]))}

@@ -31,7 +31,8 @@ detector learns to read, so two sources are offered instead:
 
 :func:`silver_quality` measures, on the synthetic set whose left-out cow boxes are known (``synth_truth.csv``),
 how many left-out cows each mode recovers and how many of the boxes it adds are wrong.
-:func:`compare_training_sets` trains gold-only and gold + silver under one budget and scores each on the test set.
+:func:`livestock.experiments.training_sets.compare_training_sets` trains gold-only and gold + silver under one budget
+and scores each on the test set.
 """
 from __future__ import annotations
 
@@ -55,10 +56,8 @@ from livestock.evaluation.analysis import (
     select_records,
     split_image_ids,
 )
-from livestock.data.yolo_format import split_image_paths
 from livestock.evaluation.detect import detect
 from livestock.fileio import atomic_write_csv, atomic_write_text
-from livestock.model.engine import DEFAULT_ENGINE, get_engine
 from livestock.progress import emit
 from livestock.records import (
     Detections,
@@ -562,80 +561,6 @@ def _backgrounds(source: str, train: Sequence[ImageRecord], detections: Sequence
     if source == "render":
         return rendered_backgrounds(train, n, seed=seed)
     raise ValueError(f"background source must be one of {BACKGROUND_SOURCES}, got {source!r}")
-
-
-# ---------------------------------------------------------------- gold vs gold + silver
-
-
-BUDGETS: tuple[str, ...] = ("epochs", "images")
-
-
-def count_train_images(data_yaml: str | Path) -> int:
-    """Training entries of a dataset yaml (lines of its list files, or images of its folders)."""
-    return len(split_image_paths(data_yaml, "train"))
-
-
-def epochs_for_budget(epochs: int, base_images: int, images: int, budget: str = "epochs") -> int:
-    """Epochs for a set of ``images`` training entries so that it gets the budget of ``epochs`` on
-    ``base_images``: ``epochs`` (same epochs; a bigger set sees more images) or ``images`` (same number of images
-    seen, i.e. about the same optimiser steps: epochs scaled by base_images / images, at least 1)."""
-    if budget not in BUDGETS:
-        raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
-    if budget == "epochs" or images <= 0:
-        return int(epochs)
-    return max(1, int(round(epochs * base_images / images)))
-
-
-def score_detections(detections: Sequence[Detections], answer: str | Path | pd.DataFrame) -> dict[str, float]:
-    """Contest mAP of detections against an answer file: mAP@0.5, mAP@0.75 (the contest's) and mAP@0.5:0.95."""
-    from livestock.evaluation.metrics import COCO_IOU_THRESHOLDS, map_at_thresholds
-    from livestock.evaluation.submission import detections_to_submission
-
-    if not isinstance(answer, pd.DataFrame):
-        if not Path(answer).is_file():
-            raise FileNotFoundError(f"{answer}: answer file not found")
-        answer = pd.read_csv(answer)
-    pred = detections_to_submission(detections)
-    at = map_at_thresholds(answer, pred, sorted({0.5, 0.75, *COCO_IOU_THRESHOLDS}))
-    return {"mAP@0.5": at[0.5], "mAP@0.75": at[0.75],
-            "mAP@0.5:0.95": float(np.mean([at[t] for t in COCO_IOU_THRESHOLDS]))}
-
-
-def compare_training_sets(data_yamls: Mapping[str, str | Path], test_images: Sequence[str | Path | ImageRecord],
-                          answer: str | Path | pd.DataFrame | None, *, baseline: str | None = None, model: str | None = None,
-                          weights: str | Path | None = None, hyp: str | Path | dict | None = None, imgsz: int = 640,
-                          batch_size: int = 16, epochs: int = 30, budget: str = "epochs", device: str = "auto",
-                          workers: int = 2, project: str | Path = "runs/expand", conf: float = 0.001,
-                          iou: float = 0.68, seed: int = 0, cache_dir: str | Path | None = None,
-                          engine: str = DEFAULT_ENGINE) -> pd.DataFrame:
-    """Train one model per dataset yaml under the same settings and budget (``budget``: see
-    :func:`epochs_for_budget`; the reference is ``baseline``, default the first set), then score each on the test
-    images against ``answer`` with the contest metric. Returns one row per set: set, train_images, epochs,
-    images_seen, val mAP@0.5 (YOLOv5's, on the set's own validation list), test mAP@0.5 / @0.75 / @0.5:0.95,
-    weights. ``answer`` None (no ground truth for these test images): no test columns, the sets compare on
-    validation only."""
-    trainer = get_engine(engine)
-    if not data_yamls:
-        raise ValueError("no dataset to train on")
-    baseline = baseline or next(iter(data_yamls))
-    if baseline not in data_yamls:
-        raise ValueError(f"baseline {baseline!r} is not one of {list(data_yamls)}")
-    sizes = {name: count_train_images(path) for name, path in data_yamls.items()}
-    rows = []
-    for name, data_yaml in data_yamls.items():
-        n_epochs = epochs_for_budget(epochs, sizes[baseline], sizes[name], budget)
-        result = trainer.train(data_yaml, model=model, weights=weights or None, hyp=hyp or trainer.DEFAULT_HYP,
-                               imgsz=imgsz,
-                               epochs=n_epochs, batch_size=batch_size, device=device, workers=workers,
-                               project=project, name=name, exist_ok=True, seed=seed, plots=False)
-        row = {"set": name, "train_images": sizes[name], "epochs": n_epochs, "images_seen": sizes[name] * n_epochs,
-               "val_mAP@0.5": result.map50}
-        if answer is not None:
-            dets = detect(result.best, list(test_images), imgsz=imgsz, conf=conf, iou=iou, device=device,
-                          cache_dir=cache_dir)
-            row.update({f"test_{k}": v for k, v in score_detections(dets, answer).items()})
-        rows.append({**row, "weights": str(result.best)})
-    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- CLI: livestock silver

@@ -23,7 +23,7 @@ from livestock.deploy.bench import time_latency
 from livestock.deploy.export import export_model, file_size_mb
 from livestock.deploy.images import images_from
 from livestock.evaluation.detect import detect, weights_sha256
-from livestock.evaluation.silver import score_detections
+from livestock.evaluation.inference import score_detections
 from livestock.experiments.runner import (TEST_CONF, TEST_IOU, GoldTestSet, Say, TrainingCell, format_mean_sd,
                                           mean_sd, run_cells)
 from livestock.fileio import atomic_write_csv, atomic_write_text

@@ -29,11 +29,11 @@ from livestock import paths
 from livestock.data.eda import load_prepared_records
 from livestock.data.yolo_format import prepare_dataset, prepared_from, split_image_paths
 from livestock.evaluation.detect import detect, weights_sha256
-from livestock.evaluation.silver import score_detections
+from livestock.evaluation.inference import score_detections
 from livestock.fileio import atomic_write_text
 from livestock.model.engine import DEFAULT_ENGINE, epochs_in_results, get_engine
 from livestock.model.run_record import RunRecord
-from livestock.provenance import ground_truth_for
+from livestock.provenance import GroundTruth, ground_truth_for, read_record
 from livestock.records import ImageRecord
 
 Say = Callable[[str], None]
@@ -53,6 +53,17 @@ class GoldTestSet:
     name: str  # "synthetic test set" or "your test set"
     fingerprint: str
 
+    @classmethod
+    def of(cls, records: Sequence[ImageRecord], answer: str | os.PathLike) -> "GoldTestSet":
+        """``records`` scored against ``answer``, which the caller has found to be their ground truth
+        (:func:`livestock.provenance.ground_truth_for`); its record names the data set."""
+        answer = Path(answer)
+        dataset = (read_record(answer) or {}).get("dataset")
+        h = hashlib.sha256(weights_sha256(answer).encode())
+        for r in sorted(records, key=lambda r: r.image_id):
+            h.update(f"{r.image_id}\n".encode())
+        return cls(tuple(records), answer, GroundTruth(answer, "", dataset).set_name("test set"), h.hexdigest())
+
 
 def gold_test_set(test_dir: str | os.PathLike = paths.TEST_DIR,
                   prepared_dir: str | os.PathLike = paths.PREPARED_TEST_DIR,
@@ -64,11 +75,7 @@ def gold_test_set(test_dir: str | os.PathLike = paths.TEST_DIR,
     truth = ground_truth_for(answer, prepared_dir)
     if not truth:
         raise ValueError(f"{answer}: cannot score the comparison: {truth.reason}")
-    records = tuple(load_prepared_records(prepared_dir))
-    h = hashlib.sha256(weights_sha256(truth.path).encode())
-    for r in sorted(records, key=lambda r: r.image_id):
-        h.update(f"{r.image_id}\n".encode())
-    return GoldTestSet(records, Path(truth.path), truth.set_name("test set"), h.hexdigest())
+    return GoldTestSet.of(load_prepared_records(prepared_dir), truth.path)
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,7 @@ class TrainingCell:
     engine: str = DEFAULT_ENGINE
     model: str | None = None
     weights: str | None = None
-    hyp: str | None = None
+    hyp: str | dict | None = None
     imgsz: int = 320
     epochs: int = 30
     batch: int = 16
@@ -114,12 +121,13 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def run_cell(cell: TrainingCell, test: GoldTestSet, project: str | os.PathLike, *, conf: float = TEST_CONF,
+def run_cell(cell: TrainingCell, test: GoldTestSet | None, project: str | os.PathLike, *, conf: float = TEST_CONF,
              iou: float = TEST_IOU, say: Say = print) -> dict:
     """Train ``cell`` (or continue it, or find it done) and score its best weights on ``test``; the result
-    (settings, training seconds summed over sessions, epochs, parameters, size, validation and test mAP)."""
+    (settings, training seconds summed over sessions, epochs, parameters, size, validation and test mAP; no test
+    mAP when ``test`` is None)."""
     folder = Path(project) / cell.key
-    settings = {**cell.settings(), "test_sha256": test.fingerprint, "conf": conf, "iou": iou}
+    settings = {**cell.settings(), "test_sha256": test.fingerprint if test else None, "conf": conf, "iou": iou}
     settings = json.loads(json.dumps(settings))  # as it reads back from the file
     done = _read_json(folder / RESULT_FILE)
     if done is not None and done.get("settings") == settings:
@@ -154,13 +162,16 @@ def run_cell(cell: TrainingCell, test: GoldTestSet, project: str | os.PathLike, 
         val = engine.validate(best, cell.data_yaml, imgsz=cell.imgsz, device=cell.device, project=folder,
                               name="val", exist_ok=True, plots=False)
         record.add("validate")
-    detections = detect(best, list(test.records), imgsz=cell.imgsz, conf=conf, iou=iou, device=cell.device,
-                        progress=False)
-    scores = score_detections(detections, test.answer)
-    record.add("test")
+    scores = {}
+    if test is not None:
+        detections = detect(best, list(test.records), imgsz=cell.imgsz, conf=conf, iou=iou, device=cell.device,
+                            progress=False)
+        scores = score_detections(detections, test.answer)
+        record.add("test")
     size = engine.checkpoint_size_report(best)
     out = {
-        "settings": settings, "cell": cell.key, "name": cell.name, "seed": cell.seed, "test_set": test.name,
+        "settings": settings, "cell": cell.key, "name": cell.name, "seed": cell.seed,
+        "test_set": test.name if test else None,
         "best": str(best), "epochs_run": epochs_in_results(run_dir / "results.csv"),
         "train_s": record.totals().get("train", 0.0), "sessions": record.sessions,
         "parameters": int(size["parameters"]), "weights_mb": round(float(size["stripped_fp16_mb"]), 2),
@@ -169,12 +180,13 @@ def run_cell(cell: TrainingCell, test: GoldTestSet, project: str | os.PathLike, 
         "machine": record.session["machine"],
     }
     atomic_write_text(folder / RESULT_FILE, json.dumps(out, indent=2) + "\n")
-    say(f"{cell.key}: test mAP@0.75 {out['test_mAP@0.75']:.3f}  mAP@0.5 {out['test_mAP@0.5']:.3f}  "
-        f"({out['train_s'] / 60:.1f} min training)")
+    score = (f"test mAP@0.75 {out['test_mAP@0.75']:.3f}  mAP@0.5 {out['test_mAP@0.5']:.3f}" if test else
+             f"val mAP@0.5 {out['val_mAP@0.5']:.3f} (no test truth)")
+    say(f"{cell.key}: {score}  ({out['train_s'] / 60:.1f} min training)")
     return out
 
 
-def run_cells(cells: Sequence[TrainingCell], test: GoldTestSet, project: str | os.PathLike, *,
+def run_cells(cells: Sequence[TrainingCell], test: GoldTestSet | None, project: str | os.PathLike, *,
               conf: float = TEST_CONF, iou: float = TEST_IOU, say: Say = print) -> pd.DataFrame:
     """:func:`run_cell` for each cell in order; one row per cell (the settings left out)."""
     keys = [c.key for c in cells]
