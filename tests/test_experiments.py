@@ -6,6 +6,7 @@ import json
 import math
 
 import pandas as pd
+import yaml
 import pytest
 
 from livestock.data.yolo_format import prepare_dataset
@@ -13,6 +14,7 @@ from livestock.evaluation.detect import detect
 from livestock.evaluation.inference import score_detections
 from livestock.experiments import runner
 from livestock.experiments.engines import compare_engines, parse_models
+from livestock.model.engine import get_engine
 from livestock.experiments.runner import TrainingCell, format_mean_sd, gold_test_set, mean_sd, run_cells
 
 TOY_CELL = dict(imgsz=64, epochs=1, batch=8, device="cpu", workers=0)
@@ -104,3 +106,35 @@ def test_engine_comparison_at_toy_size(toy_sets):
     assert table.set_index("name").loc["yolo11n", "parameters"] > table.set_index("name").loc["yolov5n", "parameters"]
     md = (root / "engines" / "table.md").read_text()
     assert md.startswith("| name | seeds | test mAP@0.75 | test mAP@0.5 | training (min) |") and "yolo26n" in md
+
+
+@pytest.mark.slow
+def test_compare_hyps_on_the_validation_split_is_the_search_fitness(toy_sets, tmp_path, capsys):
+    from livestock.cli import main as cli_main
+    from livestock.evaluation.inference import split_map
+
+    data_yaml, _, _ = toy_sets
+    hyp = tmp_path / "low_lr.yaml"
+    hyp.write_text(yaml.safe_dump({**get_engine("yolov5").load_hyp("hyp_scratch_cpu"), "lr0": 0.001}))
+    out = tmp_path / "hyps"
+    rc = cli_main(["compare", "hyps", "--data", str(data_yaml), "--hyps", f"base=,low={hyp}", "--seeds", "0",
+                   "--epochs", "1", "--imgsz", "64", "--batch", "8", "--workers", "0", "--score-on", "val",
+                   "--out", str(out)])
+    assert rc == 0
+    rows = pd.read_csv(out / "rows.csv")
+    assert rows["cell"].tolist() == ["base-seed0", "low-seed0"]
+    settings = [json.loads((out / c / "result.json").read_text())["settings"] for c in rows["cell"]]
+    assert [s["hyp_values"]["lr0"] for s in settings] == [0.01, 0.001]
+    for _, row in rows.iterrows():  # the search's fitness of the same weights: contest mAP on the val split
+        assert row["test_mAP@0.75"] == pytest.approx(split_map(row["best"], data_yaml, imgsz=64, device="cpu"))
+    printed = capsys.readouterr().out
+    assert "| name | seeds | mAP@0.75 |" in printed and "validation split of" in printed
+
+
+def test_named_items_are_checked():
+    from livestock.experiments.compare import named_items
+
+    assert named_items("a=x, b=", "hyps") == {"a": "x", "b": ""}
+    for bad, match in (("a", "write name=value"), ("a=x,a=y", "given twice"), ("", "nothing to compare")):
+        with pytest.raises(ValueError, match=match):
+            named_items(bad, "hyps")

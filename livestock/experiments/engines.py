@@ -24,7 +24,7 @@ from livestock.deploy.export import export_model, file_size_mb
 from livestock.deploy.images import images_from
 from livestock.evaluation.detect import detect, weights_sha256
 from livestock.evaluation.inference import score_detections
-from livestock.experiments.runner import (TEST_CONF, TEST_IOU, GoldTestSet, Say, TrainingCell, format_mean_sd,
+from livestock.experiments.runner import (TEST_CONF, TEST_IOU, GoldSet, Say, TrainingCell, format_mean_sd,
                                           mean_sd, run_cells)
 from livestock.fileio import atomic_write_csv, atomic_write_text
 
@@ -51,7 +51,7 @@ def deploy_formats() -> tuple[str, ...]:
     return ("onnx", "onnx-int8", *(("openvino",) if have_openvino else ()))
 
 
-def deploy_cell(result: dict, cell: TrainingCell, test: GoldTestSet, folder: Path, *,
+def deploy_cell(result: dict, cell: TrainingCell, test: GoldSet, folder: Path, *,
                 conf: float = TEST_CONF, iou: float = TEST_IOU, say: Say = print) -> dict:
     """Export one trained cell's best weights and score the INT8 file on ``test`` (cached in ``deploy.json``,
     valid while the weights and test set are the same); file sizes in MB and the exported paths."""
@@ -76,7 +76,7 @@ def deploy_cell(result: dict, cell: TrainingCell, test: GoldTestSet, folder: Pat
     return out
 
 
-def compare_engines(data_yaml: str | os.PathLike, test: GoldTestSet, project: str | os.PathLike, *,
+def compare_engines(data_yaml: str | os.PathLike, test: GoldSet, project: str | os.PathLike, *,
                     models: Sequence[tuple[str, str]] = tuple(parse_models(DEFAULT_MODELS)),
                     seeds: Sequence[int] = (0, 1, 2), epochs: int = 30, imgsz: int = 320, batch: int = 16,
                     weights: dict[str, str] | None = None, device: str = "cpu", workers: int = 2, threads: int = 2,

@@ -27,10 +27,11 @@ import pandas as pd
 
 from livestock import paths
 from livestock.data.eda import load_prepared_records
-from livestock.data.yolo_format import prepare_dataset, prepared_from, split_image_paths
-from livestock.evaluation.detect import detect, weights_sha256
+from livestock.data.yolo_format import prepare_dataset, prepared_from, split_image_paths, split_records
+from livestock.evaluation.detect import DEFAULT_CONF, DEFAULT_IOU, detect, weights_sha256
 from livestock.evaluation.inference import score_detections
-from livestock.fileio import atomic_write_text
+from livestock.evaluation.submission import records_to_answer
+from livestock.fileio import atomic_write_csv, atomic_write_text
 from livestock.model.engine import DEFAULT_ENGINE, epochs_in_results, get_engine
 from livestock.model.run_record import RunRecord
 from livestock.provenance import GroundTruth, ground_truth_for, read_record
@@ -39,14 +40,15 @@ from livestock.records import ImageRecord
 Say = Callable[[str], None]
 RESULT_FILE = "result.json"
 RECORD_FILE = "record.json"
-# The test setting of every cell: the contest scores a ranked list, so a low confidence threshold (the original
-# submission's 0.001) and YOLOv5's validation NMS IoU compare models without tuning each one.
-TEST_CONF, TEST_IOU = 0.001, 0.6
+# The scoring setting of every cell: the original submission's conf 0.001 and NMS IoU 0.68, the default of every
+# detection here and the setting the search's fitness uses, so models compare without tuning each one.
+TEST_CONF, TEST_IOU = DEFAULT_CONF, DEFAULT_IOU
 
 
 @dataclass(frozen=True)
-class GoldTestSet:
-    """The test images and the ground truth written for exactly them; ``fingerprint`` names both."""
+class GoldSet:
+    """The images a comparison is scored on (the test images, or a validation split) and the ground truth written
+    for exactly them; ``fingerprint`` names both."""
 
     records: tuple[ImageRecord, ...]
     answer: Path
@@ -54,7 +56,7 @@ class GoldTestSet:
     fingerprint: str
 
     @classmethod
-    def of(cls, records: Sequence[ImageRecord], answer: str | os.PathLike) -> "GoldTestSet":
+    def of(cls, records: Sequence[ImageRecord], answer: str | os.PathLike) -> "GoldSet":
         """``records`` scored against ``answer``, which the caller has found to be their ground truth
         (:func:`livestock.provenance.ground_truth_for`); its record names the data set."""
         answer = Path(answer)
@@ -64,10 +66,19 @@ class GoldTestSet:
             h.update(f"{r.image_id}\n".encode())
         return cls(tuple(records), answer, GroundTruth(answer, "", dataset).set_name("test set"), h.hexdigest())
 
+    @classmethod
+    def val_split(cls, data_yaml: str | os.PathLike, folder: str | os.PathLike) -> "GoldSet":
+        """The validation split of a dataset yaml, its labels as the truth (written to ``folder/val_answer.csv``):
+        the images and truth a search trial's fitness is measured on."""
+        records = split_records(data_yaml, "val")
+        answer = atomic_write_csv(records_to_answer(records), Path(folder) / "val_answer.csv")
+        made = cls.of(records, answer)
+        return cls(made.records, made.answer, f"validation split of {data_yaml}", made.fingerprint)
+
 
 def gold_test_set(test_dir: str | os.PathLike = paths.TEST_DIR,
                   prepared_dir: str | os.PathLike = paths.PREPARED_TEST_DIR,
-                  answer: str | os.PathLike = paths.TEST_ANSWER) -> GoldTestSet:
+                  answer: str | os.PathLike = paths.TEST_ANSWER) -> GoldSet:
     """The test images of ``test_dir`` (prepared into ``prepared_dir`` unless done for these zips) with ``answer``,
     which must have been written for exactly them (:func:`livestock.provenance.ground_truth_for`)."""
     if not prepared_from(test_dir, prepared_dir, images_only=True):
@@ -75,7 +86,7 @@ def gold_test_set(test_dir: str | os.PathLike = paths.TEST_DIR,
     truth = ground_truth_for(answer, prepared_dir)
     if not truth:
         raise ValueError(f"{answer}: cannot score the comparison: {truth.reason}")
-    return GoldTestSet.of(load_prepared_records(prepared_dir), truth.path)
+    return GoldSet.of(load_prepared_records(prepared_dir), truth.path)
 
 
 @dataclass(frozen=True)
@@ -121,7 +132,7 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def run_cell(cell: TrainingCell, test: GoldTestSet | None, project: str | os.PathLike, *, conf: float = TEST_CONF,
+def run_cell(cell: TrainingCell, test: GoldSet | None, project: str | os.PathLike, *, conf: float = TEST_CONF,
              iou: float = TEST_IOU, say: Say = print) -> dict:
     """Train ``cell`` (or continue it, or find it done) and score its best weights on ``test``; the result
     (settings, training seconds summed over sessions, epochs, parameters, size, validation and test mAP; no test
@@ -186,7 +197,7 @@ def run_cell(cell: TrainingCell, test: GoldTestSet | None, project: str | os.Pat
     return out
 
 
-def run_cells(cells: Sequence[TrainingCell], test: GoldTestSet | None, project: str | os.PathLike, *,
+def run_cells(cells: Sequence[TrainingCell], test: GoldSet | None, project: str | os.PathLike, *,
               conf: float = TEST_CONF, iou: float = TEST_IOU, say: Say = print) -> pd.DataFrame:
     """:func:`run_cell` for each cell in order; one row per cell (the settings left out)."""
     keys = [c.key for c in cells]
