@@ -138,3 +138,28 @@ def test_named_items_are_checked():
     for bad, match in (("a", "write name=value"), ("a=x,a=y", "given twice"), ("", "nothing to compare")):
         with pytest.raises(ValueError, match=match):
             named_items(bad, "hyps")
+
+
+@pytest.mark.slow
+def test_sampler_comparison_at_toy_size(toy_sets, tmp_path):
+    from livestock.experiments.samplers import compare_samplers
+
+    data_yaml, test, _ = toy_sets
+    out = tmp_path / "samplers"
+    curves, table = compare_samplers(data_yaml, data_yaml, test, out, samplers=("ga", "random"), seeds=(0,), trials=2,
+                                     epochs=1, retrain_epochs=1, imgsz=64, batch=8, workers=0, say=lambda _: None)
+    assert curves[["sampler", "trials"]].values.tolist() == [["ga", 1], ["ga", 2], ["random", 1], ["random", 2]]
+    for sampler in ("ga", "random"):
+        trials = pd.read_csv(out / f"{sampler}-seed0" / "trials.csv")
+        best = curves[curves["sampler"] == sampler]["best"].tolist()
+        assert best == [trials["fitness"][0], max(trials["fitness"])]  # best so far
+    # the GA's first trial is the base hyp itself; random search draws its own
+    ga = pd.read_csv(out / "ga-seed0" / "trials.csv")
+    assert ga.loc[0, "lr0"] == pytest.approx(0.01) and ga.loc[0, "momentum"] == pytest.approx(0.937)
+    rows = pd.read_csv(out / "rows.csv")
+    assert rows["cell"].tolist() == ["ga-seed0", "random-seed0"] and rows["best_after_2"].tolist() == [
+        curves.iloc[1]["best"], curves.iloc[3]["best"]]
+    retrained = json.loads((out / "retrain" / "ga-seed0" / "result.json").read_text())["settings"]["hyp_values"]
+    assert retrained["lr0"] == pytest.approx(ga.loc[ga["fitness"].idxmax(), "lr0"])
+    assert (out / "best_after.png").stat().st_size > 0 and "re-trained: test mAP@0.75" in (out / "table.md").read_text()
+    assert table["name"].tolist() == ["ga", "random"]

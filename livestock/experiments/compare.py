@@ -7,7 +7,9 @@ continue one that was cut off; finished cells are not trained again).
 - ``sets``: training sets (gold vs gold + silver, with or without background frames), ``--sets name=data.yaml,...``,
   under one budget (``--budget``);
 - ``starts``: start weights (barn-pretrained vs scratch), ``--starts name=weights,...`` (``auto``: the pretrained
-  file for the model and size; empty: from scratch).
+  file for the model and size; empty: from scratch);
+- ``samplers``: the search's samplers (GA, TPE, CMA-ES, random), one study per sampler and seed on the mini set,
+  each best hyp re-trained on ``--data`` (:mod:`livestock.experiments.samplers`).
 
 Every cell is scored by the final score's path on the test set (``--score-on test``, ground truth written for
 exactly those images) or on the data's validation split (``--score-on val``: the images and truth of a search
@@ -29,7 +31,7 @@ from livestock.fileio import atomic_write_csv, atomic_write_text
 from livestock.model.engine import DEFAULT_ENGINE, ENGINES
 from livestock.model.pretrain import resolve_start_weights
 
-EXPERIMENTS = ("engines", "hyps", "sets", "starts")
+EXPERIMENTS = ("engines", "hyps", "sets", "starts", "samplers")
 TABLE_COLUMNS: dict[str, tuple[str, str]] = {
     "test_mAP@0.75": ("mAP@0.75", ".3f"), "test_mAP@0.5": ("mAP@0.5", ".3f"),
     "test_mAP@0.5:0.95": ("mAP@0.5:0.95", ".3f"), "epochs": ("epochs", ".0f"), "train_s": ("training (min)", ".1f"),
@@ -101,11 +103,19 @@ def cli_compare_args(p: argparse.ArgumentParser) -> None:
                    help="sets: the same epochs for every set, or the same images seen (%(default)s)")
     p.add_argument("--models", default="yolov5:yolov5n,ultralytics:yolo11n,ultralytics:yolo26n",
                    help="engines: engine:model items (%(default)s)")
-    p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE, help="hyps, sets, starts: the engine")
-    p.add_argument("--model", default=None, help="hyps, sets, starts: the architecture (the engine's smallest)")
-    p.add_argument("--weights", default="", help="hyps, sets: start weights (auto: the pretrained file for the "
-                                                 "model and size; default: scratch)")
-    p.add_argument("--hyp", default=None, help="sets, starts: hyp file (the engine's CPU scratch hyp)")
+    p.add_argument("--samplers", default="ga,tpe,cmaes,random", help="samplers: which (%(default)s)")
+    p.add_argument("--mini-data", default=str(paths.SPLITS_DIR / "mini" / "data.yaml"),
+                   help="samplers: the search's training set, its validation split the fitness (%(default)s)")
+    p.add_argument("--trials", type=int, default=20, help="samplers: trials per study (%(default)s)")
+    p.add_argument("--search-epochs", type=int, default=3, help="samplers: epochs per trial (%(default)s)")
+    p.add_argument("--keys", default="lr0,lrf,momentum", help="samplers: hyp keys searched (%(default)s)")
+    p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE, help="hyps, sets, starts, samplers: the engine")
+    p.add_argument("--model", default=None, help="hyps, sets, starts, samplers: the architecture (the engine's "
+                                                 "smallest)")
+    p.add_argument("--weights", default="", help="hyps, sets, samplers: start weights (auto: the pretrained file "
+                                                 "for the model and size; default: scratch)")
+    p.add_argument("--hyp", default=None, help="sets, starts: hyp file; samplers: the base hyp (the engine's CPU "
+                                               "scratch hyp)")
     p.add_argument("--score-on", choices=("test", "val"), default="test",
                    help="test: the test images and their truth; val: the data's validation split (%(default)s)")
     p.add_argument("--test-dir", default=str(paths.TEST_DIR), help="test zips (%(default)s)")
@@ -113,7 +123,8 @@ def cli_compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--answer", default=str(paths.TEST_ANSWER),
                    help="ground truth, used only when written for exactly those test images (%(default)s)")
     p.add_argument("--seeds", default="0,1,2", help="training seeds (%(default)s)")
-    p.add_argument("--epochs", type=int, default=30, help="epochs of every training (%(default)s)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs of every training (samplers: of the re-training "
+                                                         "of each best hyp) (%(default)s)")
     p.add_argument("--imgsz", "--img", dest="imgsz", type=int, default=320, help="image size (%(default)s)")
     p.add_argument("--batch", type=int, default=16, help="batch size (%(default)s)")
     p.add_argument("--device", default="cpu", help="training and PyTorch device (%(default)s)")
@@ -137,6 +148,14 @@ def cli_compare(args: argparse.Namespace) -> int:
         compare_engines(args.data, scored, out, models=parse_models(args.models), seeds=seeds, epochs=args.epochs,
                         imgsz=args.imgsz, batch=args.batch, device=args.device, workers=args.workers,
                         threads=args.threads)
+    elif args.experiment == "samplers":
+        from livestock.experiments.samplers import compare_samplers
+
+        weights, _ = resolve_start_weights(args.weights, args.model or "", args.imgsz, engine=args.engine)
+        compare_samplers(args.mini_data, args.data, scored, out, samplers=comma_list(args.samplers), seeds=seeds,
+                         trials=args.trials, epochs=args.search_epochs, retrain_epochs=args.epochs, keys=args.keys,
+                         base_hyp=args.hyp, weights=weights or None, model=args.model, engine=args.engine,
+                         imgsz=args.imgsz, batch=args.batch, device=args.device, workers=args.workers)
     else:
         items = named_items(getattr(args, args.experiment), args.experiment)
         cells = comparison_cells(args.experiment, items, data_yaml=args.data, seeds=seeds, engine=args.engine,

@@ -1,0 +1,107 @@
+"""The sampler comparison: the original's genetic algorithm against TPE, CMA-ES and random search, same budget.
+
+Each (sampler, seed) is one search study of ``trials`` trials (:func:`livestock.model.search.run_search`, its
+journal file in ``out/<sampler>-seed<seed>/``, so an interrupted comparison resumes from the trials already
+finished), every trial a short training on the mini set from the same start weights, scored by the contest metric on
+the mini validation fold; the seed is both the sampler's and the trials' training seed. Then each study's best hyp
+is trained again on the full training split and scored on the test set (cells of
+:mod:`livestock.experiments.runner`). Outputs: ``curves.csv`` (best fitness after k trials, per study),
+``best_after.png`` (mean ± sd over seeds per sampler), ``table.csv`` / ``table.md``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import pandas as pd
+
+from livestock.experiments.runner import GoldSet, Say, TrainingCell, format_mean_sd, mean_sd, run_cells
+from livestock.fileio import atomic_write_csv, atomic_write_figure, atomic_write_text
+from livestock.model.engine import DEFAULT_ENGINE
+from livestock.model.search import SAMPLERS, run_search, training_objective
+from livestock.model.search_results import TRIALS_NAME
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+CHECKPOINTS = (5, 10, 20)  # "best after k trials" columns of the table (those within the budget)
+
+
+def best_so_far(trials: pd.DataFrame) -> np.ndarray:
+    """The best fitness after each of a study's finished trials, in trial-number order (failed trials skipped)."""
+    done = trials[trials["state"] == "COMPLETE"].sort_values("number")
+    return np.maximum.accumulate(done["fitness"].to_numpy(dtype=float)) if len(done) else np.zeros(0)
+
+
+def compare_samplers(mini_yaml: str | os.PathLike, train_yaml: str | os.PathLike, test: GoldSet,
+                     out: str | os.PathLike, *, samplers: Sequence[str] = SAMPLERS, seeds: Sequence[int] = (0, 1, 2),
+                     trials: int = 20, epochs: int = 3, retrain_epochs: int = 30, keys: str = "lr0,lrf,momentum",
+                     base_hyp: str | None = None, weights: str | None = None, model: str | None = None,
+                     engine: str = DEFAULT_ENGINE, imgsz: int = 320, batch: int = 16, device: str = "cpu",
+                     workers: int = 2, say: Say = print) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run (or finish) every study, re-train each best hyp on ``train_yaml`` and score it on ``test``; returns
+    (curves: one row per study and trial count, table: one row per sampler, mean ± sd over seeds)."""
+    unknown = [s for s in samplers if s not in SAMPLERS]
+    if unknown:
+        raise ValueError(f"unknown sampler(s) {unknown}; choose from {list(SAMPLERS)}")
+    out = Path(out)
+    curves, best_hyps = [], {}
+    for sampler in samplers:
+        for seed in seeds:
+            study = f"{sampler}-seed{seed}"
+            folder = out / study
+            say(f"search {study}: {trials} trials of {epochs} epochs")
+            objective = training_objective(mini_yaml, epochs=epochs, imgsz=imgsz, batch=batch, model=model,
+                                           weights=weights, device=device, workers=workers, seed=seed,
+                                           project=folder, engine=engine)
+            result = run_search(objective, trials=trials, keys=keys, base_hyp=base_hyp, sampler=sampler,
+                                study_name=study, out=folder, seed=seed, exclusive=True, progress=study,
+                                engine=engine)
+            table = pd.read_csv(folder / TRIALS_NAME)
+            best = best_so_far(table)
+            curves += [{"sampler": sampler, "seed": seed, "trials": k + 1, "best": b} for k, b in enumerate(best)]
+            best_hyps[(sampler, seed)] = result.best_hyp
+    curves_df = pd.DataFrame(curves)
+    atomic_write_csv(curves_df, out / "curves.csv")
+    atomic_write_figure(plot_best_after(curves_df), out / "best_after.png")
+
+    cells = [TrainingCell(name=sampler, data_yaml=str(train_yaml), seed=seed, engine=engine, model=model,
+                          weights=weights, hyp=best_hyps[(sampler, seed)], imgsz=imgsz, epochs=retrain_epochs,
+                          batch=batch, device=device, workers=workers)
+             for sampler in samplers for seed in seeds]
+    rows = run_cells(cells, test, out / "retrain", say=say)
+    for k in [k for k in CHECKPOINTS if k <= trials] + ([trials] if trials not in CHECKPOINTS else []):
+        at = curves_df[curves_df["trials"] == min(k, trials)].set_index(["sampler", "seed"])["best"]
+        rows[f"best_after_{k}"] = [at.get((c.name, c.seed), np.nan) for c in cells]
+    atomic_write_csv(rows, out / "rows.csv")
+    table = mean_sd(rows)
+    atomic_write_csv(table, out / "table.csv")
+    columns = {c: (c.replace("best_after_", "best val mAP@0.75 after ") + " trials", ".3f")
+               for c in rows.columns if c.startswith("best_after_")}
+    columns["test_mAP@0.75"] = ("re-trained: test mAP@0.75", ".3f")
+    atomic_write_text(out / "table.md", format_mean_sd(table, columns, by="name") +
+                      f"\nSearch: {trials} trials x {epochs} epochs on {mini_yaml}, fitness = contest mAP@0.75 on its "
+                      f"validation split; re-trained {retrain_epochs} epochs on {train_yaml}, scored on the "
+                      f"{test.name}.\n")
+    return curves_df, table
+
+
+def plot_best_after(curves: pd.DataFrame) -> "Figure":
+    """Best validation fitness after k trials, per sampler: mean over seeds, ± sd band."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    for sampler, group in curves.groupby("sampler", sort=False):
+        stats = group.groupby("trials")["best"].agg(["mean", "std"]).fillna(0.0)
+        ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=sampler)
+        ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.15)
+    ax.set_xlabel("trials")
+    ax.set_ylabel("best validation mAP@0.75 so far")
+    ax.set_title("Search samplers: best fitness after k trials (mean ± sd over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
