@@ -55,7 +55,8 @@ def test_engine_of_model_names_both_engines():
 
 def test_engine_of_model_imports_no_engine_package():
     code = ("import sys; from livestock.model.engine import engine_of_model; engine_of_model('yolo26n'); "
-            "engine_of_model('yolov5n'); print(sorted(m for m in ('torch', 'yolov5', 'ultralytics') if m in sys.modules))")
+            "engine_of_model('yolov5n'); "
+            "print(sorted(m for m in ('torch', 'yolov5', 'ultralytics') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
