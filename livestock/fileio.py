@@ -30,6 +30,7 @@ def _umask() -> int:
 # mkstemp creates 0600 files; a finished output gets the mode open() would give it. Read once, at import: setting
 # the umask on every write would briefly change it for every other thread of the process.
 _FILE_MODE = 0o666 & ~_umask()
+_DIR_MODE = 0o777 & ~_umask()
 
 
 def _temp_beside(path: Path) -> Path:
@@ -50,6 +51,31 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temp folder beside ``path``; on success it becomes ``path`` (a folder there before is
+    replaced whole), on any error it is removed with what was written in it.
+
+    Two renames swap the folders (a rename cannot replace a folder that has files): a reader sees the old folder,
+    for an instant none, or the new one, never a partial one; the old one is removed afterwards."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, _DIR_MODE)  # mkdtemp makes 0700 folders; a finished one gets the mode mkdir would give it
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

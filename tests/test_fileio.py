@@ -51,6 +51,24 @@ def test_atomic_output_streams_into_place(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["big.bin"]
 
 
+def test_atomic_output_dir_replaces_a_folder_whole(tmp_path):
+    target = tmp_path / "sub" / "model_openvino_model"
+    with fileio.atomic_output_dir(target) as tmp:
+        assert tmp.parent == target.parent and tmp.name.startswith(".model_openvino_model.") and not target.exists()
+        (tmp / "a.xml").write_text("first")
+        (tmp / "a.bin").write_bytes(b"1")
+    assert sorted(p.name for p in target.iterdir()) == ["a.bin", "a.xml"] and _mode(target) == 0o777 & ~_umask()
+    with fileio.atomic_output_dir(target) as tmp:
+        (tmp / "b.xml").write_text("second")
+    assert [p.name for p in target.iterdir()] == ["b.xml"], "the old folder's files are gone with it"
+    with pytest.raises(KeyboardInterrupt):
+        with fileio.atomic_output_dir(target) as tmp:
+            (tmp / "c.xml").write_text("half")
+            raise KeyboardInterrupt
+    assert [p.name for p in target.iterdir()] == ["b.xml"]
+    assert [p.name for p in target.parent.iterdir()] == ["model_openvino_model"], "no temp or old folder left"
+
+
 class _FailsHalfwayThroughPickling:
     """Pickling this raises after the bytes before it are written: a save interrupted mid-file."""
 

@@ -1,15 +1,19 @@
 """What each deployable form costs and gives: file size, batch-1 latency and contest mAP@0.75; ``livestock bench``.
 
-Forms: PyTorch FP32, ONNX FP32 / FP16 / INT8 (:mod:`livestock.deploy.export`), and magnitude-pruned variants
-(:mod:`livestock.deploy.prune`). Latency is the model's forward pass only (no letterbox, no NMS); PyTorch runs on
-the chosen device, ONNX Runtime on the CPU (the edge target). mAP goes through the deployment path itself
-(:func:`livestock.evaluation.detect.detect`) and the contest metric.
+Models of either engine (YOLOv5; YOLOv8 / YOLO11 / YOLO26 through Ultralytics). Forms: PyTorch FP32, ONNX FP32 /
+FP16 / INT8 (:mod:`livestock.deploy.export`), OpenVINO IR where the ``openvino`` package is installed, and
+magnitude-pruned variants (:mod:`livestock.deploy.prune`). Latency is the model's forward pass only (no letterbox,
+no NMS); PyTorch runs on the chosen device, ONNX Runtime and OpenVINO on the CPU (the edge target). OpenVINO's CPU
+plugin picks its own precision for the FP32 IR (bf16 on CPUs with bfloat16 units): the ``compute`` column says
+which. mAP goes through the deployment path itself (:func:`livestock.evaluation.detect.detect`, which runs
+checkpoints and ONNX files; OpenVINO rows are timed only) and the contest metric.
 
 Trust: checkpoints are pickles (loading one runs code from it). Benchmark only files you trust.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import tempfile
 import time
@@ -28,19 +32,18 @@ from livestock.data.split import pick_evenly
 from livestock.deploy.images import images_from, letterbox_input
 from livestock.deploy.onnx_model import check_model_file
 from livestock.deploy.prune import prune_weights
-from livestock.deploy.runtime import forward_runner
+from livestock.deploy.runtime import OPENVINO_INSTALL, forward_runner, openvino_available, openvino_xml
 from livestock.evaluation.detect import detect
-from livestock.model.engine import parse_device
+from livestock.model.engine import engine_of_model, get_engine, parse_device, stored_precision
 from livestock.evaluation.metrics import map_at
 from livestock.evaluation.submission import detections_to_submission, records_to_answer
-from livestock.model.yolov5 import models as yolov5_models
 from livestock.model.onnx_file import check_onnx_model
 from livestock.model.engine import CONTEST_MAX_WEIGHT_MB
 from livestock.fileio import atomic_write_csv, atomic_write_figure
 from livestock.records import ImageRecord
 
 BENCH_COLUMNS = [
-    "model", "imgsz", "variant", "sparsity", "stored", "size_mb", "size_zip_mb", "under_100mb", "device",
+    "model", "imgsz", "variant", "sparsity", "stored", "compute", "size_mb", "size_zip_mb", "under_100mb", "device",
     "latency_ms", "latency_p90_ms", "x_faster_than_pytorch", "x_faster_than_onnx_fp32", "x_smaller_than_onnx_fp32",
     "map75", "threads", "file",
 ]
@@ -51,24 +54,29 @@ DEFAULT_MAX_VAL_IMAGES = 200  # the CLI's cap on scored validation images: every
 
 
 def compressed_size_mb(path: str | os.PathLike, level: int = 6) -> float:
-    """Size in MB after zlib (deflate, as zip / gzip) compression: what pruning's zeros buy on disk or the wire."""
-    compressor = zlib.compressobj(level)
+    """Size in MB after zlib (deflate, as zip / gzip) compression: what pruning's zeros buy on disk or the wire.
+    A folder (OpenVINO IR) counts each of its files compressed alone, as zip compresses its entries."""
+    path = Path(path)
     total = 0
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            total += len(compressor.compress(chunk))
-    return (total + len(compressor.flush())) / 1e6
+    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        compressor = zlib.compressobj(level)
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                total += len(compressor.compress(chunk))
+        total += len(compressor.flush())
+    return total / 1e6
 
 
 def time_latency(
     files: dict[str, Path], imgsz: int, threads: int = 2, runs: int = 20, repeats: int = 3, warmup: int = 3,
     image: str | os.PathLike | None = None, device: str = "cpu",
-) -> dict[str, list[float]]:
-    """Batch-1 forward latencies (ms) of each file, ``.pt`` files on ``device`` and ``.onnx`` on the CPU.
+) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Batch-1 forward latencies (ms) of each file, ``.pt`` files on ``device``, ``.onnx`` files and OpenVINO
+    folders on the CPU; and the precision each runtime computed in (:class:`livestock.deploy.runtime.ForwardRunner`).
 
-    Threads are pinned (``torch.set_num_threads`` / ORT ``intra_op_num_threads``). The files are timed in
-    ``repeats`` interleaved rounds of ``runs`` calls, so a burst of load from other processes spreads over all
-    of them instead of hitting one; report the median.
+    Threads are pinned (``torch.set_num_threads`` / ORT ``intra_op_num_threads`` / OpenVINO
+    ``INFERENCE_NUM_THREADS``). The files are timed in ``repeats`` interleaved rounds of ``runs`` calls, so a
+    burst of load from other processes spreads over all of them instead of hitting one; report the median.
     """
     import torch
     from tqdm.auto import tqdm
@@ -94,7 +102,7 @@ def time_latency(
                         bar.update(1)
     finally:
         torch.set_num_threads(previous)
-    return times
+    return times, {key: run.precision for key, run in runners.items()}
 
 
 # ---------------------------------------------------------------- accuracy
@@ -133,7 +141,7 @@ def evaluate_map(
     weights: str | os.PathLike, images: Sequence[Path], imgsz: int, iou_threshold: float = 0.75,
     conf: float = 0.001, nms_iou: float = 0.68, device: str = "cpu",
 ) -> float:
-    """Contest mAP (IoU 0.75 by default) of ``weights`` (.pt or .onnx) on labelled ``images``.
+    """Contest mAP (IoU 0.75 by default) of ``weights`` (.pt of either engine, or .onnx) on labelled ``images``.
 
     Scored through the deployment path: ``detect`` at conf 0.001 and NMS IoU 0.68 (the original entry's
     inference), ``.pt`` weights on ``device``, ``.onnx`` on the CPU. As in YOLOv5's ``detect.py``, ``.pt`` weights
@@ -159,10 +167,13 @@ def _export_or_reuse(weights: Path, imgsz: int, formats: Sequence[str], calib: S
     kept bench folder (``--keep-models``) can be timed again without exporting again."""
     expected = {f: export_path(work, weights, imgsz, f) for f in formats}
     source_time = weights.stat().st_mtime
-    if all(p.is_file() and p.stat().st_mtime >= source_time for p in expected.values()):
+    if all(p.exists() and p.stat().st_mtime >= source_time for p in expected.values()):
         try:
             for path in expected.values():
-                check_onnx_model(path, imgsz=imgsz)
+                if path.is_dir():
+                    openvino_xml(path)  # its input shape is checked when it is loaded to be timed
+                else:
+                    check_onnx_model(path, imgsz=imgsz)
             return expected
         except ValueError:
             pass  # a damaged file: export again
@@ -174,17 +185,20 @@ def _variants(
 ) -> list[tuple[str, float, str, Path]]:
     """(variant, sparsity, stored precision, file) for one model at one size, exporting what is needed."""
     rows: list[tuple[str, float, str, Path]] = []
-    exports = _export_or_reuse(weights, imgsz, DEFAULT_FORMATS, calib, work)
-    rows += [("pytorch-fp32", 0.0, yolov5_models.stored_precision(weights), weights),
+    openvino = ("openvino",) if openvino_available() else ()
+    exports = _export_or_reuse(weights, imgsz, DEFAULT_FORMATS + openvino, calib, work)
+    rows += [("pytorch-fp32", 0.0, stored_precision(weights), weights),
              ("onnx-fp32", 0.0, "fp32", exports["onnx"]),
              ("onnx-fp16", 0.0, "fp16", exports["onnx-fp16"]),
              ("onnx-int8", 0.0, "int8", exports["onnx-int8"])]
+    if openvino:
+        rows.append(("openvino", 0.0, "fp32", exports["openvino"]))  # the IR keeps the FP32 export's weights
     if prune_sparsity:
         pruned = work / f"{label}_pruned{int(round(prune_sparsity * 100))}.pt"
         if not pruned.is_file() or pruned.stat().st_mtime < weights.stat().st_mtime:
             prune_weights(weights, prune_sparsity, pruned)
         pexports = _export_or_reuse(pruned, imgsz, ("onnx", "onnx-int8"), calib, work)
-        rows += [("pytorch-fp32", prune_sparsity, yolov5_models.stored_precision(pruned), pruned),
+        rows += [("pytorch-fp32", prune_sparsity, stored_precision(pruned), pruned),
                  ("onnx-fp32", prune_sparsity, "fp32", pexports["onnx"]),
                  ("onnx-int8", prune_sparsity, "int8", pexports["onnx-int8"])]
     return rows
@@ -211,21 +225,24 @@ def benchmark_models(
 ) -> pd.DataFrame:
     """The benchmark table: size, batch-1 latency and contest mAP@0.75 of every deployable form of each model.
 
-    One row per form; mAP only for trained ``weights`` with a ``data_yaml``, and ``attrs["val_images"]`` is the
-    number of validation images scored.
-    ``models`` are YOLOv5 architecture names timed with random weights (latency and size do not depend on the
-    values; the INT8 calibration of such a model is meaningless for accuracy, fine for timing), each at every
-    ``imgsz``, plus the ``(model, imgsz)`` pairs in ``extra``. Trained ``weights`` add rows of their own at the
-    first ``imgsz``, calibrated on the ``data_yaml`` training images and scored on at most ``max_val_images`` of
-    its validation images, evenly picked. Latency: median over ``repeats`` x ``runs`` forward passes with
-    ``threads`` CPU threads, PyTorch on ``device``, ONNX Runtime on the CPU. Exported files live in ``work_dir``
-    (a temporary folder, removed afterwards, when not given).
+    One row per form (``openvino`` where the package is installed; a one-line notice says when it is skipped);
+    mAP only for trained ``weights`` with a ``data_yaml``, not for OpenVINO rows, and ``attrs["val_images"]`` is
+    the number of validation images scored.
+    ``models`` are architecture names of either engine (``yolov5n``, ``yolov5m6``, ``yolo11n``, ``yolo26m``, ...:
+    :func:`livestock.model.engine.engine_of_model`) timed with random weights (latency and size do not depend on
+    the values; the INT8 calibration of such a model is meaningless for accuracy, fine for timing), each at every
+    ``imgsz``, plus the ``(model, imgsz)`` pairs in ``extra``. Trained ``weights`` (a checkpoint of either engine)
+    add rows of their own at the first ``imgsz``, calibrated on the ``data_yaml`` training images and scored on
+    at most ``max_val_images`` of its validation images, evenly picked. Latency: median over ``repeats`` x
+    ``runs`` forward passes with ``threads`` CPU threads, PyTorch on ``device``, ONNX Runtime and OpenVINO on the
+    CPU. Exported files live in ``work_dir`` (a temporary folder, removed afterwards, when not given).
     """
     from tqdm.auto import tqdm
 
     device = str(parse_device(device).torch())  # a bad or unavailable device fails now, not after the exports
     jobs: list[tuple[str, int, Path | None]] = [(m, int(s), None) for m in models for s in imgsz]
     jobs += [(m, int(s), None) for m, s in extra if (m, int(s), None) not in jobs]
+    owners = {m: engine_of_model(m) for m, _, _ in jobs}  # an unknown name fails now, not after other exports
     if weights is not None:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"{weights}: trained weights not found")
@@ -233,6 +250,9 @@ def benchmark_models(
     if data_yaml is not None and weights is None:
         raise ValueError(f"{data_yaml}: mAP needs trained --weights; random-init models are timed only")
     val_images = validation_images(data_yaml, max_val_images) if data_yaml is not None else []
+    if not openvino_available():
+        logging.getLogger(__name__).warning("openvino is not installed: the openvino variant is skipped (%s)",
+                                            OPENVINO_INSTALL)
 
     scratch = None
     if work_dir is None:
@@ -248,7 +268,7 @@ def benchmark_models(
             if trained is None:
                 source = work / f"{label}.pt"
                 if not source.is_file():
-                    yolov5_models.random_init_checkpoint(label, source)
+                    get_engine(owners[label]).random_init_checkpoint(label, source)
                 calib, image = _noise_images(size), None  # random weights have nothing to calibrate for
             elif data_yaml is not None:
                 source = trained
@@ -260,17 +280,18 @@ def benchmark_models(
                 source, calib, image = trained, _noise_images(size), None
             variants = _variants(source, label, size, folder, calib, prune_sparsity)
             files = {f"{v}|{s}": p for v, s, _, p in variants}
-            times = time_latency(files, size, threads=threads, runs=runs, repeats=repeats, image=image,
-                                 device=device)
+            times, computes = time_latency(files, size, threads=threads, runs=runs, repeats=repeats, image=image,
+                                           device=device)
             for variant, sparsity, stored, path in variants:
                 t = np.asarray(times[f"{variant}|{sparsity}"])
                 score = np.nan
-                if trained is not None and val_images:
+                if trained is not None and val_images and not path.is_dir():  # detect runs no OpenVINO folder
                     score = evaluate_map(path, val_images, size, device=device)
                 rows.append({
                     "model": label, "imgsz": size, "variant": variant, "sparsity": sparsity, "stored": stored,
-                    "size_mb": file_size_mb(path), "size_zip_mb": compressed_size_mb(path),
-                    "device": device if path.suffix == ".pt" else "cpu",
+                    "compute": computes[f"{variant}|{sparsity}"], "size_mb": file_size_mb(path),
+                    "size_zip_mb": compressed_size_mb(path),
+                    "device": device if path.suffix == ".pt" else "cpu",  # ONNX Runtime, OpenVINO: the CPU
                     "latency_ms": float(np.median(t)), "latency_p90_ms": float(np.percentile(t, 90)),
                     "map75": score, "threads": threads, "file": path.name,
                 })
@@ -308,7 +329,7 @@ def plot_bench(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     has_map = df["map75"].notna().any()
     fig, axes = plt.subplots(1, 2 if has_map else 1, figsize=(13 if has_map else 7, 5), squeeze=False)
     panels = [("size_mb", "file size (MB)")] + ([("map75", "mAP@0.75 (contest metric)")] if has_map else [])
-    markers = {"pytorch-fp32": "o", "onnx-fp32": "s", "onnx-fp16": "^", "onnx-int8": "D"}
+    markers = {"pytorch-fp32": "o", "onnx-fp32": "s", "onnx-fp16": "^", "onnx-int8": "D", "openvino": "v"}
     devices = ", ".join(sorted(set(df["device"])))
     for ax, (column, ylabel) in zip(axes[0], panels):
         data = df[df[column].notna()]
@@ -344,16 +365,19 @@ def plot_bench(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 def cli_bench_args(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``livestock bench``."""
-    parser.add_argument("--models", default="yolov5n,yolov5s,yolov5m6", help="YOLOv5 architectures, timed with random weights")
+    parser.add_argument("--models", default="yolov5n,yolov5s,yolov5m6",
+                        help="architectures of either engine, timed with random weights: YOLOv5 (yolov5n ... yolov5x, "
+                             "yolov5n6 ... yolov5x6) or Ultralytics (yolov8n ..., yolo11n ... yolo11x, "
+                             "yolo26n ... yolo26x, yolo26n-p6 ...)")
     parser.add_argument("--imgsz", default="640", help="comma-separated input sizes for every model")
     parser.add_argument("--extra", default="", help="extra model@size pairs, e.g. yolov5m6@1280")
-    parser.add_argument("--weights", default=None, help="trained checkpoint to add (mAP needs --data)")
+    parser.add_argument("--weights", default=None, help="trained checkpoint of either engine to add (mAP needs --data)")
     parser.add_argument("--data", default=None, help="data.yaml: train images calibrate INT8, val images give mAP@0.75")
     parser.add_argument("--device", default="cpu",
-                        help="device PyTorch runs on (cpu, cuda:0, ...); ONNX Runtime always runs on the CPU")
+                        help="device PyTorch runs on (cpu, cuda:0, ...); ONNX Runtime and OpenVINO run on the CPU")
     parser.add_argument("--max-images", type=int, default=DEFAULT_MAX_VAL_IMAGES,
                         help="score at most this many validation images, spread evenly (0: all)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch and ONNX Runtime")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch, ONNX Runtime and OpenVINO")
     parser.add_argument("--runs", type=int, default=20, help="timed forward passes per round")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; latency is the median of all")
     parser.add_argument("--prune", type=float, default=0.5, help="sparsity of the pruned variants (0: none)")

@@ -18,7 +18,6 @@ the model's metadata. Export only files you trust.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -30,10 +29,12 @@ from livestock.data.split import pick_evenly
 from livestock.deploy.images import images_from
 from livestock.deploy.onnx_model import check_model_file, find_detect_head, sort_topologically
 from livestock.deploy.quantize import quantize_onnx_int8
+from livestock.deploy.runtime import OPENVINO_INSTALL, import_openvino, openvino_available
 from livestock.data.yolo_format import IMAGE_SUFFIXES
 from livestock.model.yolov5 import models as yolov5_models
 from livestock.model.engine import CONTEST_MAX_WEIGHT_MB, engine_of_weights, get_engine
 from livestock.model.onnx_file import as_hw, check_onnx_model, load_onnx, save_onnx, set_onnx_metadata
+from livestock.fileio import atomic_output_dir
 
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "onnx-fp16", "onnx-int8", "openvino")
 DEFAULT_FORMATS: tuple[str, ...] = ("onnx", "onnx-fp16", "onnx-int8")
@@ -83,24 +84,24 @@ def convert_onnx_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 
 def export_openvino(onnx_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Write the OpenVINO IR of an FP32 ONNX export to the folder ``out_dir``; returns it.
+    """Write the OpenVINO IR of an FP32 ONNX export to the folder ``out_dir``, atomically (a folder there before
+    is replaced whole); returns it.
 
-    ``.xml`` + ``.bin`` + metadata ``.yaml``, the layout YOLOv5's DetectMultiBackend reads. Needs the ``openvino``
-    package, which this project does not install."""
-    try:
-        import openvino as ov
-    except ImportError as e:
-        raise ValueError("OpenVINO export needs the `openvino` package (pip install openvino); it is not installed") from e
+    ``.xml`` + ``.bin`` (weights kept FP32) + metadata ``.yaml``, the layout YOLOv5's DetectMultiBackend reads.
+    Needs the optional ``openvino`` package (imported without its telemetry: :func:`import_openvino`)."""
     import yaml
 
-    from livestock.fileio import atomic_write_text
-
+    ov = import_openvino()
     info = check_onnx_model(onnx_path)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    xml = out_dir / f"{Path(onnx_path).stem}.xml"
-    ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
-    atomic_write_text(xml.with_suffix(".yaml"), yaml.safe_dump({"stride": info.stride, "names": info.names}))
+    # <stem>_openvino_model/<stem>.xml as both engines name it; the folder's name, not the ONNX file's, which is
+    # a hidden scratch file when ONNX itself was not asked for
+    stem = out_dir.name.removesuffix("_openvino_model") or Path(onnx_path).stem
+    with atomic_output_dir(out_dir) as tmp:
+        xml = tmp / f"{stem}.xml"
+        ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
+        xml.with_suffix(".yaml").write_text(yaml.safe_dump({"stride": info.stride, "names": info.names}),
+                                            encoding="utf-8")
     return out_dir
 
 
@@ -134,8 +135,8 @@ def export_model(
             if not calib_images:
                 raise ValueError(f"{source}: no calibration images found ({' / '.join(IMAGE_SUFFIXES)})")
         calib_images = pick_evenly(calib_images, n_calib)
-    if "openvino" in formats and importlib.util.find_spec("openvino") is None:
-        raise ValueError("OpenVINO export needs the `openvino` package (pip install openvino); it is not installed")
+    if "openvino" in formats and not openvino_available():
+        raise ValueError(f"OpenVINO export needs the `openvino` package, which is not installed: {OPENVINO_INSTALL}")
     out_dir = Path(out_dir) if out_dir is not None else weights.parent
     # The FP32 export is the source of every other format; when it is not asked for, it is a scratch file.
     fp32 = export_path(out_dir, weights, imgsz, "onnx")

@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from livestock.model.yolov5 import models as yolov5_models
+from livestock.model.engine import engine_of_weights, get_engine, model_names_and_stride
 from livestock.model.onnx_file import as_hw, check_onnx_model, load_onnx
 
 if TYPE_CHECKING:
@@ -21,14 +21,16 @@ if TYPE_CHECKING:
 def check_model_file(
     path: str | os.PathLike, imgsz: int | Sequence[int] | None = None, nc: int | None = None
 ) -> dict:
-    """``{"names", "stride", "imgsz"}`` of a ``.onnx`` export or ``.pt`` checkpoint, checked before use.
+    """``{"names", "stride", "imgsz"}`` of a ``.onnx`` export or a ``.pt`` checkpoint of either engine, checked
+    before use.
 
     ValueError naming the file when it is unreadable, has other than ``nc`` classes, or cannot run at ``imgsz``."""
     path = Path(path)
     if path.suffix == ".onnx":
         info = check_onnx_model(path, imgsz, nc)  # a fixed-shape export runs at its own size only
         return {"names": info.names, "stride": info.stride, "imgsz": info.imgsz}
-    names, stride = yolov5_models.model_names_and_stride(yolov5_models.load_model(path))
+    model = get_engine(engine_of_weights(path)).load_model(path, fuse=False)  # names and stride: no fusing needed
+    names, stride = model_names_and_stride(model)
     if nc is not None and nc != len(names):
         raise ValueError(f"{path}: model has {len(names)} classes {list(names.values())}, the data has {nc}")
     hw = as_hw(imgsz) if imgsz is not None else None

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from livestock.model.yolov5 import models as yolov5_models
+from livestock.model.engine import engine_of_weights, get_engine, save_model_checkpoint
 
 if TYPE_CHECKING:
     import torch
@@ -47,19 +47,22 @@ def prune_weights(
     out_path: str | os.PathLike,
     fine_tune: Callable[[Path], str | os.PathLike] | None = None,
 ) -> Path:
-    """Write a copy of a checkpoint with its Conv weights pruned to ``sparsity`` to ``out_path``; returns it.
+    """Write a copy of a checkpoint (of either engine) with its Conv weights pruned to ``sparsity`` to
+    ``out_path``; returns it.
 
     ``fine_tune``, optional: called with the pruned checkpoint's path, returns the path of a fine-tuned
     checkpoint (for example a few epochs of ``livestock train`` from those weights). Dense training regrows the
     zeroed weights, so the fine-tuned weights are pruned again to the same sparsity (prune, fine-tune, re-prune).
     """
     out_path = Path(out_path)
-    model = yolov5_models.load_model(weights)
-    prune_conv_weights(model, sparsity)
-    yolov5_models.save_model(model, out_path)
+    _prune_file(weights, sparsity, out_path)
     if fine_tune is not None:
-        tuned = Path(fine_tune(out_path))
-        model = yolov5_models.load_model(tuned)
-        prune_conv_weights(model, sparsity)
-        yolov5_models.save_model(model, out_path)
+        _prune_file(Path(fine_tune(out_path)), sparsity, out_path)
     return out_path
+
+
+def _prune_file(source: str | os.PathLike, sparsity: float, out_path: Path) -> None:
+    # Unfused: the checkpoint keeps the architecture its engine trains and exports (each fuses at load).
+    model = get_engine(engine_of_weights(source)).load_model(source, fuse=False)
+    prune_conv_weights(model, sparsity)
+    save_model_checkpoint(model, out_path)

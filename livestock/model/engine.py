@@ -232,12 +232,37 @@ class Engine(Protocol):
     def export_onnx(self, weights: str | os.PathLike, imgsz: int, out_path: str | os.PathLike) -> Path:
         """A fixed-shape ONNX file of the weights, with the engine's name in its metadata."""
 
+    def load_checkpoint(self, path: str | os.PathLike) -> dict:
+        """The checkpoint dict on the CPU (``model``, and ``ema`` while training); a pickle: trusted files only.
+        ValueError naming the file when it is unreadable or not this engine's."""
+
+    def load_model(self, weights: str | os.PathLike, fuse: bool = True, device: str = "cpu") -> "torch.nn.Module":
+        """The FP32 eval-mode model of a checkpoint on ``device``; with ``fuse``, the module the engine's own
+        inference runs (BatchNorm folded into the convolutions, its default head selected). ValueError naming the
+        file when it is unreadable or not this engine's."""
+
+    def random_init_checkpoint(self, model_name: str, path: str | os.PathLike, nc: int = 2, seed: int = 0) -> Path:
+        """Write a checkpoint of an untrained ``model_name`` (one of ``MODEL_NAMES``) with ``nc`` classes, named as
+        the contest's (pig, cow), weights from a fixed ``seed``, atomically; returns ``path``. Enough to time a
+        model or check an export, meaningless for accuracy; the engine's loaders and exporter take it."""
+
 
 def get_engine(name: str = DEFAULT_ENGINE) -> ModuleType:
     """The module implementing engine ``name`` (see :data:`ENGINES`)."""
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
     return importlib.import_module(ENGINES[name])
+
+
+def engine_of_model(name: str) -> str:
+    """The engine whose ``MODEL_NAMES`` hold the architecture ``name`` (``yolov5m6``: yolov5, ``yolo11n`` and
+    ``yolo26m``: ultralytics); a ValueError listing every engine's names otherwise. Cheap: it imports the engine
+    modules of this package, which load their engine's own package (``yolov5``, ``ultralytics``) only when used."""
+    for engine in ENGINES:
+        if name in get_engine(engine).MODEL_NAMES:
+            return engine
+    known = "; ".join(f"{engine}: {', '.join(get_engine(engine).MODEL_NAMES)}" for engine in ENGINES)
+    raise ValueError(f"unknown model {name!r}; known models ({known})")
 
 
 def engine_of_weights(weights: str | os.PathLike) -> str:
@@ -296,6 +321,43 @@ def _pickled_modules(path: Path) -> set[str]:
     except ValueError:  # a truncated pickle: what was read so far decides
         pass
     return modules
+
+
+def stored_precision(weights: str | os.PathLike) -> str:
+    """The precision a checkpoint of either engine stores its weights in, ``fp16`` or ``fp32`` (its EMA where it
+    has one, which is what the engines load). Loads the file (a pickle): only for files you trust."""
+    ckpt = get_engine(engine_of_weights(weights)).load_checkpoint(weights)
+    module = ckpt.get("ema") or ckpt["model"]
+    return str(next(module.parameters()).dtype).replace("torch.float", "fp")
+
+
+def model_names_and_stride(model: "torch.nn.Module") -> tuple[dict[int, str], int]:
+    """A loaded detection model's class names (index -> name) and its largest stride. Both engines' models carry
+    ``names``, ``stride`` and their architecture ``yaml``; a model saved without names gets ``class<i>``."""
+    names = getattr(model, "names", None)
+    if not names:
+        nc = int(model.yaml.get("nc", 0)) if isinstance(model.yaml, dict) else 0
+        names = [f"class{i}" for i in range(nc)]
+    names = names if isinstance(names, dict) else dict(enumerate(names))
+    return {int(k): str(v) for k, v in names.items()}, int(max(model.stride))
+
+
+def save_model_checkpoint(model: "torch.nn.Module", path: str | os.PathLike, half: bool = True) -> Path:
+    """Write ``model`` as a checkpoint both engines load (``{"model": module, "epoch": -1}``: the form of a
+    stripped checkpoint, which their loaders, exporters and ``livestock`` commands take), atomically; returns the
+    path. Stored FP16 by default, as both engines store trained weights (computation is FP32 after loading); the
+    caller's model is left as it was."""
+    import copy
+    import io
+
+    import torch
+
+    from livestock.fileio import atomic_write_bytes
+
+    module = copy.deepcopy(model)
+    buffer = io.BytesIO()
+    torch.save({"model": module.half() if half else module.float(), "epoch": -1}, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------- training results

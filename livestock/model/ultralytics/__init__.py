@@ -7,9 +7,9 @@ NMS) and exports; ``training`` trains, resumes an interrupted run and validates.
 """
 from livestock.model.ultralytics.adapter import (DEFAULT_HYP, DEFAULT_MODEL, HYP_KEYS, MODEL_NAMES, NAME, VARIANTS,
                                                  checkpoint_size_report, export_onnx, load_checkpoint, load_detector,
-                                                 load_hyp)
+                                                 load_hyp, load_model, random_init_checkpoint)
 from livestock.model.ultralytics.training import can_resume, train, validate
 
 __all__ = ["DEFAULT_HYP", "DEFAULT_MODEL", "HYP_KEYS", "MODEL_NAMES", "NAME", "VARIANTS", "can_resume",
-           "checkpoint_size_report", "export_onnx", "load_checkpoint", "load_detector", "load_hyp", "train",
-           "validate"]
+           "checkpoint_size_report", "export_onnx", "load_checkpoint", "load_detector", "load_hyp", "load_model",
+           "random_init_checkpoint", "train", "validate"]

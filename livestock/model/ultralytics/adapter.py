@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, TTA_VIEWS, PretrainedWeightsError, augmented_view_index,
-                                    counting_head_rows, enforce_weight_size, join_views, read_hyp)
+                                    counting_head_rows, enforce_weight_size, join_views, read_hyp,
+                                    save_model_checkpoint)
 from livestock.model.onnx_file import load_onnx, save_onnx, set_onnx_metadata, weights_in_scratch
 from livestock.model.ultralytics.compat import ensure_ultralytics
+from livestock.records import CLASS_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -169,6 +171,44 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
+def load_model(weights: str | os.PathLike, fuse: bool = True, device: str = "cpu",
+               variant: str | None = None) -> "torch.nn.Module":
+    """The FP32 eval-mode model of a checkpoint on ``device`` (``ema`` if present, else ``model``).
+
+    With ``fuse``, the module Ultralytics' predictor runs (behind :func:`_inference_backend`): BatchNorm folded
+    into the convolutions, ``variant``'s head selected (default as :func:`load_detector`: YOLO26's NMS-free one).
+    ValueError naming the file when it is unreadable or not an Ultralytics checkpoint. A pickle: trusted files."""
+    import torch
+
+    path = Path(weights)
+    ckpt = load_checkpoint(path)
+    model = ckpt.get("ema") or ckpt["model"]
+    if not fuse:
+        return model.float().eval().to(torch.device(device))
+    chosen = _choose_variant(_has_one2one(model), variant, str(path))
+    return _inference_backend(path, torch.device(device), end2end=chosen == "one2one").model.eval()
+
+
+def random_init_checkpoint(model_name: str, path: str | os.PathLike, nc: int = 2, seed: int = 0) -> Path:
+    """Write a checkpoint of an untrained ``model_name`` (a name of :data:`MODEL_NAMES` or a model yaml) to
+    ``path``, atomically, in the stripped form Ultralytics saves trained weights in (FP16); returns it.
+
+    Built from the architecture's yaml (:func:`model_cfg`) with ``nc`` classes named as the contest's, weights
+    from a fixed ``seed`` (the caller's random state is left as it was): enough to time a model or check an
+    export, meaningless for accuracy. Ultralytics' loaders, :func:`load_checkpoint`, :func:`export_onnx` and
+    :func:`load_detector` take it."""
+    ensure_ultralytics()
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    cfg = model_cfg(model_name)
+    with torch.random.fork_rng(devices=[]), _ultralytics_scope(False):
+        torch.manual_seed(seed)
+        model = DetectionModel(cfg, ch=3, nc=nc, verbose=False)
+    model.names = {i: (CLASS_NAMES[i] if i < len(CLASS_NAMES) else f"class{i}") for i in range(nc)}
+    return save_model_checkpoint(model.eval(), path)
+
+
 def checkpoint_size_report(path: str | os.PathLike, limit_mb: float = CONTEST_MAX_WEIGHT_MB) -> dict:
     """Size of an Ultralytics checkpoint against a limit (MB = 10**6 bytes), in the form YOLOv5's report has.
     Ultralytics saves ``best.pt`` stripped (FP16, no optimizer) already, so the file size is the submitted size;
@@ -261,6 +301,22 @@ def end_to_end_rows_to_candidates(pred: "torch.Tensor", conf_floor: float, n_cla
     return kept[:, :4].astype("float32", copy=True), scores, None
 
 
+def _inference_backend(weights: Path, device: "torch.device", end2end: bool | None):
+    """Ultralytics' ``AutoBackend`` over a checkpoint (FP32, fused) or an ONNX export, as its predictor runs it.
+
+    ``end2end`` selects YOLO26's head of a checkpoint before fusing (True: the NMS-free one, whose top-k is then
+    set as the predictor sets it before a run: 300, its ``max_det`` default, classes not merged; False: the dense
+    one); None for an export, which holds one head."""
+    ensure_ultralytics()
+    from ultralytics.nn.autobackend import AutoBackend
+
+    with _ultralytics_scope(False):
+        backend = AutoBackend(str(weights), device=device, fp16=False, fuse=True, verbose=False, end2end=end2end)
+    if backend.format == "pt" and end2end:
+        backend.model.set_head_attr(max_det=ONE2ONE_MAX_DET, agnostic_nms=False)
+    return backend
+
+
 class UltralyticsDetector:
     """An Ultralytics model behind its own ``AutoBackend`` (PyTorch ``.pt``, fused as its predictor runs it, or
     ONNX Runtime for an ``.onnx`` export) with the letterbox its predictor uses: a minimal rectangle for PyTorch
@@ -275,7 +331,6 @@ class UltralyticsDetector:
     def __init__(self, weights: Path, imgsz: int, device: "torch.device", n_classes: int,
                  variant: str | None = None, augment: bool = False) -> None:
         ensure_ultralytics()
-        from ultralytics.nn.autobackend import AutoBackend
         from ultralytics.utils.checks import check_imgsz
 
         onnx = weights.suffix.lower() == ".onnx"
@@ -289,12 +344,7 @@ class UltralyticsDetector:
             self.variant = _check_onnx_variant(weights, variant)
         else:
             self.variant = _choose_variant(_has_one2one(load_checkpoint(weights)["model"]), variant, str(weights))
-        with _ultralytics_scope(False):
-            self.model = AutoBackend(str(weights), device=device, fp16=False, fuse=True, verbose=False,
-                                     end2end=self.variant == "one2one" if not onnx else None)
-        if self.model.format == "pt" and self.variant == "one2one":
-            # as the predictor sets the head before a run: top 300 (max_det's default), classes not merged
-            self.model.model.set_head_attr(max_det=ONE2ONE_MAX_DET, agnostic_nms=False)
+        self.model = _inference_backend(weights, device, end2end=None if onnx else self.variant == "one2one")
         self.end_to_end = bool(self.model.end2end)
         if augment:
             from ultralytics.nn.modules.head import Detect

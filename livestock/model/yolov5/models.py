@@ -1,4 +1,4 @@
-"""YOLOv5 engine: model-file hooks (load, save, create, export, letterbox) for the deployment stage.
+"""YOLOv5 engine: model-file hooks (load, create, export, letterbox) for the deployment stage.
 
 Deployment (``livestock.deploy``) works on the model files, not on the engine: whatever it needs from YOLOv5 goes
 through the functions here, so that no module outside the engine imports ``yolov5``. Each one applies the
@@ -9,7 +9,6 @@ Trust: checkpoints are pickles (loading one runs code from it); only files the u
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 from pathlib import Path
@@ -17,9 +16,9 @@ from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from livestock.model.engine import save_model_checkpoint
 from livestock.model.onnx_file import as_hw, save_onnx, set_onnx_metadata, weights_in_scratch
 from livestock.model.yolov5.compat import ensure_yolov5, load_checkpoint, model_cfg
-from livestock.fileio import atomic_write_bytes
 from livestock.records import CLASS_NAMES
 
 if TYPE_CHECKING:
@@ -61,7 +60,7 @@ def _check_is_yolov5(model: object, path: Path) -> None:
         raise ValueError(f"{path}: not a YOLOv5 checkpoint (its 'model' entry is a {type(model).__name__})")
 
 
-def load_model(weights: str | os.PathLike, fuse: bool = False, device: str = "cpu") -> "torch.nn.Module":
+def load_model(weights: str | os.PathLike, fuse: bool = True, device: str = "cpu") -> "torch.nn.Module":
     """The FP32 eval-mode model in a checkpoint, on ``device``.
 
     ``ema`` if present, else ``model``; with ``fuse``, BatchNorm folded into the Convs as YOLOv5's inference loads
@@ -86,36 +85,9 @@ def load_model(weights: str | os.PathLike, fuse: bool = False, device: str = "cp
         return attempt_load(str(path.resolve()), device=torch.device(device), inplace=True, fuse=True).eval()
 
 
-def model_names_and_stride(model: "torch.nn.Module") -> tuple[dict[int, str], int]:
-    """A loaded YOLOv5 model's class names (index -> name) and its largest stride."""
-    names = getattr(model, "names", None)
-    if not names:
-        nc = int(model.yaml.get("nc", 0)) if isinstance(model.yaml, dict) else 0
-        names = [f"class{i}" for i in range(nc)]
-    names = names if isinstance(names, dict) else dict(enumerate(names))
-    return {int(k): str(v) for k, v in names.items()}, int(max(model.stride))
-
-
-def save_model(model: "torch.nn.Module", path: str | os.PathLike, half: bool = True) -> Path:
-    """Write ``model`` as a checkpoint YOLOv5 loads (``--weights``, ``attempt_load``), atomically; returns the path.
-
-    Stored FP16 by default, as YOLOv5's ``strip_optimizer`` stores trained weights (computation is FP32 after
-    loading); the caller's model is left as it was.
-    """
-    import copy
-
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    module = copy.deepcopy(model)
-    buffer = io.BytesIO()
-    torch.save({"model": module.half() if half else module.float(), "epoch": -1}, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
 def random_init_checkpoint(model_name: str, path: str | os.PathLike, nc: int = 2, seed: int = 0) -> Path:
-    """Write a checkpoint of an untrained ``model_name`` (``yolov5n`` ... ``yolov5x6``) to ``path``; returns it.
+    """Write a checkpoint of an untrained ``model_name`` (``yolov5n`` ... ``yolov5x6``) to ``path`` (atomically,
+    FP16 as YOLOv5 stores trained weights); returns it.
 
     ``nc`` classes, weights from a fixed ``seed``: enough to time a model or check an export, meaningless for
     accuracy."""
@@ -124,18 +96,11 @@ def random_init_checkpoint(model_name: str, path: str | os.PathLike, nc: int = 2
     import torch
     from yolov5.models.yolo import DetectionModel
 
-    torch.manual_seed(seed)
-    with _quiet_yolov5():
+    with torch.random.fork_rng(devices=[]), _quiet_yolov5():  # the caller's random state is left as it was
+        torch.manual_seed(seed)
         model = DetectionModel(str(cfg), ch=3, nc=nc, anchors=None)
     model.names = {i: (CLASS_NAMES[i] if i < len(CLASS_NAMES) else f"class{i}") for i in range(nc)}
-    return save_model(model.eval(), path)
-
-
-def stored_precision(weights: str | os.PathLike) -> str:
-    """The precision a checkpoint stores its weights in, ``fp16`` or ``fp32``."""
-    ckpt = load_checkpoint(weights)
-    module = ckpt.get("ema") or ckpt["model"]
-    return str(next(module.parameters()).dtype).replace("torch.float", "fp")
+    return save_model_checkpoint(model.eval(), path)
 
 
 def export_onnx(weights: str | os.PathLike, imgsz: int | Sequence[int], out_path: str | os.PathLike,
