@@ -109,10 +109,13 @@ def compare_engines(data_yaml: str | os.PathLike, test: GoldSet, project: str | 
             files.update({f"{cell.name}|{fmt}": Path(p) for fmt, p in d["files"].items()})
     say(f"timing {len(files)} files at batch 1, {threads} threads ...")
     image = pick_evenly(images_from(str(data_yaml), "val"), 1)
-    times = time_latency(files, imgsz, threads=threads, runs=runs, repeats=repeats, image=image[0] if image else None)
+    times, computes = time_latency(files, imgsz, threads=threads, runs=runs, repeats=repeats,
+                                   image=image[0] if image else None)
     for key, t in times.items():
         name, fmt = key.split("|")
         rows.loc[rows["name"] == name, f"{fmt}_ms"] = float(pd.Series(t).median())
+        if fmt == "openvino":  # the precision OpenVINO chose on this CPU (bf16 where it has bf16 units)
+            rows.loc[rows["name"] == name, "openvino_compute"] = computes[key]
     atomic_write_csv(rows, project / "rows.csv")
     table = mean_sd(rows)
     atomic_write_csv(table, project / "table.csv")
