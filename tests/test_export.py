@@ -602,7 +602,7 @@ def test_bench_scores_a_trained_model(trained, tmp_path, monkeypatch):
     assert (pruned.set_index("variant")["size_zip_mb"] < dense_zip[pruned["variant"]]).all(), "zeros compress"
     dense = df[df["sparsity"] == 0].set_index("variant")["map75"]
     assert dense.isna().tolist() == [False] * 4 + [True] * len(ov)  # OpenVINO is timed, not scored
-    # The same model in ONNX FP32 scores what it scores in PyTorch (up to PyTorch's rectangular letterbox).
-    assert abs(dense["onnx-fp32"] - dense["onnx-fp16"]) <= 0.05
+    # How close FP16 stays to FP32 is checked on the raw head outputs (test_fp16_keeps_float32_io_and_a_float32_
+    # decode): an mAP over four images of a toy model moves by more than 0.05 when one detection swaps its rank.
     plot_bench(df, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").stat().st_size > 10_000
