@@ -32,9 +32,10 @@ from livestock.model.engine import DEFAULT_ENGINE, ENGINES
 from livestock.model.pretrain import resolve_start_weights
 
 EXPERIMENTS = ("engines", "hyps", "sets", "starts", "samplers")
-TABLE_COLUMNS: dict[str, tuple[str, str]] = {
+TABLE_COLUMNS: dict[str, tuple] = {
     "test_mAP@0.75": ("mAP@0.75", ".3f"), "test_mAP@0.5": ("mAP@0.5", ".3f"),
-    "test_mAP@0.5:0.95": ("mAP@0.5:0.95", ".3f"), "epochs": ("epochs", ".0f"), "train_s": ("training (min)", ".1f"),
+    "test_mAP@0.5:0.95": ("mAP@0.5:0.95", ".3f"), "epochs": ("epochs", ".0f"),
+    "train_s": ("training (min)", ".1f", 1 / 60),
 }
 
 
@@ -81,10 +82,7 @@ def run_comparison(cells: list[TrainingCell], scored: GoldSet, out: Path, say: S
     atomic_write_csv(rows, out / "rows.csv")
     table = mean_sd(rows)
     atomic_write_csv(table, out / "table.csv")
-    shown = table.copy()
-    for c in ("train_s", "train_s_sd"):
-        shown[c] = shown[c] / 60.0
-    md = format_mean_sd(shown, TABLE_COLUMNS) + f"\nmAP: contest metric on the {scored.name}.\n"
+    md = format_mean_sd(table, TABLE_COLUMNS) + f"\nmAP: contest metric on the {scored.name}.\n"
     atomic_write_text(out / "table.md", md)
     return rows, table
 

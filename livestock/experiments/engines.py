@@ -10,7 +10,6 @@ seed's files are timed at batch 1 with ``threads`` CPU threads, all models in on
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -21,6 +20,7 @@ import pandas as pd
 from livestock.data.split import pick_evenly
 from livestock.deploy.bench import time_latency
 from livestock.deploy.export import export_model, file_size_mb
+from livestock.deploy.runtime import openvino_available
 from livestock.deploy.images import images_from
 from livestock.evaluation.detect import detect, weights_sha256
 from livestock.evaluation.inference import score_detections
@@ -47,8 +47,7 @@ def parse_models(text: str | Sequence[str]) -> list[tuple[str, str]]:
 
 def deploy_formats() -> tuple[str, ...]:
     """The exports of every trained model: ONNX FP32 and INT8, and OpenVINO IR when ``openvino`` is installed."""
-    have_openvino = importlib.util.find_spec("openvino") is not None
-    return ("onnx", "onnx-int8", *(("openvino",) if have_openvino else ()))
+    return ("onnx", "onnx-int8", *(("openvino",) if openvino_available() else ()))
 
 
 def deploy_cell(result: dict, cell: TrainingCell, test: GoldSet, folder: Path, *,
@@ -123,9 +122,9 @@ def compare_engines(data_yaml: str | os.PathLike, test: GoldSet, project: str | 
     return rows, table
 
 
-ENGINE_COLUMNS: dict[str, tuple[str, str]] = {
+ENGINE_COLUMNS: dict[str, tuple] = {
     "test_mAP@0.75": ("test mAP@0.75", ".3f"), "test_mAP@0.5": ("test mAP@0.5", ".3f"),
-    "train_s": ("training (min)", ".1f"), "parameters": ("parameters (M)", ".2f"),
+    "train_s": ("training (min)", ".1f", 1 / 60), "parameters": ("parameters (M)", ".2f", 1e-6),
     "pytorch_ms": ("PyTorch FP32 (ms)", ".1f"), "onnx_ms": ("ONNX FP32 (ms)", ".1f"),
     "onnx-int8_ms": ("ONNX INT8 (ms)", ".1f"), "openvino_ms": ("OpenVINO (ms)", ".1f"),
     "weights_mb": ("checkpoint FP16 (MB)", ".2f"), "onnx_mb": ("ONNX FP32 (MB)", ".2f"),
@@ -135,14 +134,7 @@ ENGINE_COLUMNS: dict[str, tuple[str, str]] = {
 
 def format_engine_table(table: pd.DataFrame, test_name: str, threads: int) -> str:
     """The comparison as Markdown: minutes and millions where a reader expects them."""
-    shown = table.copy()
-    for c in ("train_s", "train_s_sd"):
-        if c in shown:
-            shown[c] = shown[c] / 60.0
-    for c in ("parameters", "parameters_sd"):
-        if c in shown:
-            shown[c] = shown[c] / 1e6
-    columns = {c: v for c, v in ENGINE_COLUMNS.items() if c in shown}
+    columns = {c: v for c, v in ENGINE_COLUMNS.items() if c in table}
     note = (f"\nmAP: contest metric on the {test_name}; latency: median at batch 1 with {threads} CPU threads, "
             f"the first seed's files (the same architecture times the same whatever its weights).\n")
-    return format_mean_sd(shown, columns) + note
+    return format_mean_sd(table, columns) + note

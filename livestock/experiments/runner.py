@@ -33,6 +33,7 @@ from livestock.evaluation.inference import score_detections
 from livestock.evaluation.submission import records_to_answer
 from livestock.fileio import atomic_write_csv, atomic_write_text
 from livestock.model.engine import DEFAULT_ENGINE, epochs_in_results, get_engine
+from livestock.model.pretrain import file_sha256
 from livestock.model.run_record import RunRecord
 from livestock.provenance import GroundTruth, ground_truth_for, read_record
 from livestock.records import ImageRecord
@@ -56,15 +57,17 @@ class GoldSet:
     fingerprint: str
 
     @classmethod
-    def of(cls, records: Sequence[ImageRecord], answer: str | os.PathLike) -> "GoldSet":
+    def of(cls, records: Sequence[ImageRecord], answer: str | os.PathLike, name: str | None = None) -> "GoldSet":
         """``records`` scored against ``answer``, which the caller has found to be their ground truth
-        (:func:`livestock.provenance.ground_truth_for`); its record names the data set."""
+        (:func:`livestock.provenance.ground_truth_for`); ``name`` default: the set its record names."""
         answer = Path(answer)
-        dataset = (read_record(answer) or {}).get("dataset")
-        h = hashlib.sha256(weights_sha256(answer).encode())
+        if name is None:
+            dataset = (read_record(answer) or {}).get("dataset")
+            name = GroundTruth(answer, "", dataset).set_name("test set")
+        h = hashlib.sha256(file_sha256(answer).encode())
         for r in sorted(records, key=lambda r: r.image_id):
             h.update(f"{r.image_id}\n".encode())
-        return cls(tuple(records), answer, GroundTruth(answer, "", dataset).set_name("test set"), h.hexdigest())
+        return cls(tuple(records), answer, name, h.hexdigest())
 
     @classmethod
     def val_split(cls, data_yaml: str | os.PathLike, folder: str | os.PathLike) -> "GoldSet":
@@ -72,8 +75,7 @@ class GoldSet:
         the images and truth a search trial's fitness is measured on."""
         records = split_records(data_yaml, "val")
         answer = atomic_write_csv(records_to_answer(records), Path(folder) / "val_answer.csv")
-        made = cls.of(records, answer)
-        return cls(made.records, made.answer, f"validation split of {data_yaml}", made.fingerprint)
+        return cls.of(records, answer, name=f"validation split of {data_yaml}")
 
 
 def gold_test_set(test_dir: str | os.PathLike = paths.TEST_DIR,
@@ -227,22 +229,24 @@ def mean_sd(rows: pd.DataFrame, by: str = "name", columns: Sequence[str] | None 
     return pd.DataFrame(out)
 
 
-def format_mean_sd(table: pd.DataFrame, columns: dict[str, tuple[str, str]], by: str = "name") -> str:
-    """A Markdown table of :func:`mean_sd`'s output: ``columns`` maps a column to (header, number format);
-    a column with an ``_sd`` beside it shows ``mean ± sd``."""
-    head = [by, "seeds", *(h for h, _ in columns.values())]
+def format_mean_sd(table: pd.DataFrame, columns: dict[str, tuple], by: str = "name") -> str:
+    """A Markdown table of :func:`mean_sd`'s output: ``columns`` maps a column to (header, number format) or
+    (header, number format, scale), the scale turning the stored unit into the shown one (seconds into minutes:
+    1 / 60); a column with an ``_sd`` beside it shows ``mean ± sd``."""
+    head = [by, "seeds", *(spec[0] for spec in columns.values())]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         cells = [str(r[by]), str(int(r["seeds"]))]
-        for c, (_, fmt) in columns.items():
+        for c, (_, fmt, *scale) in columns.items():
             value = r.get(c)
             if value is None or (isinstance(value, float) and np.isnan(value)):
                 cells.append("–")
                 continue
-            text = format(value, fmt)
+            factor = scale[0] if scale else 1.0
+            text = format(value * factor, fmt)
             sd = r.get(f"{c}_sd")
             if sd is not None and not (isinstance(sd, float) and np.isnan(sd)):
-                text += f" ± {format(sd, fmt)}"
+                text += f" ± {format(sd * factor, fmt)}"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -72,8 +72,8 @@ def compare_samplers(mini_yaml: str | os.PathLike, train_yaml: str | os.PathLike
                           batch=batch, device=device, workers=workers)
              for sampler in samplers for seed in seeds]
     rows = run_cells(cells, test, out / "retrain", say=say)
-    for k in [k for k in CHECKPOINTS if k <= trials] + ([trials] if trials not in CHECKPOINTS else []):
-        at = curves_df[curves_df["trials"] == min(k, trials)].set_index(["sampler", "seed"])["best"]
+    for k in sorted({k for k in CHECKPOINTS if k <= trials} | {trials}):
+        at = curves_df[curves_df["trials"] == k].set_index(["sampler", "seed"])["best"]
         rows[f"best_after_{k}"] = [at.get((c.name, c.seed), np.nan) for c in cells]
     atomic_write_csv(rows, out / "rows.csv")
     table = mean_sd(rows)
