@@ -90,7 +90,7 @@ def test_engine_comparison_at_toy_size(toy_sets):
     models = parse_models("yolov5:yolov5n,ultralytics:yolo11n,ultralytics:yolo26n")
     rows, table = compare_engines(data_yaml, test, root / "engines", models=models, seeds=(0, 1), epochs=1, imgsz=64,
                                   batch=8, workers=0, runs=2, repeats=1, say=lambda _: None)
-    assert rows["name"].tolist() == ["yolov5n", "yolov5n", "yolo11n", "yolo11n", "yolo26n", "yolo26n"]
+    assert rows["name"].tolist() == ["yolov5n", "yolo11n", "yolo26n"] * 2 and rows["seed"].tolist() == [0] * 3 + [1] * 3
     assert table["name"].tolist() == ["yolov5n", "yolo11n", "yolo26n"] and (table["seeds"] == 2).all()
     for _, row in rows.iterrows():
         int8 = next((root / "engines" / row["cell"] / "export").glob("*_int8.onnx"))

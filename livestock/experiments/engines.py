@@ -88,7 +88,7 @@ def compare_engines(data_yaml: str | os.PathLike, test: GoldSet, project: str | 
     cells = [TrainingCell(name=model, data_yaml=str(data_yaml), seed=int(seed), engine=engine, model=model,
                           weights=weights.get(model) or None, imgsz=imgsz, epochs=epochs, batch=batch, device=device,
                           workers=workers)
-             for engine, model in models for seed in seeds]
+             for seed in seeds for engine, model in models]  # seed-major: a cut-off run has all models at seed 0
     rows = run_cells(cells, test, project, say=say)
     deployed = []
     for cell, (_, row) in zip(cells, rows.iterrows()):
