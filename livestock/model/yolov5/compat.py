@@ -10,6 +10,7 @@ package only ever loads checkpoint files that the user names (or that its own tr
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,11 @@ def ensure_yolov5() -> None:
         return
     set_ultralytics_environment()  # importing yolov5 imports ultralytics, which reads its settings at import
     try:
-        import pkg_resources  # noqa: F401
+        with warnings.catch_warnings():
+            # setuptools 80 warns on this import that the module will go; it is pinned below 81 for yolov5, so
+            # the warning would only repeat on every command what the pin already handles.
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+            import pkg_resources  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
             "yolov5 7.0.14 needs `pkg_resources`, which setuptools >= 81 removed: pip install 'setuptools<81'"
