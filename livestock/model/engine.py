@@ -77,6 +77,29 @@ class PretrainedWeightsError(FileNotFoundError):
     """Pretrained weights were asked for by name, are not on disk, and could not be downloaded."""
 
 
+def find_start_weights(weights: str | os.PathLike | None, model_names: Sequence[str],
+                       download_dir: str | os.PathLike | None = None) -> tuple[str, Path | None]:
+    """Where training starts, the same rule for every engine: ``(absolute path, None)`` for a file that exists,
+    ``("", None)`` to train from scratch (``weights`` None or empty), and ``("", where)`` for a bare pretrained
+    name of ``model_names`` (``yolov5m6.pt`` or ``yolov5m6``) that is neither in the working directory nor in
+    ``download_dir`` (default ``trained_model/``): ``where`` is the file it belongs in, for the engine to fetch or
+    to name in its error. Anything else that does not exist is a :class:`FileNotFoundError`."""
+    from livestock.paths import TRAINED_MODEL_DIR
+
+    if weights is None or str(weights).strip() in ("", "''", '""'):
+        return "", None
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return str(path.resolve()), None
+    name = path.name if path.suffix else f"{path.name}.pt"
+    if str(weights) != path.name or name[:-3] not in model_names:
+        raise FileNotFoundError(f"{path}: weights file not found")
+    local = (Path(download_dir) if download_dir is not None else TRAINED_MODEL_DIR) / name
+    if local.is_file():
+        return str(local.resolve()), None
+    return "", local
+
+
 @dataclass(frozen=True)
 class Candidates:
     """A detection head's raw output for one image, above a confidence floor (see the module docstring).

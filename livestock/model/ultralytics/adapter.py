@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, TTA_VIEWS, PretrainedWeightsError, augmented_view_index,
-                                    counting_head_rows, enforce_weight_size, join_views, read_hyp,
-                                    save_model_checkpoint)
+                                    counting_head_rows, enforce_weight_size, find_start_weights, join_views,
+                                    read_hyp, save_model_checkpoint)
 from livestock.model.onnx_file import load_onnx, save_onnx, set_onnx_metadata, weights_in_scratch
 from livestock.model.ultralytics.compat import ensure_ultralytics
 from livestock.records import CLASS_NAMES
@@ -95,19 +95,10 @@ def resolve_weights(weights: str | os.PathLike | None, download_dir: str | os.Pa
     A path that exists is used as is. A bare pretrained name (``yolo11n.pt`` or ``yolo11n``) is looked up in the
     working directory and in ``download_dir`` (default ``trained_model/``); it is never downloaded (Ultralytics
     would fetch it from its assets release): absent, it is a :class:`PretrainedWeightsError` saying what to do."""
-    from livestock.paths import TRAINED_MODEL_DIR
-
-    if weights is None or str(weights).strip() in ("", "''", '""'):
-        return ""
-    path = Path(weights).expanduser()
-    if path.is_file():
-        return str(path.resolve())
-    name = path.name if path.suffix else f"{path.name}.pt"
-    if str(weights) != path.name or name[:-3] not in MODEL_NAMES:
-        raise FileNotFoundError(f"{path}: weights file not found")
-    local = (Path(download_dir) if download_dir is not None else TRAINED_MODEL_DIR) / name
-    if local.is_file():
-        return str(local.resolve())
+    found, local = find_start_weights(weights, MODEL_NAMES, download_dir)
+    if local is None:
+        return found
+    name = local.name
     url = PRETRAINED_URL.format(name=name)
     raise PretrainedWeightsError(
         f"{name}: pretrained weights not found (looked for ./{name} and {local}); this engine does not download. "

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from livestock.fileio import atomic_output
-from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, PretrainedWeightsError, enforce_weight_size, read_hyp)
+from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, PretrainedWeightsError, enforce_weight_size,
+                                    find_start_weights, read_hyp)
 from livestock.model.ultralytics.compat import install_offline_fonts, set_ultralytics_environment
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -222,20 +223,10 @@ def resolve_weights(weights: str | os.PathLike | None, download_dir: str | os.Pa
     :class:`FileNotFoundError`; a failed download is a :class:`PretrainedWeightsError` that says what to do.
     Absolute paths also keep YOLOv5 from taking a relative name for a Hugging Face repository id.
     """
-    from livestock.paths import TRAINED_MODEL_DIR
-
-    if weights is None or str(weights).strip() in ("", "''", '""'):
-        return ""
-    path = Path(weights).expanduser()
-    if path.is_file():
-        return str(path.resolve())
-    name = path.name if path.suffix else f"{path.name}.pt"
-    if str(weights) not in (path.name,) or name[:-3] not in MODEL_NAMES:
-        raise FileNotFoundError(f"{path}: weights file not found")
-    folder = Path(download_dir) if download_dir is not None else TRAINED_MODEL_DIR
-    local = folder / name
-    if local.is_file():
-        return str(local.resolve())
+    found, local = find_start_weights(weights, MODEL_NAMES, download_dir)
+    if local is None:
+        return found
+    name = local.name
     url = PRETRAINED_URL.format(name=name)
     try:
         _download(url, local, timeout_s)
