@@ -524,26 +524,18 @@ def test_results_rows_count_and_keep_the_epochs_last_pt_holds(tmp_path):
 def test_resume_after_kill_keeps_the_lr_schedule(tmp_path):
     """A training killed mid-run resumes from last.pt with its optimiser and LR schedule: the resumed run's
     per-epoch learning rates equal those of the same training run without interruption."""
-    import signal
     import subprocess
     import sys
-    import time
 
+    from killed_training import kill_after_epochs
     from toy_yolo import make_toy_yolo_dataset
 
     data = make_toy_yolo_dataset(tmp_path / "toy", n_train=32, n_val=8)
     base = [sys.executable, "-m", "livestock.cli", "train", "--data", str(data), "--model", "yolov5n", "--img", "64",
             "--epochs", "5", "--batch", "8", "--device", "cpu", "--workers", "0", "--project", str(tmp_path)]
     subprocess.run(base + ["--name", "straight"], check=True, capture_output=True)
-    proc = subprocess.Popen(base + ["--name", "killed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = tmp_path / "killed" / "results.csv"
-    deadline = time.monotonic() + 300
-    while not (results.is_file() and len(results.read_text().splitlines()) >= 3):  # header + 2 epochs
-        assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = len(results.read_text().splitlines()) - 1
+    done_before = kill_after_epochs(base + ["--name", "killed"], results, epochs=2, timeout_s=300)
     assert done_before < 5
     resumed_run = subprocess.run(base + ["--name", "killed", "--resume"], capture_output=True, text=True)
     assert resumed_run.returncode == 0, resumed_run.stderr[-3000:]

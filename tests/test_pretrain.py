@@ -6,10 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from killed_training import kill_when
 from livestock.cli import main as cli_main
 from livestock.data.synth import generate_synthetic_dataset, render_image
 from livestock.data.synth.dataset import PREVIEW_FRAMES, style_preview
@@ -232,17 +231,6 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 
-def _kill_when(command: list[str], cwd: Path, ready) -> None:
-    """Start ``command`` in ``cwd`` and kill it (SIGKILL, no clean-up) as soon as ``ready()``."""
-    proc = subprocess.Popen(command, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600
-    while not ready():
-        assert proc.poll() is None and time.monotonic() < deadline, "pretraining ended before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
 def _finish(command: list[str], cwd: Path, epochs: int) -> tuple[str, dict]:
     """Run ``command`` again to its end: (its output, the manifest); every epoch is in results.csv once."""
     done = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True)
@@ -259,7 +247,8 @@ def _finish(command: list[str], cwd: Path, epochs: int) -> tuple[str, dict]:
 def test_interrupted_pretraining_resumes_and_runs_every_epoch_once(tmp_path):
     command = _pretrain_command(epochs=3)
     last = tmp_path / RUN_DIR / "weights/last.pt"
-    _kill_when(command, tmp_path, lambda: _complete(last))  # the first epoch's checkpoint, wholly written
+    # killed once the first epoch's checkpoint is wholly written
+    kill_when(command, lambda: _complete(last), cwd=tmp_path, env=_env())
     assert not (tmp_path / "trained_model/pretrained_yolov5n_64.pt").exists()
     out, _ = _finish(command, tmp_path, epochs=3)
     assert "holds the 12 shifted frames already" in out and "is prepared and split already" in out
@@ -274,7 +263,7 @@ def test_a_damaged_checkpoint_stops_the_pretraining_with_its_name_and_keeps_it(t
     one line, the command exits non-zero and the file stays for the user to look at."""
     command = _pretrain_command(epochs=3)
     last = tmp_path / RUN_DIR / "weights/last.pt"
-    _kill_when(command, tmp_path, lambda: _complete(last))
+    kill_when(command, lambda: _complete(last), cwd=tmp_path, env=_env())
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])
     done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True)
@@ -296,7 +285,7 @@ def test_ultralytics_pretraining_resumes_after_a_kill(tmp_path):
     command = [*_pretrain_command(epochs=3), "--engine", "ultralytics"]
     run_dir = Path("runs/pretrain/yolo11n_64")
     last = tmp_path / run_dir / "weights/last.pt"
-    _kill_when(command, tmp_path, lambda: _complete(last))
+    kill_when(command, lambda: _complete(last), cwd=tmp_path, env=_env())
     assert not (tmp_path / "trained_model/pretrained_yolo11n_64.pt").exists()
     done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]

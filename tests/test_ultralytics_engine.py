@@ -399,9 +399,7 @@ def test_resume_after_kill_keeps_the_lr_schedule_and_one_row_per_epoch(tmp_path)
     """A training killed mid-run (SIGKILL, no clean-up) resumes from last.pt with its optimiser and LR schedule:
     the resumed run's epochs and per-epoch learning rates equal those of the same run without interruption.
     Once finished, it has nothing left to resume: one line naming last.pt, exit 1."""
-    import signal
-    import time
-
+    from killed_training import kill_after_epochs
     from toy_yolo import make_toy_yolo_dataset
 
     data = make_toy_yolo_dataset(tmp_path / "toy", n_train=32, n_val=8)
@@ -410,16 +408,8 @@ def test_resume_after_kill_keeps_the_lr_schedule_and_one_row_per_epoch(tmp_path)
             "--project", str(tmp_path)]
     straight_run = subprocess.run(base + ["--name", "straight"], capture_output=True, text=True, env=_env())
     assert straight_run.returncode == 0, straight_run.stderr[-3000:]
-    proc = subprocess.Popen(base + ["--name", "killed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=_env())
     results = tmp_path / "killed" / "results.csv"
-    deadline = time.monotonic() + 600
-    while not (results.is_file() and len(results.read_text().splitlines()) >= 3):  # header + 2 epochs
-        assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert len(results.read_text().splitlines()) - 1 < 5
+    assert kill_after_epochs(base + ["--name", "killed"], results, epochs=2, timeout_s=600, env=_env()) < 5
     assert UT.can_resume(tmp_path / "killed") and not UT.can_resume(tmp_path / "straight")
     assert not UT.can_resume(tmp_path / "nothing_here")
     resumed_run = subprocess.run(base + ["--name", "killed", "--resume"], capture_output=True, text=True, env=_env())
