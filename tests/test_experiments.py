@@ -119,15 +119,17 @@ def test_compare_hyps_on_the_validation_split_is_the_search_fitness(toy_sets, tm
     out = tmp_path / "hyps"
     rc = cli_main(["compare", "hyps", "--data", str(data_yaml), "--hyps", f"base=,low={hyp}", "--seeds", "0",
                    "--epochs", "1", "--imgsz", "64", "--batch", "8", "--workers", "0", "--score-on", "val",
-                   "--out", str(out)])
+                   "--weights", "auto", "--out", str(out)])
     assert rc == 0
+    # no pretrained file at 64 px: `auto` trains from scratch, and says so before any cell runs
+    assert "start weights: from scratch (auto: no pretrained weights" in capsys.readouterr().out.splitlines()[0]
     rows = pd.read_csv(out / "rows.csv")
     assert rows["cell"].tolist() == ["base-seed0", "low-seed0"]
     settings = [json.loads((out / c / "result.json").read_text())["settings"] for c in rows["cell"]]
     assert [s["hyp_values"]["lr0"] for s in settings] == [0.01, 0.001]
     for _, row in rows.iterrows():  # the search's fitness of the same weights: contest mAP on the val split
         assert row["test_mAP@0.75"] == pytest.approx(split_map(row["best"], data_yaml, imgsz=64, device="cpu"))
-    printed = capsys.readouterr().out
+    printed = (out / "table.md").read_text(encoding="utf-8")
     assert "| name | seeds | mAP@0.75 |" in printed and "validation split of" in printed
 
 

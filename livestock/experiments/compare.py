@@ -140,6 +140,9 @@ def cli_compare(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in comma_list(args.seeds)]
     scored = (GoldSet.val_split(args.data, out) if args.score_on == "val"
               else gold_test_set(args.test_dir, args.prepared_test, args.answer))
+    if args.weights and args.experiment != "engines":  # say where training starts: `auto` may mean from scratch
+        _, about = resolve_start_weights(args.weights, args.model or "", args.imgsz, engine=args.engine)
+        print(f"start weights: {about}")
     if args.experiment == "engines":
         from livestock.experiments.engines import compare_engines, parse_models
 
