@@ -55,14 +55,15 @@ def named_items(text: str, what: str) -> dict[str, str]:
 
 
 def comparison_cells(experiment: str, items: dict[str, str], *, data_yaml: str, seeds: list[int], engine: str,
-                     model: str | None, weights: str, hyp: str | None, imgsz: int, epochs: int, batch: int,
+                     model: str | None, weights: str | None, hyp: str | None, imgsz: int, epochs: int, batch: int,
                      budget: str, device: str, workers: int) -> list[TrainingCell]:
-    """The cells of a ``hyps``, ``sets`` or ``starts`` comparison: one per item and seed, every other setting equal."""
+    """The cells of a ``hyps``, ``sets`` or ``starts`` comparison: one per item and seed, every other setting equal;
+    ``weights``: the common start, already resolved (:func:`resolve_start_weights`), None for scratch."""
     def start(value: str) -> str | None:
         resolved, _ = resolve_start_weights(value, model or "", imgsz, engine=engine)
         return resolved or None
 
-    common = dict(engine=engine, model=model, weights=start(weights), hyp=hyp, imgsz=imgsz, batch=batch,
+    common = dict(engine=engine, model=model, weights=weights, hyp=hyp, imgsz=imgsz, batch=batch,
                   device=device, workers=workers)
     if experiment == "sets":
         return set_cells(items, epochs=epochs, budget=budget, seeds=seeds, **common)
@@ -140,9 +141,12 @@ def cli_compare(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in comma_list(args.seeds)]
     scored = (GoldSet.val_split(args.data, out) if args.score_on == "val"
               else gold_test_set(args.test_dir, args.prepared_test, args.answer))
-    if args.weights and args.experiment != "engines":  # say where training starts: `auto` may mean from scratch
-        _, about = resolve_start_weights(args.weights, args.model or "", args.imgsz, engine=args.engine)
-        print(f"start weights: {about}")
+    start = None  # the start weights of every cell but the engines' (from scratch) and the `starts` items
+    if args.experiment != "engines":
+        resolved, about = resolve_start_weights(args.weights, args.model or "", args.imgsz, engine=args.engine)
+        start = resolved or None
+        if args.weights:  # said before any cell runs: `auto` may mean from scratch
+            print(f"start weights: {about}")
     if args.experiment == "engines":
         from livestock.experiments.engines import compare_engines, parse_models
 
@@ -152,15 +156,14 @@ def cli_compare(args: argparse.Namespace) -> int:
     elif args.experiment == "samplers":
         from livestock.experiments.samplers import compare_samplers
 
-        weights, _ = resolve_start_weights(args.weights, args.model or "", args.imgsz, engine=args.engine)
         compare_samplers(args.mini_data, args.data, scored, out, samplers=comma_list(args.samplers), seeds=seeds,
                          trials=args.trials, epochs=args.search_epochs, retrain_epochs=args.epochs, keys=args.keys,
-                         base_hyp=args.hyp, weights=weights or None, model=args.model, engine=args.engine,
+                         base_hyp=args.hyp, weights=start, model=args.model, engine=args.engine,
                          imgsz=args.imgsz, batch=args.batch, device=args.device, workers=args.workers)
     else:
         items = named_items(getattr(args, args.experiment), args.experiment)
         cells = comparison_cells(args.experiment, items, data_yaml=args.data, seeds=seeds, engine=args.engine,
-                                 model=args.model, weights=args.weights, hyp=args.hyp, imgsz=args.imgsz,
+                                 model=args.model, weights=start, hyp=args.hyp, imgsz=args.imgsz,
                                  epochs=args.epochs, batch=args.batch, budget=args.budget, device=args.device,
                                  workers=args.workers)
         run_comparison(cells, scored, out)
