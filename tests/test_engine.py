@@ -221,6 +221,28 @@ def test_one_device_parser(monkeypatch):
         parse_device("2")
 
 
+def test_train_settings_one_object_for_every_engine():
+    """Both engines' train() take one TrainSettings: fields override a base, other names become engine options,
+    and what no run can take is refused before any training starts, with the engine's own lists."""
+    from livestock.model.engine import TrainSettings
+    from livestock.model.ultralytics import adapter as UA
+
+    base = TrainSettings(epochs=30, imgsz=320, options={"freeze": [10]})
+    s = TrainSettings.of(base, seed=2, rect=True)
+    assert (s.epochs, s.imgsz, s.seed, s.batch_size) == (30, 320, 2, 16)
+    assert dict(s.options) == {"freeze": [10], "rect": True} and dict(base.options) == {"freeze": [10]}
+    s.check(E.PASSTHROUGH_OPTIONS, E.OPTIMIZERS)
+    with pytest.raises(ValueError, match=r"unsupported train options \['close_mosaic'\]"):
+        TrainSettings.of(close_mosaic=0).check(E.PASSTHROUGH_OPTIONS, E.OPTIMIZERS)
+    TrainSettings.of(close_mosaic=0, optimizer="MuSGD").check(UA.PASSTHROUGH_OPTIONS, UA.OPTIMIZERS)
+    with pytest.raises(ValueError, match="optimizer must be one of SGD, Adam, AdamW, not 'MuSGD'"):
+        TrainSettings.of(optimizer="MuSGD").check(E.PASSTHROUGH_OPTIONS, E.OPTIMIZERS)
+    with pytest.raises(ValueError, match="cache must be None, 'ram' or 'disk', not 'gpu'"):
+        TrainSettings.of(cache="gpu").check(E.PASSTHROUGH_OPTIONS, E.OPTIMIZERS)
+    with pytest.raises(ValueError, match=r"need epochs >= 1, batch_size >= 1 and imgsz >= 32 \(got 0, 16, 640\)"):
+        T.train("never-read.yaml", epochs=0)
+
+
 def test_resolve_weights_scratch_and_paths(tmp_path, monkeypatch):
     monkeypatch.setattr(E, "_download", lambda *a: pytest.fail("no download for paths"))
     assert E.resolve_weights(None) == "" and E.resolve_weights("") == "" and E.resolve_weights("''") == ""

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from killed_training import kill_when
+from killed_training import kill_when, repo_env
 from livestock.cli import main as cli_main
 from livestock.data.synth import generate_synthetic_dataset, render_image
 from livestock.data.synth.dataset import PREVIEW_FRAMES, style_preview
@@ -227,13 +227,9 @@ def _pretrain_command(epochs: int) -> list[str]:
             "64", "--epochs", str(epochs), "--batch", "8", "--device", "cpu", "--workers", "0"]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-
-
 def _finish(command: list[str], cwd: Path, epochs: int) -> tuple[str, dict]:
     """Run ``command`` again to its end: (its output, the manifest); every epoch is in results.csv once."""
-    done = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True)
+    done = subprocess.run(command, cwd=cwd, env=repo_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     results = pd.read_csv(cwd / RUN_DIR / "results.csv", skipinitialspace=True)
     results.columns = results.columns.str.strip()
@@ -248,7 +244,7 @@ def test_interrupted_pretraining_resumes_and_runs_every_epoch_once(tmp_path):
     command = _pretrain_command(epochs=3)
     last = tmp_path / RUN_DIR / "weights/last.pt"
     # killed once the first epoch's checkpoint is wholly written
-    kill_when(command, lambda: _complete(last), cwd=tmp_path, env=_env())
+    kill_when(command, lambda: _complete(last), cwd=tmp_path, env=repo_env())
     assert not (tmp_path / "trained_model/pretrained_yolov5n_64.pt").exists()
     out, _ = _finish(command, tmp_path, epochs=3)
     assert "holds the 12 shifted frames already" in out and "is prepared and split already" in out
@@ -263,10 +259,10 @@ def test_a_damaged_checkpoint_stops_the_pretraining_with_its_name_and_keeps_it(t
     one line, the command exits non-zero and the file stays for the user to look at."""
     command = _pretrain_command(epochs=3)
     last = tmp_path / RUN_DIR / "weights/last.pt"
-    kill_when(command, lambda: _complete(last), cwd=tmp_path, env=_env())
+    kill_when(command, lambda: _complete(last), cwd=tmp_path, env=repo_env())
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])
-    done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    done = subprocess.run(command, cwd=tmp_path, env=repo_env(), capture_output=True, text=True)
     assert done.returncode != 0
     error = done.stderr.strip().splitlines()[-1]
     assert error.startswith(f"livestock pretrain: error: {RUN_DIR}/weights/last.pt: not a readable PyTorch checkpoint")
@@ -285,9 +281,9 @@ def test_ultralytics_pretraining_resumes_after_a_kill(tmp_path):
     command = [*_pretrain_command(epochs=3), "--engine", "ultralytics"]
     run_dir = Path("runs/pretrain/yolo11n_64")
     last = tmp_path / run_dir / "weights/last.pt"
-    kill_when(command, lambda: _complete(last), cwd=tmp_path, env=_env())
+    kill_when(command, lambda: _complete(last), cwd=tmp_path, env=repo_env())
     assert not (tmp_path / "trained_model/pretrained_yolo11n_64.pt").exists()
-    done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    done = subprocess.run(command, cwd=tmp_path, env=repo_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "[pretrain] train: resuming" in done.stdout, done.stdout
     results = pd.read_csv(tmp_path / run_dir / "results.csv")

@@ -159,10 +159,11 @@ def test_engine_is_registered_with_yolov5s_interface():
         ours, theirs = inspect.signature(getattr(E, fn)).parameters, inspect.signature(getattr(Y, fn)).parameters
         for name, p in theirs.items():  # every YOLOv5 argument is accepted, with the same default
             assert name in ours, (fn, name)
-            # each engine's own: its hyp file, and validation's NMS IoU (0.7 here, 0.6 in YOLOv5)
-            if name not in ("hyp", "iou"):
-                assert ours[name].default == p.default, (fn, name)
-    assert inspect.signature(UT.train).parameters["hyp"].default == U.DEFAULT_HYP
+            assert ours[name].default == p.default, (fn, name)
+    # training and validation settings are one shared object each, not two parameter lists kept alike by hand
+    for fn, kind in (("train", "TrainSettings"), ("validate", "ValSettings")):
+        for engine in (Y, E):
+            assert kind in str(inspect.signature(getattr(engine, fn)).parameters["settings"].annotation), (engine, fn)
 
 
 def test_hyp_file_is_ultralytics_defaults():
@@ -382,10 +383,6 @@ def test_yolo26_trains_with_its_nms_free_head(yolo26_run, toy, tmp_path):
 # ---------------------------------------------------------------- resume after a kill
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-
-
 def _results(run_dir: Path):
     import pandas as pd
 
@@ -399,20 +396,20 @@ def test_resume_after_kill_keeps_the_lr_schedule_and_one_row_per_epoch(tmp_path)
     """A training killed mid-run (SIGKILL, no clean-up) resumes from last.pt with its optimiser and LR schedule:
     the resumed run's epochs and per-epoch learning rates equal those of the same run without interruption.
     Once finished, it has nothing left to resume: one line naming last.pt, exit 1."""
-    from killed_training import kill_after_epochs
+    from killed_training import kill_after_epochs, repo_env
     from toy_yolo import make_toy_yolo_dataset
 
     data = make_toy_yolo_dataset(tmp_path / "toy", n_train=32, n_val=8)
     base = [sys.executable, "-m", "livestock.cli", "train", "--engine", "ultralytics", "--data", str(data),
             "--model", "yolo11n", "--img", "64", "--epochs", "5", "--batch", "8", "--device", "cpu", "--workers", "0",
             "--project", str(tmp_path)]
-    straight_run = subprocess.run(base + ["--name", "straight"], capture_output=True, text=True, env=_env())
+    straight_run = subprocess.run(base + ["--name", "straight"], capture_output=True, text=True, env=repo_env())
     assert straight_run.returncode == 0, straight_run.stderr[-3000:]
     results = tmp_path / "killed" / "results.csv"
-    assert kill_after_epochs(base + ["--name", "killed"], results, epochs=2, timeout_s=600, env=_env()) < 5
+    assert kill_after_epochs(base + ["--name", "killed"], results, epochs=2, timeout_s=600, env=repo_env()) < 5
     assert UT.can_resume(tmp_path / "killed") and not UT.can_resume(tmp_path / "straight")
     assert not UT.can_resume(tmp_path / "nothing_here")
-    resumed_run = subprocess.run(base + ["--name", "killed", "--resume"], capture_output=True, text=True, env=_env())
+    resumed_run = subprocess.run(base + ["--name", "killed", "--resume"], capture_output=True, text=True, env=repo_env())
     assert resumed_run.returncode == 0, resumed_run.stderr[-3000:]
     assert "epochs run: 5" in resumed_run.stdout
     straight, resumed = _results(tmp_path / "straight"), _results(tmp_path / "killed")
@@ -423,7 +420,7 @@ def test_resume_after_kill_keeps_the_lr_schedule_and_one_row_per_epoch(tmp_path)
     assert len(set(straight["lr/pg0"])) == 5  # a schedule that changes every epoch: the comparison can fail
     assert not UT.can_resume(tmp_path / "killed")
     last = tmp_path / "killed" / "weights" / "last.pt"
-    again = subprocess.run(base + ["--name", "killed", "--resume"], capture_output=True, text=True, env=_env())
+    again = subprocess.run(base + ["--name", "killed", "--resume"], capture_output=True, text=True, env=repo_env())
     assert again.returncode == 1
     assert again.stderr.strip().splitlines()[-1] == (
         f"livestock train: error: {last}: this training finished (its optimiser state was stripped); "

@@ -32,13 +32,14 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from livestock.data.yolo_format import load_data_yaml
 from livestock.model.onnx_file import onnx_engine
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -227,8 +228,8 @@ class Engine(Protocol):
     DEFAULT_MODEL: str
     DEFAULT_HYP: str
 
-    def train(self, data_yaml: str | os.PathLike, **settings: object) -> object:
-        """Train and return a result with ``best``, ``save_dir`` and a per-class ``metrics`` table. With
+    def train(self, data_yaml: str | os.PathLike, settings: TrainSettings | None = None, **values: object) -> object:
+        """Train with ``settings`` (:class:`TrainSettings`; ``values`` override its fields) and return a result with ``best``, ``save_dir`` and a per-class ``metrics`` table. With
         ``resume=True``, continue the interrupted run in ``project/name`` from its ``weights/last.pt`` (optimiser,
         EMA, LR schedule and epoch counter as they were; the run's own settings apply); a run with nothing left to
         resume is an error naming its ``last.pt``. Checkpoints are written atomically
@@ -238,8 +239,9 @@ class Engine(Protocol):
         """True when ``save_dir`` holds a training that stopped before its end, which ``train(resume=True)``
         continues; a ``last.pt`` that cannot be read is a ValueError naming it."""
 
-    def validate(self, weights: str | os.PathLike, data_yaml: str | os.PathLike, **settings: object) -> "pd.DataFrame":
-        """Per-class validation table: index ``all`` and class names; images, instances, P, R, mAP columns."""
+    def validate(self, weights: str | os.PathLike, data_yaml: str | os.PathLike, settings: ValSettings | None = None,
+                 **values: object) -> "pd.DataFrame":
+        """Validation with ``settings`` (:class:`ValSettings`; ``values`` override its fields). Per-class table: index ``all`` and class names; images, instances, P, R, mAP columns."""
 
     def load_detector(self, weights: Path, imgsz: int, device: "torch.device", n_classes: int,
                       augment: bool = False) -> Detector:
@@ -381,6 +383,125 @@ def save_model_checkpoint(model: "torch.nn.Module", path: str | os.PathLike, hal
     buffer = io.BytesIO()
     torch.save({"model": module.half() if half else module.float(), "epoch": -1}, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+# ---------------------------------------------------------------- training settings
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One training run's settings, the same for every engine's ``train`` and for the stages that train (search,
+    evolution, experiments, pretraining), so each is named, defaulted and checked in one place.
+
+    - ``model``: architecture by name or yaml path (None: the engine's smallest from scratch, or with ``weights``
+      the checkpoint's own architecture). ``weights``: None (from scratch), a checkpoint path or a pretrained name
+      (the engine's ``resolve_weights``). Checkpoints are pickles: loading one runs code, trusted files only.
+    - ``hyp``: dict, yaml path or shipped name (None: the engine's ``DEFAULT_HYP``).
+    - ``linear_lr``: linear LR decay from lr0 to lr0*lrf (the original's ``--linear-lr``); False: cosine.
+    - ``project``/``name``: the run folder ``project/name``; if it exists and ``exist_ok`` is False a new one,
+      ``name2``, ``name3``, ..., is made; with ``exist_ok`` the folder is reused.
+    - ``device``: ``auto`` (GPU 0 if CUDA is available, else CPU), ``cpu``, ``0``, ``0,1``.
+    - ``best.pt`` is checked against ``max_weight_mb``: a warning, or :class:`WeightSizeError` with
+      ``fail_on_oversize`` (the weights stay on disk). ``verbose=False`` keeps progress bars and warnings but not
+      the engine's INFO log.
+    - ``on_epoch(epoch, epochs, metrics)`` after each epoch's validation (epoch from 1; metrics: loss, P, R,
+      mAP@0.5, mAP@0.5:0.95); every epoch is also a ``livestock.progress`` event.
+    - ``resume``: continue the interrupted run in ``project/name`` from its ``weights/last.pt``; the run's own
+      settings apply, not these (the engine's ``train`` says which it still takes from here).
+    - ``options``: the engine's other train options (its ``PASSTHROUGH_OPTIONS``, e.g. ``freeze=[10]``).
+    """
+
+    model: str | None = None
+    weights: str | os.PathLike | None = None
+    hyp: str | os.PathLike | dict | None = None
+    imgsz: int = 640
+    epochs: int = 100
+    batch_size: int = 16
+    device: str = "auto"
+    workers: int = 8  # data-loader workers
+    project: str | os.PathLike = "runs/train"
+    name: str = "exp"
+    exist_ok: bool = False
+    linear_lr: bool = True
+    optimizer: str = "SGD"
+    seed: int = 0
+    patience: int = 100  # early-stopping patience in epochs
+    cache: str | None = None  # None, "ram" or "disk"
+    max_weight_mb: float = CONTEST_MAX_WEIGHT_MB
+    fail_on_oversize: bool = False
+    plots: bool = True
+    verbose: bool = False
+    on_epoch: EpochCallback | None = None
+    resume: bool = False
+    options: Mapping[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, settings: "TrainSettings | None" = None, **values: object) -> "TrainSettings":
+        """``settings`` (default: all defaults) with ``values`` applied; a name that is not a field is an engine
+        option and joins ``options``."""
+        base = settings or cls()
+        names = {f.name for f in fields(cls)} - {"options"}
+        extra = {k: v for k, v in values.items() if k not in names and k != "options"}
+        options = {**base.options, **dict(values.get("options") or {}), **extra}  # type: ignore[arg-type]
+        return replace(base, **{k: v for k, v in values.items() if k in names}, options=options)
+
+    def check(self, passthrough: Collection[str], optimizers: Collection[str]) -> None:
+        """ValueError on what no engine run can take: options outside the engine's ``passthrough``, an optimiser
+        outside ``optimizers``, a cache other than None / ram / disk, or sizes below their minimum."""
+        unknown = set(self.options) - set(passthrough)
+        if unknown:
+            raise ValueError(f"unsupported train options {sorted(unknown)}; allowed: {sorted(passthrough)}")
+        if self.optimizer not in optimizers:
+            raise ValueError(f"optimizer must be one of {', '.join(optimizers)}, not {self.optimizer!r}")
+        if self.cache not in (None, "ram", "disk"):
+            raise ValueError(f"cache must be None, 'ram' or 'disk', not {self.cache!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.imgsz < 32:
+            raise ValueError(f"need epochs >= 1, batch_size >= 1 and imgsz >= 32 "
+                             f"(got {self.epochs}, {self.batch_size}, {self.imgsz})")
+
+
+@dataclass(frozen=True)
+class ValSettings:
+    """One validation's settings, the same for every engine's ``validate``.
+
+    ``iou``: the NMS IoU (None: the engine's own default). ``batch_size`` None: :func:`validation_batch` of
+    ``imgsz``. The run folder ``project/name`` is incremented unless ``exist_ok``; ``save_txt`` also writes
+    ``labels/<stem>.txt`` with confidences. ``half`` applies on CUDA only.
+    """
+
+    imgsz: int = 640
+    conf: float = 0.001
+    iou: float | None = None
+    device: str = "auto"
+    split: str = "val"
+    batch_size: int | None = None
+    workers: int = 8
+    project: str | os.PathLike = "runs/val"
+    name: str = "exp"
+    exist_ok: bool = False
+    half: bool = True
+    plots: bool = True
+    save_txt: bool = False
+    verbose: bool = False
+
+    @classmethod
+    def of(cls, settings: "ValSettings | None" = None, **values: object) -> "ValSettings":
+        """``settings`` (default: all defaults) with ``values`` applied; an unknown name is a TypeError."""
+        return replace(settings or cls(), **values)
+
+    def checked(self, weights: str | os.PathLike, data_yaml: str | os.PathLike) -> tuple[Path, dict, int]:
+        """The weights path, the dataset yaml's content and the batch size, after the checks every engine makes:
+        FileNotFoundError for missing weights, ValueError for a split that is not train / val / test or that the
+        yaml does not name."""
+        path = Path(weights)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: weights not found")
+        if self.split not in ("train", "val", "test"):
+            raise ValueError(f"split must be train, val or test, not {self.split!r}")
+        data, _ = load_data_yaml(data_yaml)
+        if not data.get(self.split):
+            raise ValueError(f"{data_yaml}: no '{self.split}' entry")
+        return path, data, self.batch_size or validation_batch(self.imgsz)
 
 
 # ---------------------------------------------------------------- training results

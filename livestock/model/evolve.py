@@ -1,6 +1,6 @@
 """Genetic evolution of chosen hyper-parameters, YOLOv5-style, resumable.
 
-Each generation is one short training run (``livestock.model.yolov5.training.train``) with one hyp set. Generation 0 trains
+Each generation is one short training run (the engine's ``train``) with one hyp set. Generation 0 trains
 the base hyp; every later one mutates a parent drawn from the history, as YOLOv5 7.0's ``train.py --evolve``
 does, but **only the keys the user names** change (the original entry's change to YOLOv5's loop):
 
@@ -46,6 +46,7 @@ import pandas as pd
 
 from livestock import provenance
 from livestock.fileio import atomic_write_csv, atomic_write_text
+from livestock.model.engine import TrainSettings
 from livestock.model.genetic import DEFAULT_KEYS, parse_bounds, parse_keys, resolve_bounds
 from livestock.model.objective import FITNESS_KINDS
 from livestock.model.search import GeneticSettings, run_search, training_objective
@@ -105,6 +106,12 @@ def _check_resume(save_dir: Path, settings: dict) -> None:
                          f"Continue it with the same settings, or choose another --name")
 
 
+# The training settings a generation takes from evolve()'s caller (TrainSettings fields); the others are evolve's own
+# (epochs, the folder) or fixed per trial (name, exist_ok, plots, on_epoch).
+TRIAL_SETTINGS = ("model", "weights", "imgsz", "batch_size", "device", "workers", "optimizer", "linear_lr", "seed",
+                  "verbose")
+
+
 def evolve(
     data_yaml: str | os.PathLike,
     generations: int = 7,
@@ -113,33 +120,28 @@ def evolve(
     bounds: Mapping[str, tuple[float, float]] | None = None,
     base_hyp: str | os.PathLike | dict = DEFAULT_HYP,
     fitness: str = "yolov5",
-    model: str | None = None,
-    weights: str | os.PathLike | None = None,
-    imgsz: int = 640,
-    batch_size: int = 16,
-    device: str = "auto",
-    workers: int = 8,
     project: str | os.PathLike = "runs/evolve",
     name: str = "exp",
-    optimizer: str = "SGD",
-    linear_lr: bool = True,
-    seed: int = 0,
     top_n: int = 5,
     mutation_prob: float = 0.8,
     sigma: float = 0.2,
     keep_weights: bool = False,
-    verbose: bool = False,
     objective: Callable | None = None,
+    **training: object,
 ) -> EvolveResult:
     """Evolve ``keys`` of ``base_hyp`` for ``generations`` generations (in total, counting finished ones) of
     ``epochs`` epochs each on ``data_yaml``; results in ``project/name`` (see the module docstring).
 
     Re-running the same call continues an interrupted evolution; raising ``generations`` extends a finished one.
     ``keep_weights=False`` deletes each generation's weights once it is scored (a yolov5m6 checkpoint is ~68 MB).
-    The training arguments mean what they mean for :func:`livestock.model.yolov5.training.train`; ``objective`` replaces the
+    ``training``: the generations' :data:`TRIAL_SETTINGS`, meaning what they mean in
+    :class:`~livestock.model.engine.TrainSettings` (e.g. ``weights=``, ``imgsz=``); ``objective`` replaces the
     training (any :data:`livestock.model.search.Objective`, e.g. a cheap function in tests).
     """
-
+    unknown = sorted(set(training) - set(TRIAL_SETTINGS))
+    if unknown:
+        raise ValueError(f"evolve() takes no training setting {unknown}; it takes {', '.join(TRIAL_SETTINGS)}")
+    t = TrainSettings.of(**training)
     keys = parse_keys(keys)
     bounds_by_key = resolve_bounds(keys, bounds)
     if fitness not in FITNESS_KINDS:
@@ -151,24 +153,24 @@ def evolve(
     source = provenance.require_current(data_yaml)  # a split of other data than the current fails here, named
     if objective is None:
         objective = training_objective(
-            data_yaml, epochs=epochs, imgsz=imgsz, batch=batch_size, model=model, weights=weights, device=device,
-            workers=workers, seed=seed, project=save_dir, fitness=fitness, optimizer=optimizer, linear_lr=linear_lr,
-            keep_weights=keep_weights, verbose=verbose,
+            data_yaml, epochs=epochs, imgsz=t.imgsz, batch=t.batch_size, model=t.model, weights=t.weights,
+            device=t.device, workers=t.workers, seed=t.seed, project=save_dir, fitness=fitness,
+            optimizer=t.optimizer, linear_lr=t.linear_lr, keep_weights=keep_weights, verbose=t.verbose,
         )
     save_dir.mkdir(parents=True, exist_ok=True)
     settings = _settings(
-        data=str(Path(data_yaml).resolve()), inputs=source["inputs"] if source else None, model=model, weights=str(weights) if weights else None,
-        base_hyp={k: base[k] for k in HYP_KEYS}, keys=list(keys),
-        bounds={k: list(v) for k, v in bounds_by_key.items()}, fitness=fitness, imgsz=int(imgsz), epochs=int(epochs),
-        batch_size=int(batch_size), optimizer=optimizer, linear_lr=bool(linear_lr), seed=int(seed), top_n=int(top_n),
-        mutation_prob=float(mutation_prob), sigma=float(sigma),
+        data=str(Path(data_yaml).resolve()), inputs=source["inputs"] if source else None, model=t.model,
+        weights=str(t.weights) if t.weights else None, base_hyp={k: base[k] for k in HYP_KEYS}, keys=list(keys),
+        bounds={k: list(v) for k, v in bounds_by_key.items()}, fitness=fitness, imgsz=int(t.imgsz), epochs=int(epochs),
+        batch_size=int(t.batch_size), optimizer=t.optimizer, linear_lr=bool(t.linear_lr), seed=int(t.seed),
+        top_n=int(top_n), mutation_prob=float(mutation_prob), sigma=float(sigma),
     )
     _check_resume(save_dir, settings)
     # One worker owns an evolution folder, so a trial still running at the start was cut off by a crash: exclusive
     # retries it at once instead of waiting for its heartbeat to go stale.
     search = run_search(
         objective, trials=generations, keys=keys, bounds=bounds_by_key, base_hyp=base, sampler="ga",
-        storage=save_dir / STUDY_NAME, study_name=name, out=save_dir, seed=seed,
+        storage=save_dir / STUDY_NAME, study_name=name, out=save_dir, seed=t.seed,
         ga=GeneticSettings(top_n=top_n, mutation_prob=mutation_prob, sigma=sigma), exclusive=True, progress="evolve",
         after_trial=lambda r: atomic_write_csv(evolution_history(r.trials, base), save_dir / CSV_NAME),
     )

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from livestock.data.yolo_format import load_data_yaml, yaml_class_names
 from livestock.fileio import atomic_checkpoints, atomic_write_csv, atomic_write_text
-from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, METRIC_COLUMNS, EpochCallback, TrainResult,
-                                    epochs_in_results, keep_results_rows, parse_device, validation_batch)
+from livestock.model.engine import (METRIC_COLUMNS, EpochCallback, TrainResult, TrainSettings, ValSettings,
+                                    epochs_in_results, keep_results_rows, parse_device)
 from livestock.model.ultralytics.adapter import (DEFAULT_HYP, DEFAULT_MODEL, OPTIMIZERS, PASSTHROUGH_OPTIONS,
                                                  _check_onnx_variant, _choose_variant, _has_one2one, _nms_arg,
                                                  _ultralytics_scope, check_weight_size, load_checkpoint, load_hyp,
@@ -106,73 +106,36 @@ class _RunCapture:
 # ================================================================ training
 
 
-def train(
-    data_yaml: str | os.PathLike,
-    model: str | None = None,
-    weights: str | os.PathLike | None = None,
-    hyp: str | os.PathLike | dict = DEFAULT_HYP,
-    imgsz: int = 640,
-    epochs: int = 100,
-    batch_size: int = 16,
-    device: str = "auto",
-    workers: int = 8,
-    project: str | os.PathLike = "runs/train",
-    name: str = "exp",
-    exist_ok: bool = False,
-    linear_lr: bool = True,
-    optimizer: str = "SGD",
-    seed: int = 0,
-    patience: int = 100,
-    cache: str | None = None,
-    max_weight_mb: float = CONTEST_MAX_WEIGHT_MB,
-    fail_on_oversize: bool = False,
-    plots: bool = True,
-    verbose: bool = False,
-    on_epoch: EpochCallback | None = None,
-    variant: str | None = None,
-    resume: bool = False,
-    **options: object,
-) -> TrainResult:
-    """Train an Ultralytics detector and return the run folder, weights and final per-class metrics.
+def train(data_yaml: str | os.PathLike, settings: TrainSettings | None = None, variant: str | None = None,
+          **values: object) -> TrainResult:
+    """Train an Ultralytics detector with ``settings`` (:class:`~livestock.model.engine.TrainSettings`; ``values``
+    override its fields) and return the run folder, weights and final per-class metrics.
 
-    - ``model``: architecture by name (:data:`~livestock.model.ultralytics.adapter.MODEL_NAMES`, e.g. ``yolo11n``,
-      ``yolo26s``, ``yolov8m-p6``) or yaml path. Default: ``yolo11n`` from scratch; with ``weights`` and no
-      ``model``, the checkpoint's own architecture.
-    - ``weights``: None (from scratch), a checkpoint path, or a pretrained name (``yolo11n.pt``) found in the
-      working directory or ``trained_model/`` (``resolve_weights``; never downloaded). With ``model`` as well,
-      the matching weights are transferred into the new architecture. Checkpoints are pickles: trusted files only.
-    - ``hyp``: dict, yaml path or shipped name (``DEFAULT_HYP``), keys ``HYP_KEYS``.
-    - ``linear_lr``: linear LR decay from lr0 to lr0*lrf; False: cosine. ``optimizer``: one of ``OPTIMIZERS``.
-    - ``project``/``name``: the run folder ``project/name`` (``name2``, ``name3``, ... unless ``exist_ok``).
+    - ``model``: :data:`~livestock.model.ultralytics.adapter.MODEL_NAMES` (e.g. ``yolo11n``, ``yolo26s``,
+      ``yolov8m-p6``) or a yaml path; default ``yolo11n`` from scratch.
+    - ``weights``: a pretrained name (``yolo11n.pt``) is found in the working directory or ``trained_model/``
+      (``resolve_weights``; never downloaded). With ``model`` as well, the matching weights are transferred into
+      the new architecture.
+    - ``hyp``: keys ``HYP_KEYS``; ``optimizer``: one of ``OPTIMIZERS``; ``options``: ``PASSTHROUGH_OPTIONS``
+      (e.g. ``close_mosaic=0``).
     - ``variant``: the head every validation uses (YOLO26: ``one2one`` by default; see the adapter's docstring).
-    - ``options``: other Ultralytics train options, see ``PASSTHROUGH_OPTIONS`` (e.g. ``close_mosaic=0``).
-    - ``best.pt`` is checked against ``max_weight_mb``: a warning, or :class:`WeightSizeError` with
-      ``fail_on_oversize``. ``verbose=False`` keeps progress bars and warnings but not Ultralytics' INFO log.
-    - ``on_epoch(epoch, epochs, metrics)`` after each epoch's validation (epoch from 1; metrics: loss, P, R,
-      mAP@0.5, mAP@0.5:0.95); every epoch is also a ``livestock.progress`` event. Ultralytics runs multi-GPU
-      training in subprocesses of its own, whose epochs are not reported here (and whose checkpoint writes are
-      Ultralytics' own, in place).
-    - ``resume``: continue the interrupted run in ``project/name`` from its ``weights/last.pt`` (optimiser, EMA, LR
-      schedule and epoch counter as they were). The run's own settings apply, not the other arguments, except
-      ``device`` and ``workers``: those are this machine's. A run without ``last.pt``, or with nothing left to
-      run, is an error naming the file (:func:`can_resume` tells beforehand).
+    - Ultralytics runs multi-GPU training in subprocesses of its own, whose epochs are not reported to
+      ``on_epoch`` (and whose checkpoint writes are Ultralytics' own, in place).
+    - ``resume``: continue from ``project/name/weights/last.pt`` (optimiser, EMA, LR schedule and epoch counter as
+      they were). The run's own settings apply, except ``device`` and ``workers``: those are this machine's. A run
+      without ``last.pt``, or with nothing left to run, is an error naming the file (:func:`can_resume` tells
+      beforehand).
     """
     ensure_ultralytics()
-    unknown = set(options) - PASSTHROUGH_OPTIONS
-    if unknown:
-        raise ValueError(f"unsupported train options {sorted(unknown)}; allowed: {sorted(PASSTHROUGH_OPTIONS)}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {optimizer!r}")
-    if epochs < 1 or batch_size < 1 or imgsz < 32:
-        raise ValueError(f"need epochs >= 1, batch_size >= 1 and imgsz >= 32 (got {epochs}, {batch_size}, {imgsz})")
-    if cache not in (None, "ram", "disk"):
-        raise ValueError(f"cache must be None, 'ram' or 'disk', not {cache!r}")
+    s = TrainSettings.of(settings, **values)
+    s.check(PASSTHROUGH_OPTIONS, OPTIMIZERS)
     import yaml
     from ultralytics import YOLO
 
-    engine_device = parse_device(device).engine_string()
-    if resume:
-        save_dir = Path(project, name).resolve()
+    engine_device = parse_device(s.device).engine_string()
+    epochs, imgsz, batch_size = s.epochs, s.imgsz, s.batch_size
+    if s.resume:
+        save_dir = Path(s.project, s.name).resolve()
         last = save_dir / "weights" / "last.pt"
         ckpt = _resume_checkpoint(last)
         run_args = ckpt["train_args"]
@@ -183,43 +146,44 @@ def train(
         names = {int(k): str(v) for k, v in ckpt["ema"].names.items()}
         keep_results_rows(save_dir / "results.csv", int(ckpt["epoch"]) + 1)
         del ckpt  # the trainer loads it again; the model and optimiser state need not stay twice in memory
-        with _ultralytics_scope(verbose):
+        with _ultralytics_scope(s.verbose):
             yolo = YOLO(str(last))
-        run: dict = {"resume": True, "device": engine_device, "workers": int(workers)}
+        run: dict = {"resume": True, "device": engine_device, "workers": int(s.workers)}
     else:
+        hyp = DEFAULT_HYP if s.hyp is None else s.hyp
         data, _ = load_data_yaml(data_yaml)
         # a split, plus set or evolved hyp made from other data than the current fails here, named
         require_current(data_yaml, hyp if isinstance(hyp, (str, os.PathLike)) else None)
         hyp_values = load_hyp(hyp)
-        start = resolve_weights(weights)
-        with _ultralytics_scope(verbose):
-            yolo = YOLO(model_cfg(model or DEFAULT_MODEL)) if (model or not start) else YOLO(start)
-            if model and start:
+        start = resolve_weights(s.weights)
+        with _ultralytics_scope(s.verbose):
+            yolo = YOLO(model_cfg(s.model or DEFAULT_MODEL)) if (s.model or not start) else YOLO(start)
+            if s.model and start:
                 yolo.load(start)
-        chosen = _choose_variant(_has_one2one(yolo.model), variant, str(model or start))
-        save_dir = _run_dir(project, name, exist_ok)
+        chosen = _choose_variant(_has_one2one(yolo.model), variant, str(s.model or start))
+        save_dir = _run_dir(s.project, s.name, s.exist_ok)
         save_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(save_dir / "hyp.yaml", yaml.safe_dump(hyp_values, sort_keys=False))
         val_data = _data_yaml_for_ultralytics(data_yaml, save_dir)
         names = yaml_class_names(data)
         run = dict(
             data=val_data, imgsz=int(imgsz), epochs=int(epochs), batch=int(batch_size), device=engine_device,
-            workers=int(workers), project=str(save_dir.parent), name=save_dir.name, exist_ok=True,
-            cos_lr=not linear_lr, optimizer=optimizer, seed=int(seed), patience=int(patience),
-            cache=cache or False, plots=plots, verbose=verbose, nms=_nms_arg(chosen), **hyp_values, **options,
+            workers=int(s.workers), project=str(save_dir.parent), name=save_dir.name, exist_ok=True,
+            cos_lr=not s.linear_lr, optimizer=s.optimizer, seed=int(s.seed), patience=int(s.patience),
+            cache=s.cache or False, plots=s.plots, verbose=s.verbose, nms=_nms_arg(chosen), **hyp_values, **s.options,
         )
-    capture = _RunCapture(names, int(epochs), on_epoch)
+    capture = _RunCapture(names, int(epochs), s.on_epoch)
     capture.attach(yolo)
-    with _ultralytics_scope(verbose), atomic_checkpoints():
+    with _ultralytics_scope(s.verbose), atomic_checkpoints():
         yolo.train(**run)
     best, last = save_dir / "weights" / "best.pt", save_dir / "weights" / "last.pt"
     if not best.is_file():
         best = last
     table = capture.final
     if table is None:  # multi-GPU: the final validation ran in Ultralytics' worker process
-        table = validate(best, val_data, imgsz=imgsz, device=device, batch_size=batch_size, workers=workers,
+        table = validate(best, val_data, imgsz=imgsz, device=s.device, batch_size=batch_size, workers=s.workers,
                          project=save_dir, name="final_val", exist_ok=True, plots=False, variant=chosen)
-    report = check_weight_size(best, max_weight_mb, fail_on_oversize)
+    report = check_weight_size(best, s.max_weight_mb, s.fail_on_oversize)
     return TrainResult(save_dir=save_dir, best=best, last=last, data_yaml=Path(data_yaml), imgsz=int(imgsz),
                        metrics=table, weight_mb=report["file_mb"], size_report=report, hyp=hyp_values,
                        epochs_run=capture.epochs_run or epochs_in_results(save_dir / "results.csv"))
@@ -257,64 +221,40 @@ def can_resume(save_dir: str | os.PathLike) -> bool:
 # ================================================================ validation
 
 
-def validate(
-    weights: str | os.PathLike,
-    data_yaml: str | os.PathLike,
-    imgsz: int = 640,
-    conf: float = 0.001,
-    iou: float = 0.7,
-    device: str = "auto",
-    split: str = "val",
-    batch_size: int | None = None,
-    workers: int = 8,
-    project: str | os.PathLike = "runs/val",
-    name: str = "exp",
-    exist_ok: bool = False,
-    half: bool = True,
-    plots: bool = True,
-    save_txt: bool = False,
-    verbose: bool = False,
-    variant: str | None = None,
-) -> pd.DataFrame:
+def validate(weights: str | os.PathLike, data_yaml: str | os.PathLike, settings: ValSettings | None = None,
+             variant: str | None = None, **values: object) -> pd.DataFrame:
     """Validate weights (``.pt`` or an ``.onnx`` export of this engine) on a split of a dataset yaml with
-    Ultralytics' validator; per-class table as YOLOv5's :func:`~livestock.model.yolov5.training.validate` gives it:
-    index ``all`` and each class, columns images, instances, P, R, mAP@0.5, mAP@0.5:0.95.
+    Ultralytics' validator and ``settings`` (:class:`~livestock.model.engine.ValSettings`; ``values`` override its
+    fields; ``iou`` defaults to Ultralytics' own 0.7, YOLOv5's is 0.6); per-class table as YOLOv5's
+    :func:`~livestock.model.yolov5.training.validate` gives it: index ``all`` and each class, columns images,
+    instances, P, R, mAP@0.5, mAP@0.5:0.95.
 
-    ``iou`` defaults to Ultralytics' own 0.7 (YOLOv5's is 0.6). The run folder gets Ultralytics' plots and
-    ``per_class.csv`` (and with ``save_txt`` ``labels/<stem>.txt`` with confidences); its path is in
-    ``table.attrs['save_dir']``. ``half`` applies on CUDA only. ``variant``: the head (see the module docstring;
-    an ONNX file holds the one it was exported with). Loading ``.pt`` weights runs pickled code: trusted files only.
+    The run folder gets Ultralytics' plots and ``per_class.csv`` (and with ``save_txt`` ``labels/<stem>.txt`` with
+    confidences); its path is in ``table.attrs['save_dir']``. ``variant``: the head (see the module docstring; an
+    ONNX file holds the one it was exported with). Loading ``.pt`` weights runs pickled code: trusted files only.
     """
-    if batch_size is None:
-        batch_size = validation_batch(imgsz)
     ensure_ultralytics()
-    weights = Path(weights)
-    if not weights.exists():
-        raise FileNotFoundError(f"{weights}: weights not found")
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be train, val or test, not {split!r}")
-    data, _ = load_data_yaml(data_yaml)
-    if not data.get(split):
-        raise ValueError(f"{data_yaml}: no '{split}' entry")
+    s = ValSettings.of(settings, **values)
+    weights, data, batch_size = s.checked(weights, data_yaml)
     from ultralytics import YOLO
 
-    spec = parse_device(device)
+    spec = parse_device(s.device)
     nms: bool | None = None
     if weights.suffix.lower() == ".onnx":
         _check_onnx_variant(weights, variant)
     else:
         nms = _nms_arg(_choose_variant(_has_one2one(load_checkpoint(weights)["model"]), variant, str(weights)))
-    save_dir = _run_dir(project, name, exist_ok)
+    save_dir = _run_dir(s.project, s.name, s.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
     capture = _RunCapture(yaml_class_names(data))
-    with _ultralytics_scope(verbose):
+    with _ultralytics_scope(s.verbose):
         yolo = YOLO(str(weights.resolve()), task="detect")
         capture.attach(yolo)
-        yolo.val(data=_data_yaml_for_ultralytics(data_yaml, save_dir), imgsz=int(imgsz), conf=conf, iou=iou,
-                 split=split, batch=int(batch_size), workers=int(workers), device=spec.engine_string(),
-                 project=str(save_dir.parent), name=save_dir.name, exist_ok=True,
-                 quantize=16 if half and spec.kind == "cuda" else None, plots=plots, save_txt=save_txt,
-                 save_conf=save_txt, verbose=verbose, nms=nms)
+        yolo.val(data=_data_yaml_for_ultralytics(data_yaml, save_dir), imgsz=int(s.imgsz), conf=s.conf,
+                 iou=0.7 if s.iou is None else s.iou, split=s.split, batch=int(batch_size), workers=int(s.workers),
+                 device=spec.engine_string(), project=str(save_dir.parent), name=save_dir.name, exist_ok=True,
+                 quantize=16 if s.half and spec.kind == "cuda" else None, plots=s.plots, save_txt=s.save_txt,
+                 save_conf=s.save_txt, verbose=s.verbose, nms=nms)
     table = capture.final
     atomic_write_csv(table, save_dir / "per_class.csv", index=True)
     table.attrs["save_dir"] = str(save_dir)

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Iterator
 
 from livestock.data.yolo_format import load_data_yaml, yaml_class_names
 from livestock.fileio import atomic_checkpoints, atomic_write_csv, atomic_write_text
-from livestock.model.engine import (METRIC_COLUMNS, EpochCallback, TrainResult, distributed_rank, epochs_in_results,
-                                    is_main_process, keep_results_rows, parse_device, validation_batch)
-from livestock.model.yolov5.compat import (CONTEST_MAX_WEIGHT_MB, DEFAULT_HYP, PASSTHROUGH_OPTIONS, check_weight_size,
-                                           ensure_yolov5, load_checkpoint, load_hyp, model_cfg, resolve_weights)
+from livestock.model.engine import (METRIC_COLUMNS, EpochCallback, TrainResult, TrainSettings, ValSettings,
+                                    distributed_rank, epochs_in_results, is_main_process, keep_results_rows,
+                                    parse_device)
+from livestock.model.yolov5.compat import (DEFAULT_HYP, OPTIMIZERS, PASSTHROUGH_OPTIONS, check_weight_size, ensure_yolov5,
+                                           load_checkpoint, load_hyp, model_cfg, resolve_weights)
 from livestock.progress import emit
 from livestock.provenance import require_current
 
@@ -205,105 +206,66 @@ def _yolov5_train_opt(**settings):
     return opt
 
 
-def train(
-    data_yaml: str | os.PathLike,
-    model: str | None = None,
-    weights: str | os.PathLike | None = None,
-    hyp: str | os.PathLike | dict = DEFAULT_HYP,
-    imgsz: int = 640,
-    epochs: int = 100,
-    batch_size: int = 16,
-    device: str = "auto",
-    workers: int = 8,
-    project: str | os.PathLike = "runs/train",
-    name: str = "exp",
-    exist_ok: bool = False,
-    linear_lr: bool = True,
-    optimizer: str = "SGD",
-    seed: int = 0,
-    patience: int = 100,
-    cache: str | None = None,
-    max_weight_mb: float = CONTEST_MAX_WEIGHT_MB,
-    fail_on_oversize: bool = False,
-    plots: bool = True,
-    verbose: bool = False,
-    on_epoch: EpochCallback | None = None,
-    resume: bool = False,
-    **options: object,
-) -> TrainResult | None:
-    """Train YOLOv5 (``yolov5.train``) and return the run folder, weights and final per-class metrics.
+def train(data_yaml: str | os.PathLike, settings: TrainSettings | None = None, **values: object) -> TrainResult | None:
+    """Train YOLOv5 (``yolov5.train``) with ``settings`` (:class:`~livestock.model.engine.TrainSettings`; ``values``
+    override its fields, e.g. ``train(data, epochs=30, freeze=[10])``) and return the run folder, weights and final
+    per-class metrics.
 
-    - ``model``: architecture by name (yolov5n/s/m/l/x, P6 yolov5n6/s6/m6/l6/x6) or yaml path. Default:
-      ``yolov5n`` from scratch; with ``weights`` and no ``model``, the checkpoint's own architecture.
-    - ``weights``: None (from scratch), a checkpoint path, or a pretrained name (``yolov5m6.pt``), looked up in
-      ``trained_model/`` and downloaded there if possible (see :func:`resolve_weights`). Checkpoints are pickles:
-      loading one runs code, so start only from files you trust.
-    - ``hyp``: dict, yaml path, or a shipped name (``hyp_scratch_cpu``, ``experiment_hyp_v1``, ``hyp.scratch-low``).
-    - ``linear_lr``: linear LR decay from lr0 to lr0*lrf (the original's ``--linear-lr``); False: cosine.
-    - ``project``/``name``: the run folder ``project/name``. If it exists and ``exist_ok`` is False a new one,
-      ``name2``, ``name3``, ..., is made (YOLOv5's rule); with ``exist_ok`` the folder is reused and its files
-      overwritten.
-    - ``device``: ``auto`` (GPU 0 if CUDA is available, else CPU), ``cpu``, ``0``, ``0,1``.
-    - ``options``: other YOLOv5 train options, see :data:`PASSTHROUGH_OPTIONS` (e.g. ``freeze=[10]``, ``rect=True``).
-    - After training, ``best.pt`` (stripped, FP16) is checked against ``max_weight_mb``: over the limit is a
-      warning, or a :class:`WeightSizeError` with ``fail_on_oversize`` (the weights stay on disk).
-    - ``verbose=False`` keeps YOLOv5's progress bars and warnings but not its INFO log.
-    - ``on_epoch(epoch, epochs, metrics)`` is called after each epoch's validation (epoch counts from 1; metrics:
-      loss, P, R, mAP@0.5, mAP@0.5:0.95); every epoch is also a ``livestock.progress`` event.
-
-    - ``resume``: continue the interrupted run in ``project/name`` from its ``weights/last.pt`` (optimiser, EMA
-      and LR schedule as they were; the run's own settings, not the other arguments, apply).
+    - ``model``: yolov5n/s/m/l/x, P6 yolov5n6/s6/m6/l6/x6, or a yaml path (default ``yolov5n`` from scratch).
+    - ``weights``: a pretrained name (``yolov5m6.pt``) is looked up in ``trained_model/`` and downloaded there if
+      possible (see :func:`resolve_weights`).
+    - ``hyp``: also YOLOv5's own names (``hyp.scratch-low``); ``optimizer``: one of :data:`OPTIMIZERS`.
+    - ``options``: :data:`PASSTHROUGH_OPTIONS` (e.g. ``freeze=[10]``, ``rect=True``).
+    - ``resume``: continue from ``project/name/weights/last.pt`` with the optimiser, EMA and LR schedule as they
+      were; the run's own settings apply, not the other fields.
 
     Multi-GPU (DDP) runs go through ``python -m torch.distributed.run``; there every process calls this, and
     only rank 0 returns a result (the others return None).
     """
     ensure_yolov5()
-    unknown = set(options) - PASSTHROUGH_OPTIONS
-    if unknown:
-        raise ValueError(f"unsupported train options {sorted(unknown)}; allowed: {sorted(PASSTHROUGH_OPTIONS)}")
-    if optimizer not in ("SGD", "Adam", "AdamW"):
-        raise ValueError(f"optimizer must be SGD, Adam or AdamW, not {optimizer!r}")
-    if epochs < 1 or batch_size < 1 or imgsz < 32:
-        raise ValueError(f"need epochs >= 1, batch_size >= 1 and imgsz >= 32 (got {epochs}, {batch_size}, {imgsz})")
+    s = TrainSettings.of(settings, **values)
+    s.check(PASSTHROUGH_OPTIONS, OPTIMIZERS)
+    hyp = DEFAULT_HYP if s.hyp is None else s.hyp
+    epochs = s.epochs
     data, _ = load_data_yaml(data_yaml)
-    if not resume:  # a split, plus set or evolved hyp made from other data than the current fails here, named
+    if not s.resume:  # a split, plus set or evolved hyp made from other data than the current fails here, named
         require_current(data_yaml, hyp if isinstance(hyp, (str, os.PathLike)) else None)
     hyp_values = load_hyp(hyp)
-    start = resolve_weights(weights)
-    cfg = str(model_cfg(model or "yolov5n")) if (model or not start) else ""
+    start = resolve_weights(s.weights)
+    cfg = str(model_cfg(s.model or "yolov5n")) if (s.model or not start) else ""
 
     import yaml
     import yolov5.train
 
-    if resume:
-        save_dir = Path(project, name).resolve()
+    if s.resume:
+        save_dir = Path(s.project, s.name).resolve()
         opt, epochs = _resume_opt(save_dir)
         hyp_values = load_hyp(save_dir / "hyp.yaml")
     else:
-        save_dir = _run_dir(project, name, exist_ok)
+        save_dir = _run_dir(s.project, s.name, s.exist_ok)
         hyp_file = save_dir / "hyp.yaml"
         if is_main_process():  # the other ranks read what rank 0 wrote
             atomic_write_text(hyp_file, yaml.safe_dump(hyp_values, sort_keys=False))
         opt = _new_run_opt(
-            data_yaml, save_dir, cfg=cfg, weights=start, hyp=str(hyp_file), imgsz=int(imgsz), epochs=int(epochs),
-            batch_size=int(batch_size), device=parse_device(device).engine_string(), workers=int(workers),
-            cos_lr=not linear_lr, optimizer=optimizer, seed=int(seed), patience=int(patience), cache=cache,
-            noplots=not plots, **options,
+            data_yaml, save_dir, cfg=cfg, weights=start, hyp=str(hyp_file), imgsz=int(s.imgsz), epochs=int(epochs),
+            batch_size=int(s.batch_size), device=parse_device(s.device).engine_string(), workers=int(s.workers),
+            cos_lr=not s.linear_lr, optimizer=s.optimizer, seed=int(s.seed), patience=int(s.patience),
+            cache=s.cache, noplots=not s.plots, **s.options,
         )
-        _publish_run_dir(project, name, save_dir)
-    capture = _ValCapture(yaml_class_names(data), int(epochs), on_epoch)
+        _publish_run_dir(s.project, s.name, save_dir)
+    capture = _ValCapture(yaml_class_names(data), int(epochs), s.on_epoch)
     # A fresh Callbacks object per run: YOLOv5's `run()` reuses one default instance, so every earlier run's
     # loggers would keep writing into their old folders (and slow down) when training several times in a process.
-    with _yolov5_output(verbose), capture.active(), atomic_checkpoints():
+    with _yolov5_output(s.verbose), capture.active(), atomic_checkpoints():
         yolov5.train.main(opt, callbacks=capture.callbacks())
     if not is_main_process():
         return None
     best, last = save_dir / "weights" / "best.pt", save_dir / "weights" / "last.pt"
     if not best.is_file():
         best = last
-    report = check_weight_size(best, max_weight_mb, fail_on_oversize)
+    report = check_weight_size(best, s.max_weight_mb, s.fail_on_oversize)
     epochs_run = epochs_in_results(save_dir / "results.csv")
-    return TrainResult(save_dir=save_dir, best=best, last=last, data_yaml=Path(data_yaml), imgsz=int(imgsz),
+    return TrainResult(save_dir=save_dir, best=best, last=last, data_yaml=Path(data_yaml), imgsz=int(s.imgsz),
                        metrics=capture.table(),
                        weight_mb=report["file_mb"], size_report=report, hyp=hyp_values, epochs_run=epochs_run)
 
@@ -344,55 +306,33 @@ def can_resume(save_dir: str | os.PathLike) -> bool:
 # ================================================================ validation
 
 
-def validate(
-    weights: str | os.PathLike,
-    data_yaml: str | os.PathLike,
-    imgsz: int = 640,
-    conf: float = 0.001,
-    iou: float = 0.6,
-    device: str = "auto",
-    split: str = "val",
-    batch_size: int | None = None,
-    workers: int = 8,
-    project: str | os.PathLike = "runs/val",
-    name: str = "exp",
-    exist_ok: bool = False,
-    half: bool = True,
-    plots: bool = True,
-    save_txt: bool = False,
-    verbose: bool = False,
-) -> pd.DataFrame:
-    """Validate weights (``yolov5.val``) on a split of a dataset yaml; per-class table as the error analysis
-    shows it: index ``all`` and each class, columns images, instances, P, R, mAP@0.5, mAP@0.5:0.95.
+def validate(weights: str | os.PathLike, data_yaml: str | os.PathLike, settings: ValSettings | None = None,
+             **values: object) -> pd.DataFrame:
+    """Validate weights (``yolov5.val``) on a split of a dataset yaml with ``settings``
+    (:class:`~livestock.model.engine.ValSettings`; ``values`` override its fields; ``iou`` defaults to YOLOv5's
+    0.6); per-class table as the error analysis shows it: index ``all`` and each class, columns images, instances,
+    P, R, mAP@0.5, mAP@0.5:0.95.
 
     The run folder (``project/name``, incremented unless ``exist_ok``) gets YOLOv5's plots and ``per_class.csv``;
     with ``save_txt`` also ``labels/<image stem>.txt`` (class, normalised x y w h, confidence). Its path is in
-    ``table.attrs['save_dir']``. ``half`` applies on CUDA only. Loading ``.pt`` weights runs pickled code:
-    validate only weights you trust.
+    ``table.attrs['save_dir']``. Loading ``.pt`` weights runs pickled code: validate only weights you trust.
     """
-    if batch_size is None:
-        batch_size = validation_batch(imgsz)
     ensure_yolov5()
-    weights = Path(weights)
-    if not weights.exists():
-        raise FileNotFoundError(f"{weights}: weights not found")
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be train, val or test, not {split!r}")
-    data, _ = load_data_yaml(data_yaml)
-    if not data.get(split):
-        raise ValueError(f"{data_yaml}: no '{split}' entry")
+    s = ValSettings.of(settings, **values)
+    weights, data, batch_size = s.checked(weights, data_yaml)
 
     import yolov5.val
 
-    save_dir = _run_dir(project, name, exist_ok)
+    save_dir = _run_dir(s.project, s.name, s.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
     capture = _ValCapture(yaml_class_names(data))
-    with _yolov5_output(verbose), capture.active():
+    with _yolov5_output(s.verbose), capture.active():
         yolov5.val.run(
             data=_data_yaml_for_yolov5(data_yaml, save_dir), weights=str(weights.resolve()), batch_size=batch_size,
-            imgsz=int(imgsz), conf_thres=conf, iou_thres=iou, task=split, device=parse_device(device).engine_string(),
-            workers=workers, save_txt=save_txt, save_conf=save_txt, project=str(save_dir.parent),
-            name=save_dir.name, exist_ok=True, half=half, plots=plots, callbacks=capture.callbacks(),
+            imgsz=int(s.imgsz), conf_thres=s.conf, iou_thres=0.6 if s.iou is None else s.iou, task=s.split,
+            device=parse_device(s.device).engine_string(), workers=s.workers, save_txt=s.save_txt,
+            save_conf=s.save_txt, project=str(save_dir.parent), name=save_dir.name, exist_ok=True, half=s.half,
+            plots=s.plots, callbacks=capture.callbacks(),
         )
     table = capture.table()
     atomic_write_csv(table, save_dir / "per_class.csv", index=True)
