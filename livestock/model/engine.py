@@ -220,6 +220,25 @@ def join_views(parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]]
     return boxes, scores, obj, views
 
 
+def augmented_candidates(pred: "torch.Tensor", counts: Sequence[int], clip: Callable[[list], list], n_views: int,
+                         n_rows: int, view_rows: Callable[["torch.Tensor", "torch.Tensor"], tuple]) -> list[tuple]:
+    """Each image's candidates of an augmented (TTA) forward as ``(boxes, scores, objectness, False, view)``: every
+    view's rows decoded and filtered alone by the engine's ``view_rows(image_output, row_mask)`` -- the same rows as
+    the whole, each labelled with its view. ``counts`` and ``clip`` as in :func:`augmented_view_index`; ``n_rows`` is
+    the output's row count. Views or rows other than the model's are a RuntimeError."""
+    import torch
+
+    views = torch.from_numpy(augmented_view_index(counts, clip))
+    if len(counts) != n_views or len(views) != n_rows:
+        raise RuntimeError(f"augmented forward gave {len(counts)} views and {n_rows} rows, expected "
+                           f"{n_views} views and {len(views)} rows")
+    out = []
+    for p in pred:
+        boxes, scores, obj, view = join_views([view_rows(p, views == k) for k in range(n_views)])
+        out.append((boxes, scores, obj, False, view))
+    return out
+
+
 class Engine(Protocol):
     """What a detection engine offers the stages (a module implementing these names)."""
 

@@ -33,9 +33,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, TTA_VIEWS, PretrainedWeightsError, augmented_view_index,
-                                    counting_head_rows, enforce_weight_size, find_start_weights, join_views,
-                                    read_hyp, save_model_checkpoint)
+from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, TTA_VIEWS, PretrainedWeightsError, augmented_candidates,
+                                    counting_head_rows, enforce_weight_size, find_start_weights, read_hyp,
+                                    save_model_checkpoint)
 from livestock.model.onnx_file import load_onnx, save_onnx, set_onnx_metadata, weights_in_scratch
 from livestock.model.ultralytics.compat import ensure_ultralytics
 from livestock.records import CLASS_NAMES
@@ -389,16 +389,9 @@ class UltralyticsDetector:
             raise ValueError(f"unexpected head output of shape {tuple(pred.shape)} (a segmentation model?)")
         if not self.augment:
             return [(*head_rows_to_candidates(p, conf_floor), False, None) for p in pred]
-        views = torch.from_numpy(augmented_view_index(counts, net._clip_augmented))
-        if len(counts) != self.n_views or len(views) != pred.shape[2]:
-            raise RuntimeError(f"augmented forward gave {len(counts)} views and {pred.shape[2]} rows, expected "
-                               f"{self.n_views} views and {len(views)} rows")
-        out = []
-        for p in pred:  # each view's rows filtered alone: the same rows as the whole, labelled with their view
-            boxes, scores, obj, view = join_views([head_rows_to_candidates(p[:, views == k], conf_floor)
-                                                   for k in range(self.n_views)])
-            out.append((boxes, scores, obj, False, view))
-        return out
+        # rows along axis 2 of Ultralytics' (images, 4 + classes, rows) output
+        return augmented_candidates(pred, counts, net._clip_augmented, self.n_views, pred.shape[2],
+                                    lambda p, rows: head_rows_to_candidates(p[:, rows], conf_floor))
 
 
 def load_detector(weights: Path, imgsz: int, device: "torch.device", n_classes: int,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from livestock.model.engine import TTA_VIEWS, augmented_view_index, counting_head_rows, join_views
+from livestock.model.engine import TTA_VIEWS, augmented_candidates, counting_head_rows
 from livestock.model.yolov5.compat import ensure_yolov5, load_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -112,16 +112,9 @@ class Yolov5Detector:
         pred = pred.float().cpu()
         if not self.augment:
             return [(*head_rows_to_candidates(p, conf_floor), False, None) for p in pred]
-        views = torch.from_numpy(augmented_view_index(counts, net._clip_augmented))
-        if len(counts) != self.n_views or len(views) != pred.shape[1]:
-            raise RuntimeError(f"augmented forward gave {len(counts)} views and {pred.shape[1]} rows, expected "
-                               f"{self.n_views} views and {len(views)} rows")
-        out = []
-        for p in pred:  # each view's rows filtered alone: the same rows as the whole, labelled with their view
-            boxes, scores, obj, view = join_views([head_rows_to_candidates(p[views == k], conf_floor)
-                                                   for k in range(self.n_views)])
-            out.append((boxes, scores, obj, False, view))
-        return out
+        # rows along axis 1 of YOLOv5's (images, rows, 5 + classes) output
+        return augmented_candidates(pred, counts, net._clip_augmented, self.n_views, pred.shape[1],
+                                    lambda p, rows: head_rows_to_candidates(p[rows], conf_floor))
 
 
 def load_detector(weights: Path, imgsz: int, device: "torch.device", n_classes: int,
