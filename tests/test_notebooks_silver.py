@@ -140,3 +140,23 @@ def test_data_augmentation_and_expand_notebooks(work, monkeypatch):
     assert results.loc[1, "train_images"] > n_gold + 2
     text = _text_outputs(nb)
     assert "test_mAP@0.75" in text and "vs gold only" in text
+
+
+def test_gold_set_holds_backgrounds_and_no_silver(work, tmp_path):
+    """``--mode gold``: every gold training image once plus the background frames, no silver box (what background
+    frames do alone); the silver quality files measure the silver sets only; without frames it is refused."""
+    from livestock.evaluation import silver
+
+    split = work / "data/splits/multilabel"
+    kw = dict(prepared_dir=work / "data/prepared", split_dir=split, imgsz=64, device="cpu", cache_dir=None)
+    with pytest.raises(ValueError, match="'gold' set is gold plus background frames: give n_backgrounds >= 1"):
+        silver.build_silver_sets(work / "trained_model/tiny.pt", out_dir=tmp_path / "never", modes=("gold",), **kw)
+    written = silver.build_silver_sets(work / "trained_model/tiny.pt", out_dir=tmp_path / "sets",
+                                       modes=("gold", "union"), n_backgrounds=3, **kw)
+    manifest = pd.read_csv(tmp_path / "sets/gold/manifest.csv", keep_default_na=False)
+    train_ids = sorted(Path(p).name for p in (split / "train.txt").read_text().split())
+    assert sorted(manifest.loc[manifest["kind"] == "gold", "image_id"]) == train_ids
+    assert set(manifest["kind"]) == {"gold", "background"} and (manifest["kind"] == "background").sum() == 3
+    gold_lines = Path(yaml.safe_load(written["gold"].read_text())["train"]).read_text().split()
+    assert len(gold_lines) == len(train_ids) + 3
+    assert set(pd.read_csv(written["quality"])["mode"]) == {"union"}

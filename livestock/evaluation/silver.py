@@ -18,7 +18,8 @@ so the silver copy of an image needs a path of its own), ``labels/``, ``train.tx
 split's training list are relabelled, and :func:`check_no_leakage` refuses a plus set in which any validation or
 test image (by image id) would enter training.
 
-Background frames (``n_backgrounds``): images without animals, with empty label files, to cut false positives.
+Background frames (``n_backgrounds``): images without animals, with empty label files, to cut false positives;
+they join every set built, and the ``gold`` set holds them without any silver box (their effect alone).
 The synthetic generator draws every frame with animals, and blanking animals out of a frame leaves patches a
 detector learns to read, so two sources are offered instead:
 
@@ -70,6 +71,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 MODES: tuple[str, ...] = ("replace", "union")
+# The set without silver labels: gold plus background frames only, to measure what background frames do alone.
+GOLD_SET = "gold"
 SILVER_DIR = paths.DATA_DIR / "silver"
 SILVER_SUFFIX = "_silver"
 BACKGROUND_PREFIX = "background_"
@@ -504,16 +507,19 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
                       background_source: str = "crops",
                       test: str | Path | None = None, truth_csv: str | Path | None = None, device: str = "auto",
                       cache_dir: str | Path | None = "runs/cache", seed: int = 0) -> dict[str, Path]:
-    """Predict on the split's training images of ``classes``, build one plus set per mode in ``out_dir/<mode>/``,
-    and with a truth file written for the zips the prepared set came from (default ``synth_truth.csv`` in that data
+    """Predict on the split's training images of ``classes``, build one plus set per mode in ``out_dir/<mode>/``
+    (mode ``gold``: the gold set plus ``n_backgrounds`` background frames, no silver boxes), and with a truth file written for the zips the prepared set came from (default ``synth_truth.csv`` in that data
     folder, see :func:`livestock.evaluation.analysis.default_truth_csv`) write ``out_dir/silver_quality.csv`` and
     ``silver_quality_sweep.csv`` (the same at stricter confidences, from the same predictions); without one, earlier
     such files are removed (they measured other images). Each plus set records its provenance (``source.json``).
     Returns name -> path (``<mode>`` -> its data.yaml, ``quality``, ``quality_sweep``)."""
     prepared_dir, split_dir, out_dir = Path(prepared_dir), Path(split_dir), Path(out_dir)
     for m in modes:
-        if m not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {m!r}")
+        if m not in (*MODES, GOLD_SET):
+            raise ValueError(f"mode must be one of {(*MODES, GOLD_SET)}, got {m!r}")
+    if GOLD_SET in modes and n_backgrounds < 1:
+        raise ValueError(f"the {GOLD_SET!r} set is gold plus background frames: give n_backgrounds >= 1 "
+                         f"(without them it is the split itself)")
     weights = Path(weights)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: weights not found")
@@ -533,14 +539,18 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
     written: dict[str, Path] = {}
     silver_by_mode = {}
     for m in modes:
-        silver_by_mode[m] = build_silver_records(targets, detections, m, conf=conf, min_boxes=min_boxes,
-                                                 merge_iou=merge_iou)
-        written[m] = write_plus_dataset(train, silver_by_mode[m], out_dir / m, mode=m, val=val_list, test=test,
+        silver = [] if m == GOLD_SET else build_silver_records(targets, detections, m, conf=conf,
+                                                                min_boxes=min_boxes, merge_iou=merge_iou)
+        if m != GOLD_SET:
+            silver_by_mode[m] = silver
+        # the gold set is a union set without silver boxes: every gold image once, plus the backgrounds
+        written[m] = write_plus_dataset(train, silver, out_dir / m, mode="union" if m == GOLD_SET else m,
+                                        val=val_list, test=test,
                                         backgrounds=_backgrounds(background_source, train, detections,
                                                                  n_backgrounds, seed))
         provenance.record_derived(out_dir / m, split_dir, "livestock silver", mode=m)
     truth_csv = default_truth_csv(prepared_dir, truth_csv)
-    if truth_csv is None:
+    if truth_csv is None or not silver_by_mode:
         for name in ("silver_quality.csv", "silver_quality_sweep.csv"):
             (out_dir / name).unlink(missing_ok=True)
     else:
@@ -548,7 +558,7 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
         quality = silver_quality(targets, silver_by_mode, truth)
         written["quality"] = atomic_write_csv(quality, out_dir / "silver_quality.csv")
         confs = sorted({conf, *(c for c in SWEEP_CONFS if c > conf)})
-        sweep = silver_threshold_sweep(targets, detections, truth, confs, modes, min_boxes=min_boxes,
+        sweep = silver_threshold_sweep(targets, detections, truth, confs, list(silver_by_mode), min_boxes=min_boxes,
                                        merge_iou=merge_iou)
         written["quality_sweep"] = atomic_write_csv(sweep, out_dir / "silver_quality_sweep.csv")
     return written
@@ -573,7 +583,8 @@ def cli_silver_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default=str(paths.SPLITS_DIR / "multilabel"),
                         help="split folder: train.txt is relabelled, val.txt stays the validation list")
     parser.add_argument("--out", default=str(SILVER_DIR), help="output folder (one plus set per mode)")
-    parser.add_argument("--mode", choices=(*MODES, "both"), default="both")
+    parser.add_argument("--mode", choices=(*MODES, "both", GOLD_SET), default="both",
+                        help="replace, union or both: silver sets; gold: gold + --backgrounds frames, no silver")
     parser.add_argument("--classes", default="cow", help="comma-separated classes to relabel (default cow)")
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--device", default="auto")
