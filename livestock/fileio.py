@@ -8,6 +8,7 @@ The training engines write their checkpoints themselves; :func:`atomic_checkpoin
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -164,3 +165,14 @@ def atomic_link_or_copy(src: str | os.PathLike, path: str | os.PathLike) -> Path
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def file_sha256(*paths: str | os.PathLike) -> str:
+    """The sha256 (hex) of the files' bytes read in order as one stream (one file, or a file and its companion such
+    as an ONNX model's external ``.data``), read a megabyte at a time so large weights never sit in memory."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()

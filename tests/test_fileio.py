@@ -146,3 +146,19 @@ def test_figure(tmp_path):
     fig.subplots().plot([0, 1], [0, 1])
     path = fileio.atomic_write_figure(fig, tmp_path / "f.png", dpi=20)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_file_sha256_streams_files_in_order(tmp_path):
+    """One file's hash is sha256 of its bytes; a file and its companion hash as one stream (an ONNX model and its
+    external .data), so the digest changes when either does."""
+    import hashlib
+
+    from livestock.fileio import file_sha256
+
+    a, b = tmp_path / "m.onnx", tmp_path / "m.onnx.data"
+    a.write_bytes(b"graph" * 300_000)  # over one read block
+    b.write_bytes(b"weights")
+    assert file_sha256(a) == hashlib.sha256(a.read_bytes()).hexdigest()
+    assert file_sha256(a, b) == hashlib.sha256(a.read_bytes() + b"weights").hexdigest()
+    with pytest.raises(FileNotFoundError):
+        file_sha256(tmp_path / "none.pt")

@@ -21,7 +21,8 @@ from livestock.cli import main as cli_main
 from livestock.data.synth import generate_synthetic_dataset, render_image
 from livestock.data.synth.dataset import PREVIEW_FRAMES, style_preview
 from livestock.data.synth.style import STYLES
-from livestock.model.pretrain import (MANIFEST_KIND, PretrainSettings, data_sha256, file_sha256, pretrain,
+from livestock.fileio import file_sha256
+from livestock.model.pretrain import (MANIFEST_KIND, PretrainSettings, data_sha256, pretrain,
                                       pretrained_weights_path, resolve_start_weights, verify_pretrained)
 from livestock.paths import TRAIN_ZIPS
 from livestock.pipeline import PipelineConfig, start_weights

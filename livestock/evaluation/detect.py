@@ -38,7 +38,7 @@ from typing import Iterator, Sequence, Union
 import numpy as np
 
 from livestock.data.yolo_format import IMAGE_SUFFIXES
-from livestock.fileio import atomic_write_bytes
+from livestock.fileio import atomic_write_bytes, file_sha256
 from livestock.evaluation.fusion import FUSIONS, check_fusion, detections_at, setting_name
 from livestock.evaluation.nms_replay import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET, MAX_NMS
 from livestock.model.engine import Candidates, Detector, engine_of_weights, get_engine, parse_device
@@ -139,13 +139,7 @@ def weights_sha256(weights: str | Path) -> str:
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights not found")
-    h = hashlib.sha256()
-    for p in (path, Path(str(path) + ".data")):
-        if p.is_file():
-            with p.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest()
+    return file_sha256(*(p for p in (path, Path(str(path) + ".data")) if p.is_file()))
 
 
 def _check_weights(weights: str | Path) -> Path:

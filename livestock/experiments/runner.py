@@ -31,9 +31,8 @@ from livestock.data.yolo_format import prepare_dataset, prepared_from, split_ima
 from livestock.evaluation.detect import DEFAULT_CONF, DEFAULT_IOU, detect, weights_sha256
 from livestock.evaluation.inference import score_detections
 from livestock.evaluation.submission import records_to_answer
-from livestock.fileio import atomic_write_csv, atomic_write_text
+from livestock.fileio import atomic_write_csv, atomic_write_text, file_sha256
 from livestock.model.engine import DEFAULT_ENGINE, epochs_in_results, get_engine
-from livestock.model.pretrain import file_sha256
 from livestock.model.run_record import RunRecord
 from livestock.provenance import GroundTruth, ground_truth_for, read_record
 from livestock.records import ImageRecord
@@ -193,7 +192,8 @@ def run_cell(cell: TrainingCell, test: GoldSet | None, project: str | os.PathLik
         "machine": record.session["machine"],
     }
     atomic_write_text(folder / RESULT_FILE, json.dumps(out, indent=2) + "\n")
-    score = (f"test mAP@0.75 {out['test_mAP@0.75']:.3f}  mAP@0.5 {out['test_mAP@0.5']:.3f}" if test else
+    # the column keys say "test" whichever gold set scored the cell; the line names the set
+    score = (f"mAP@0.75 {out['test_mAP@0.75']:.3f}  mAP@0.5 {out['test_mAP@0.5']:.3f} on the {test.name}" if test else
              f"val mAP@0.5 {out['val_mAP@0.5']:.3f} (no test truth)")
     say(f"{cell.key}: {score}  ({out['train_s'] / 60:.1f} min training)")
     return out

@@ -37,7 +37,7 @@ from livestock.data.synth import generate_synthetic_dataset
 from livestock.data.synth.style import STYLES, get_style
 from livestock.data.yolo_format import prepare_dataset
 from livestock.evaluation.inference import split_map
-from livestock.fileio import atomic_write_bytes, atomic_write_text
+from livestock.fileio import atomic_write_bytes, atomic_write_text, file_sha256
 from livestock.model.engine import DEFAULT_ENGINE, ENGINES, epochs_in_results, get_engine
 from livestock.model.run_record import RunRecord
 
@@ -139,15 +139,6 @@ class PretrainSettings:
 def pretrained_weights_path(model: str, imgsz: int, folder: str | os.PathLike = paths.TRAINED_MODEL_DIR) -> Path:
     """``folder/pretrained_<model>_<imgsz>.pt``: where the pretrained weights of a model and size live."""
     return Path(folder) / f"pretrained_{Path(model).stem}_{int(imgsz)}.pt"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 of a file's bytes, hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_pretrained(weights: str | os.PathLike) -> dict:
