@@ -67,12 +67,11 @@ def comparison_cells(experiment: str, items: dict[str, str], *, data_yaml: str, 
                   device=device, workers=workers)
     if experiment == "sets":
         return set_cells(items, epochs=epochs, budget=budget, seeds=seeds, **common)
-    cells = []
-    for name, value in items.items():
-        vary = {"hyp": value or None} if experiment == "hyps" else {"weights": start(value)}
-        cells += [TrainingCell(name=name, data_yaml=data_yaml, seed=seed, epochs=epochs, **{**common, **vary})
-                  for seed in seeds]
-    return cells
+    vary = {name: {"hyp": value or None} if experiment == "hyps" else {"weights": start(value)}
+            for name, value in items.items()}
+    # seed-major, as every comparison: a run cut off at a session's end already compares every item
+    return [TrainingCell(name=name, data_yaml=data_yaml, seed=seed, epochs=epochs, **{**common, **vary[name]})
+            for seed in seeds for name in items]
 
 
 def run_comparison(cells: list[TrainingCell], scored: GoldSet, out: Path, say: Say = print
