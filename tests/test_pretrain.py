@@ -245,7 +245,7 @@ def test_interrupted_pretraining_resumes_and_runs_every_epoch_once(tmp_path):
     command = _pretrain_command(epochs=3)
     last = tmp_path / RUN_DIR / "weights/last.pt"
     # killed once the first epoch's checkpoint is wholly written
-    kill_when(command, lambda: _complete(last), cwd=tmp_path, env=repo_env())
+    kill_when(command, lambda: _complete(last), cwd=tmp_path)
     assert not (tmp_path / "trained_model/pretrained_yolov5n_64.pt").exists()
     out, _ = _finish(command, tmp_path, epochs=3)
     assert "holds the 12 shifted frames already" in out and "is prepared and split already" in out
@@ -260,7 +260,7 @@ def test_a_damaged_checkpoint_stops_the_pretraining_with_its_name_and_keeps_it(t
     one line, the command exits non-zero and the file stays for the user to look at."""
     command = _pretrain_command(epochs=3)
     last = tmp_path / RUN_DIR / "weights/last.pt"
-    kill_when(command, lambda: _complete(last), cwd=tmp_path, env=repo_env())
+    kill_when(command, lambda: _complete(last), cwd=tmp_path)
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])
     done = subprocess.run(command, cwd=tmp_path, env=repo_env(), capture_output=True, text=True)
@@ -282,7 +282,7 @@ def test_ultralytics_pretraining_resumes_after_a_kill(tmp_path):
     command = [*_pretrain_command(epochs=3), "--engine", "ultralytics"]
     run_dir = Path("runs/pretrain/yolo11n_64")
     last = tmp_path / run_dir / "weights/last.pt"
-    kill_when(command, lambda: _complete(last), cwd=tmp_path, env=repo_env())
+    kill_when(command, lambda: _complete(last), cwd=tmp_path)
     assert not (tmp_path / "trained_model/pretrained_yolo11n_64.pt").exists()
     done = subprocess.run(command, cwd=tmp_path, env=repo_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]

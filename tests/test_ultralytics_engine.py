@@ -406,10 +406,11 @@ def test_resume_after_kill_keeps_the_lr_schedule_and_one_row_per_epoch(tmp_path)
     straight_run = subprocess.run(base + ["--name", "straight"], capture_output=True, text=True, env=repo_env())
     assert straight_run.returncode == 0, straight_run.stderr[-3000:]
     results = tmp_path / "killed" / "results.csv"
-    assert kill_after_epochs(base + ["--name", "killed"], results, epochs=2, timeout_s=600, env=repo_env()) < 5
+    assert kill_after_epochs(base + ["--name", "killed"], results, epochs=2, timeout_s=600) < 5
     assert UT.can_resume(tmp_path / "killed") and not UT.can_resume(tmp_path / "straight")
     assert not UT.can_resume(tmp_path / "nothing_here")
-    resumed_run = subprocess.run(base + ["--name", "killed", "--resume"], capture_output=True, text=True, env=repo_env())
+    resumed_run = subprocess.run(base + ["--name", "killed", "--resume"], capture_output=True, text=True,
+                                 env=repo_env())
     assert resumed_run.returncode == 0, resumed_run.stderr[-3000:]
     assert "epochs run: 5" in resumed_run.stdout
     straight, resumed = _results(tmp_path / "straight"), _results(tmp_path / "killed")

@@ -508,11 +508,12 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
                       test: str | Path | None = None, truth_csv: str | Path | None = None, device: str = "auto",
                       cache_dir: str | Path | None = "runs/cache", seed: int = 0) -> dict[str, Path]:
     """Predict on the split's training images of ``classes``, build one plus set per mode in ``out_dir/<mode>/``
-    (mode ``gold``: the gold set plus ``n_backgrounds`` background frames, no silver boxes), and with a truth file written for the zips the prepared set came from (default ``synth_truth.csv`` in that data
-    folder, see :func:`livestock.evaluation.analysis.default_truth_csv`) write ``out_dir/silver_quality.csv`` and
-    ``silver_quality_sweep.csv`` (the same at stricter confidences, from the same predictions); without one, earlier
-    such files are removed (they measured other images). Each plus set records its provenance (``source.json``).
-    Returns name -> path (``<mode>`` -> its data.yaml, ``quality``, ``quality_sweep``)."""
+    (mode ``gold``: the gold set plus ``n_backgrounds`` background frames, no silver boxes), and with a truth file
+    written for the zips the prepared set came from (default ``synth_truth.csv`` in that data folder, see
+    :func:`livestock.evaluation.analysis.default_truth_csv`) write ``out_dir/silver_quality.csv`` and
+    ``silver_quality_sweep.csv`` (the same at stricter confidences, from the same predictions) for the silver sets;
+    without one, earlier such files are removed (they measured other images). Each plus set records its provenance
+    (``source.json``). Returns name -> path (``<mode>`` -> its data.yaml, ``quality``, ``quality_sweep``)."""
     prepared_dir, split_dir, out_dir = Path(prepared_dir), Path(split_dir), Path(out_dir)
     for m in modes:
         if m not in (*MODES, GOLD_SET):
@@ -537,15 +538,12 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
                         device=device, cache_dir=cache_dir)
     emit("images", task="detect (relabel)", done=len(targets), total=len(targets))
     written: dict[str, Path] = {}
-    silver_by_mode = {}
+    silver_by_mode = {m: build_silver_records(targets, detections, m, conf=conf, min_boxes=min_boxes,
+                                              merge_iou=merge_iou) for m in modes if m != GOLD_SET}
     for m in modes:
-        silver = [] if m == GOLD_SET else build_silver_records(targets, detections, m, conf=conf,
-                                                                min_boxes=min_boxes, merge_iou=merge_iou)
-        if m != GOLD_SET:
-            silver_by_mode[m] = silver
         # the gold set is a union set without silver boxes: every gold image once, plus the backgrounds
-        written[m] = write_plus_dataset(train, silver, out_dir / m, mode="union" if m == GOLD_SET else m,
-                                        val=val_list, test=test,
+        written[m] = write_plus_dataset(train, silver_by_mode.get(m, []), out_dir / m,
+                                        mode="union" if m == GOLD_SET else m, val=val_list, test=test,
                                         backgrounds=_backgrounds(background_source, train, detections,
                                                                  n_backgrounds, seed))
         provenance.record_derived(out_dir / m, split_dir, "livestock silver", mode=m)
@@ -558,8 +556,8 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
         quality = silver_quality(targets, silver_by_mode, truth)
         written["quality"] = atomic_write_csv(quality, out_dir / "silver_quality.csv")
         confs = sorted({conf, *(c for c in SWEEP_CONFS if c > conf)})
-        sweep = silver_threshold_sweep(targets, detections, truth, confs, list(silver_by_mode), min_boxes=min_boxes,
-                                       merge_iou=merge_iou)
+        sweep = silver_threshold_sweep(targets, detections, truth, confs, list(silver_by_mode),
+                                       min_boxes=min_boxes, merge_iou=merge_iou)
         written["quality_sweep"] = atomic_write_csv(sweep, out_dir / "silver_quality_sweep.csv")
     return written
 

@@ -248,11 +248,12 @@ class Engine(Protocol):
     DEFAULT_HYP: str
 
     def train(self, data_yaml: str | os.PathLike, settings: TrainSettings | None = None, **values: object) -> object:
-        """Train with ``settings`` (:class:`TrainSettings`; ``values`` override its fields) and return a result with ``best``, ``save_dir`` and a per-class ``metrics`` table. With
-        ``resume=True``, continue the interrupted run in ``project/name`` from its ``weights/last.pt`` (optimiser,
-        EMA, LR schedule and epoch counter as they were; the run's own settings apply); a run with nothing left to
-        resume is an error naming its ``last.pt``. Checkpoints are written atomically
-        (:func:`livestock.fileio.atomic_checkpoints`), so a kill leaves the previous ``last.pt`` whole."""
+        """Train with ``settings`` (:class:`TrainSettings`; ``values`` override its fields) and return a result with
+        ``best``, ``save_dir`` and a per-class ``metrics`` table. With ``resume=True``, continue the interrupted run
+        in ``project/name`` from its ``weights/last.pt`` (optimiser, EMA, LR schedule and epoch counter as they
+        were; the run's own settings apply); a run with nothing left to resume is an error naming its ``last.pt``.
+        Checkpoints are written atomically (:func:`livestock.fileio.atomic_checkpoints`), so a kill leaves the
+        previous ``last.pt`` whole."""
 
     def can_resume(self, save_dir: str | os.PathLike) -> bool:
         """True when ``save_dir`` holds a training that stopped before its end, which ``train(resume=True)``
@@ -260,7 +261,8 @@ class Engine(Protocol):
 
     def validate(self, weights: str | os.PathLike, data_yaml: str | os.PathLike, settings: ValSettings | None = None,
                  **values: object) -> "pd.DataFrame":
-        """Validation with ``settings`` (:class:`ValSettings`; ``values`` override its fields). Per-class table: index ``all`` and class names; images, instances, P, R, mAP columns."""
+        """Validation with ``settings`` (:class:`ValSettings`; ``values`` override its fields). Per-class table:
+        index ``all`` and class names; images, instances, P, R, mAP columns."""
 
     def load_detector(self, weights: Path, imgsz: int, device: "torch.device", n_classes: int,
                       augment: bool = False) -> Detector:

@@ -143,9 +143,9 @@ HYP_KEYS: tuple[str, ...] = (
     "flipud", "fliplr", "mosaic", "mixup", "copy_paste",
 )
 OPTIONAL_HYP_KEYS: tuple[str, ...] = ("anchors",)
+OPTIMIZERS: tuple[str, ...] = ("SGD", "Adam", "AdamW")  # what yolov5.train's --optimizer takes
 # YOLOv5 train options that pass through ``train(**options)`` unchanged; the others have their own arguments
 # or would break the run-folder contract (resume, evolve).
-OPTIMIZERS: tuple[str, ...] = ("SGD", "Adam", "AdamW")  # what yolov5.train's --optimizer takes
 PASSTHROUGH_OPTIONS = frozenset({
     "rect", "image_weights", "multi_scale", "single_cls", "sync_bn", "quad", "label_smoothing", "freeze",
     "save_period", "noautoanchor", "nosave",

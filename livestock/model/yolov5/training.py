@@ -13,8 +13,8 @@ from livestock.fileio import atomic_checkpoints, atomic_write_csv, atomic_write_
 from livestock.model.engine import (METRIC_COLUMNS, EpochCallback, TrainResult, TrainSettings, ValSettings,
                                     distributed_rank, epochs_in_results, is_main_process, keep_results_rows,
                                     parse_device)
-from livestock.model.yolov5.compat import (DEFAULT_HYP, OPTIMIZERS, PASSTHROUGH_OPTIONS, check_weight_size, ensure_yolov5,
-                                           load_checkpoint, load_hyp, model_cfg, resolve_weights)
+from livestock.model.yolov5.compat import (DEFAULT_HYP, OPTIMIZERS, PASSTHROUGH_OPTIONS, check_weight_size,
+                                           ensure_yolov5, load_checkpoint, load_hyp, model_cfg, resolve_weights)
 from livestock.progress import emit
 from livestock.provenance import require_current
 
