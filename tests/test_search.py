@@ -356,6 +356,24 @@ def test_training_objective_checks_its_inputs(tmp_path):
         S.training_objective(tmp_path / "data.yaml", epochs=1, fitness="map")
     with pytest.raises(FileNotFoundError):
         S.training_objective(tmp_path / "missing.yaml", epochs=1)
+    with pytest.raises(ValueError, match=r"no training setting \['batch'\]"):  # TrainSettings calls it batch_size
+        S.training_objective(tmp_path / "data.yaml", epochs=1, batch=16)
+
+
+def test_training_objective_describes_a_study_as_stored_studies_do(tmp_path):
+    # What a study stores for its workers to agree on; studies made before the objective held one TrainSettings
+    # stored exactly this dict (a 3-epoch GA study from the pretrained weights), and must still be joinable.
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+    (tmp_path / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [cow, pig]\n")
+    objective = S.training_objective(tmp_path / "data.yaml", epochs=3, imgsz=320, batch_size=16, workers=1, seed=2,
+                                     weights=tmp_path / "pretrained_yolov5n_320.pt", project=tmp_path / "study")
+    assert objective.describe() == {"kind": "training", "epochs": 3, "imgsz": 320, "batch": 16, "model": None,
+                                    "weights": "pretrained_yolov5n_320.pt", "fitness": "contest", "optimizer": "SGD",
+                                    "linear_lr": True, "engine": "yolov5"}
+    t = objective.training  # what every trial's training gets
+    assert (t.epochs, t.imgsz, t.batch_size, t.workers, t.seed, t.project) == (3, 320, 16, 1, 2, str(tmp_path / "study"))
+    assert t.weights == str(tmp_path / "pretrained_yolov5n_320.pt") and t.options == {}
 
 
 # ---------------------------------------------------------------- several workers, one study

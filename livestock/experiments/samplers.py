@@ -53,9 +53,9 @@ def compare_samplers(mini_yaml: str | os.PathLike, train_yaml: str | os.PathLike
             study = f"{sampler}-seed{seed}"
             folder = out / study
             say(f"search {study}: {trials} trials of {epochs} epochs")
-            objective = training_objective(mini_yaml, epochs=epochs, imgsz=imgsz, batch=batch, model=model,
-                                           weights=weights, device=device, workers=workers, seed=seed,
-                                           project=folder, engine=engine)
+            objective = training_objective(mini_yaml, epochs=epochs, project=folder, engine=engine, imgsz=imgsz,
+                                           batch_size=batch, model=model, weights=weights, device=device,
+                                           workers=workers, seed=seed)
             result = run_search(objective, trials=trials, keys=keys, base_hyp=base_hyp, sampler=sampler,
                                 study_name=study, out=folder, seed=seed, exclusive=True, progress=study,
                                 engine=engine)

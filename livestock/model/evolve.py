@@ -48,7 +48,7 @@ from livestock import provenance
 from livestock.fileio import atomic_write_csv, atomic_write_text
 from livestock.model.engine import TrainSettings
 from livestock.model.genetic import DEFAULT_KEYS, parse_bounds, parse_keys, resolve_bounds
-from livestock.model.objective import FITNESS_KINDS
+from livestock.model.objective import FITNESS_KINDS, TRIAL_SETTINGS
 from livestock.model.search import GeneticSettings, run_search, training_objective
 from livestock.model.yolov5.compat import DEFAULT_HYP, HYP_KEYS, load_hyp
 
@@ -106,12 +106,6 @@ def _check_resume(save_dir: Path, settings: dict) -> None:
                          f"Continue it with the same settings, or choose another --name")
 
 
-# The training settings a generation takes from evolve()'s caller (TrainSettings fields); the others are evolve's own
-# (epochs, the folder) or fixed per trial (name, exist_ok, plots, on_epoch).
-TRIAL_SETTINGS = ("model", "weights", "imgsz", "batch_size", "device", "workers", "optimizer", "linear_lr", "seed",
-                  "verbose")
-
-
 def evolve(
     data_yaml: str | os.PathLike,
     generations: int = 7,
@@ -152,11 +146,8 @@ def evolve(
     save_dir = Path(project) / name
     source = provenance.require_current(data_yaml)  # a split of other data than the current fails here, named
     if objective is None:
-        objective = training_objective(
-            data_yaml, epochs=epochs, imgsz=t.imgsz, batch=t.batch_size, model=t.model, weights=t.weights,
-            device=t.device, workers=t.workers, seed=t.seed, project=save_dir, fitness=fitness,
-            optimizer=t.optimizer, linear_lr=t.linear_lr, keep_weights=keep_weights, verbose=t.verbose,
-        )
+        objective = training_objective(data_yaml, epochs=epochs, project=save_dir, fitness=fitness,
+                                       keep_weights=keep_weights, **training)
     save_dir.mkdir(parents=True, exist_ok=True)
     settings = _settings(
         data=str(Path(data_yaml).resolve()), inputs=source["inputs"] if source else None, model=t.model,

@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 
 from livestock.data.yolo_format import load_data_yaml
-from livestock.model.engine import DEFAULT_ENGINE, fitness_yolov5, get_engine
+from livestock.model.engine import DEFAULT_ENGINE, TrainSettings, fitness_yolov5, get_engine
 
 FITNESS_KINDS = ("yolov5", "contest")
 CONTEST_IOU = 0.75
@@ -51,26 +51,21 @@ Objective = Callable[[dict[str, float], TrialReporter], float]
 # ---------------------------------------------------------------- the real objective: train, score
 
 
+# The training settings a trial takes from its caller (TrainSettings fields); the others are the objective's own
+# (epochs, the folder) or fixed per trial (name, exist_ok, plots, on_epoch).
+TRIAL_SETTINGS = ("model", "weights", "imgsz", "batch_size", "device", "workers", "optimizer", "linear_lr", "seed",
+                  "verbose")
+
+
 @dataclass(frozen=True)
 class TrainingObjective:
-    """Train on ``data_yaml`` with the trial's hyp (the engine's ``train``) and score the best weights:
-    ``contest`` = mAP@0.75 by the contest metric on the validation split, ``yolov5`` = YOLOv5's fitness."""
+    """Train on ``data_yaml`` with the trial's hyp (the engine's ``train`` with ``training``) and score the best
+    weights: ``contest`` = mAP@0.75 by the contest metric on the validation split, ``yolov5`` = YOLOv5's fitness."""
 
     data_yaml: str
-    epochs: int
-    imgsz: int = 640
-    batch: int = 16
-    model: str | None = None
-    weights: str | None = None
-    device: str = "auto"
-    workers: int = 8  # data-loader workers of each training run
-    seed: int = 0
-    project: str = "runs/search/search"
+    training: TrainSettings  # every trial's settings; the trial adds its hyp, run name and epoch callback
     fitness: str = "contest"
-    optimizer: str = "SGD"
-    linear_lr: bool = True
     keep_weights: bool = False  # a yolov5m6 checkpoint is ~68 MB: by default a scored trial drops its weights
-    verbose: bool = False
     engine: str = DEFAULT_ENGINE
 
     def __call__(self, hyp: dict[str, float], reporter: TrialReporter) -> float:
@@ -82,15 +77,12 @@ class TrainingObjective:
             if epoch < epochs:
                 reporter.report(epoch, metrics["mAP@0.5:0.95"])
 
-        result = engine.train(
-            self.data_yaml, model=self.model, weights=self.weights, hyp=hyp, imgsz=self.imgsz, epochs=self.epochs,
-            batch_size=self.batch, device=self.device, workers=self.workers, project=self.project,
-            name=f"trial_{reporter.number:03d}", exist_ok=True, linear_lr=self.linear_lr, optimizer=self.optimizer,
-            seed=self.seed, plots=False, verbose=self.verbose, on_epoch=on_epoch,
-        )
+        result = engine.train(self.data_yaml, self.training, hyp=hyp, name=f"trial_{reporter.number:03d}",
+                              exist_ok=True, plots=False, on_epoch=on_epoch)
         map75 = math.nan
         if self.fitness == "contest":
-            map75 = contest_fitness(result.best, self.data_yaml, imgsz=self.imgsz, device=self.device)
+            map75 = contest_fitness(result.best, self.data_yaml, imgsz=self.training.imgsz,
+                                    device=self.training.device)
         score = map75 if self.fitness == "contest" else fitness_yolov5(result.metrics)
         row = result.metrics.loc["all"]
         reporter.record(**{k: float(row[k]) for k in ("P", "R", "mAP@0.5", "mAP@0.5:0.95")}, **{"mAP@0.75": map75},
@@ -102,36 +94,38 @@ class TrainingObjective:
 
     def report_final_fitness(self, reporter: TrialReporter, score: float) -> None:
         """Report the trial's fitness as its last epoch's value (earlier epochs report the engine's validation)."""
-        reporter.report(self.epochs, score)
+        reporter.report(self.training.epochs, score)
 
     def describe(self) -> dict[str, Any]:
         """The settings every worker of one study must share (paths may differ between machines)."""
-        return {"kind": "training", "epochs": self.epochs, "imgsz": self.imgsz, "batch": self.batch,
-                "model": self.model, "weights": Path(self.weights).name if self.weights else None,
-                "fitness": self.fitness, "optimizer": self.optimizer, "linear_lr": self.linear_lr, "engine": self.engine}
+        t = self.training
+        return {"kind": "training", "epochs": t.epochs, "imgsz": t.imgsz, "batch": t.batch_size, "model": t.model,
+                "weights": Path(t.weights).name if t.weights else None, "fitness": self.fitness,
+                "optimizer": t.optimizer, "linear_lr": t.linear_lr, "engine": self.engine}
 
 
-def training_objective(data_yaml: str | os.PathLike, epochs: int, imgsz: int = 640, batch: int = 16,
-                       model: str | None = None, weights: str | os.PathLike | None = None, device: str = "auto",
-                       workers: int = 8, seed: int = 0, project: str | os.PathLike = "runs/search/search",
-                       fitness: str = "contest", optimizer: str = "SGD", linear_lr: bool = True,
-                       keep_weights: bool = False, verbose: bool = False,
-                       engine: str = DEFAULT_ENGINE) -> TrainingObjective:
+def training_objective(data_yaml: str | os.PathLike, epochs: int, *, project: str | os.PathLike = "runs/search/search",
+                       fitness: str = "contest", keep_weights: bool = False, engine: str = DEFAULT_ENGINE,
+                       **training: Any) -> TrainingObjective:
     """The real objective: train ``epochs`` epochs on ``data_yaml`` (the mini set) with the trial's hyp, score the
     validation fold with the contest metric (``fitness="contest"``, mAP@0.75) or YOLOv5's fitness; each trial's run
-    goes to ``project/trial_NNN``. The base hyp comes from :func:`run_search`, which hands every trial its full hyp.
-    Each epoch but the last reports the engine's validation mAP@0.5:0.95 to the pruner, the last the fitness."""
+    goes to ``project/trial_NNN``. ``training``: the trials' :data:`TRIAL_SETTINGS`, meaning what they mean in
+    :class:`~livestock.model.engine.TrainSettings` (e.g. ``weights=``, ``batch_size=``). The base hyp comes from
+    :func:`run_search`, which hands every trial its full hyp. Each epoch but the last reports the engine's
+    validation mAP@0.5:0.95 to the pruner, the last the fitness."""
+    unknown = sorted(set(training) - set(TRIAL_SETTINGS))
+    if unknown:
+        raise ValueError(f"a search trial takes no training setting {unknown}; it takes {', '.join(TRIAL_SETTINGS)}")
     if fitness not in FITNESS_KINDS:
         raise ValueError(f"fitness must be one of {FITNESS_KINDS}, not {fitness!r}")
     if epochs < 1:
         raise ValueError(f"need epochs >= 1 (got {epochs})")
     load_data_yaml(data_yaml)  # fail now, not after the first trial's training
-    return TrainingObjective(
-        data_yaml=str(data_yaml), epochs=int(epochs), imgsz=int(imgsz), batch=int(batch), model=model,
-        weights=str(weights) if weights else None, device=device, workers=int(workers), seed=int(seed),
-        project=str(project), fitness=fitness, optimizer=optimizer, linear_lr=bool(linear_lr),
-        keep_weights=bool(keep_weights), verbose=bool(verbose), engine=get_engine(engine).NAME,
-    )
+    weights = training.pop("weights", None)
+    settings = TrainSettings.of(epochs=int(epochs), project=str(project), weights=str(weights) if weights else None,
+                                **training)
+    return TrainingObjective(data_yaml=str(data_yaml), training=settings, fitness=fitness,
+                             keep_weights=bool(keep_weights), engine=get_engine(engine).NAME)
 
 
 def contest_fitness(weights: str | os.PathLike, data_yaml: str | os.PathLike, imgsz: int = 640,

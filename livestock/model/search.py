@@ -508,9 +508,9 @@ def cli_search(args: argparse.Namespace) -> int:
         if not args.data:
             raise ValueError("--data is required (the dataset yaml each trial trains on)")
         objective = training_objective(
-            args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, model=args.model,
-            weights=args.weights or None, device=args.device, workers=args.loader_workers, seed=args.seed,
-            project=out, fitness=args.fitness, engine=args.engine,
+            args.data, epochs=args.epochs, project=out, fitness=args.fitness, engine=args.engine, imgsz=args.imgsz,
+            batch_size=args.batch, model=args.model, weights=args.weights or None, device=args.device,
+            workers=args.loader_workers, seed=args.seed,
         )
     result = run_search(
         objective, trials=args.trials, keys=args.keys, bounds=parse_bounds(args.bounds) or None,
