@@ -33,15 +33,17 @@ def epochs_for_budget(epochs: int, base_images: int, images: int, budget: str = 
 
 
 def set_cells(data_yamls: Mapping[str, str | Path], *, epochs: int, budget: str = "epochs",
-              baseline: str | None = None, seeds: Sequence[int] = (0,), **settings: object) -> list[TrainingCell]:
+              baseline: str | None = None, seeds: Sequence[int] = (0,), sizes: Mapping[str, int] | None = None,
+              **settings: object) -> list[TrainingCell]:
     """One :class:`TrainingCell` per dataset yaml and seed, named by the set, with the budget's epochs
-    (:func:`epochs_for_budget`, the reference set ``baseline``, default the first) and ``settings`` shared."""
+    (:func:`epochs_for_budget`, the reference set ``baseline``, default the first) and ``settings`` shared.
+    ``sizes``: each set's training entries where the caller has counted them (:func:`count_train_images`)."""
     if not data_yamls:
         raise ValueError("no dataset to train on")
     baseline = baseline or next(iter(data_yamls))
     if baseline not in data_yamls:
         raise ValueError(f"baseline {baseline!r} is not one of {list(data_yamls)}")
-    sizes = {name: count_train_images(path) for name, path in data_yamls.items()}
+    sizes = sizes or {name: count_train_images(path) for name, path in data_yamls.items()}
     return [TrainingCell(name=name, data_yaml=str(path), seed=int(seed),
                          epochs=epochs_for_budget(epochs, sizes[baseline], sizes[name], budget), **settings)
             for seed in seeds for name, path in data_yamls.items()]  # seed-major: a cut-off run compares every set
@@ -59,10 +61,10 @@ def compare_training_sets(data_yamls: Mapping[str, str | Path], test_images: Seq
     set: set, train_images, epochs, images_seen, val mAP@0.5 (the engine's, on the set's own validation list),
     test mAP@0.5 / @0.75 / @0.5:0.95, weights. ``answer`` None (no ground truth for these test images): no test
     columns, the sets compare on validation only. Each set's run is ``project/<set>-seed<seed>/``."""
-    cells = set_cells(data_yamls, epochs=epochs, budget=budget, baseline=baseline, seeds=(seed,), engine=engine,
-                      model=model, weights=str(weights) if weights else None, hyp=hyp, imgsz=imgsz, batch=batch_size,
-                      device=device, workers=workers)
     sizes = {name: count_train_images(path) for name, path in data_yamls.items()}
+    cells = set_cells(data_yamls, epochs=epochs, budget=budget, baseline=baseline, seeds=(seed,), sizes=sizes,
+                      engine=engine, model=model, weights=str(weights) if weights else None, hyp=hyp, imgsz=imgsz,
+                      batch=batch_size, device=device, workers=workers)
     test = GoldSet.of(test_images, answer) if answer is not None else None
     rows = run_cells(cells, test, project, conf=conf, iou=iou)
     out = pd.DataFrame({"set": rows["name"], "train_images": [sizes[c.name] for c in cells],
