@@ -17,7 +17,7 @@ from livestock.experiments.engines import compare_engines, parse_models
 from livestock.model.engine import get_engine
 from livestock.experiments.runner import TrainingCell, format_mean_sd, gold_test_set, mean_sd, run_cells
 
-TOY_CELL = dict(imgsz=64, epochs=1, batch=8, device="cpu", workers=0)
+TOY_CELL = dict(imgsz=64, epochs=1, batch_size=8, device="cpu", workers=0)
 
 
 def test_mean_sd_over_seeds():
@@ -51,10 +51,32 @@ def test_a_test_set_needs_truth_written_for_its_images(synth_data, tmp_path):
         gold_test_set(synth_data.test_dir, tmp_path / "prepared_test", other)
 
 
+def test_a_cell_is_keyed_by_what_its_result_depends_on(tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+    data_yaml = tmp_path / "data.yaml"
+    data_yaml.write_text("train: images/train\nval: images/val\nnames: [cow, pig]\n")
+    cell = TrainingCell.of("base", data_yaml, seed=2, imgsz=320, epochs=30, batch_size=16, device="cpu", workers=1)
+    key = cell.settings()
+    # The names every stored comparison result is keyed by (results made before the cell held a TrainSettings
+    # carry exactly these, and must still be found done): a cell with default settings adds none.
+    assert set(key) == {"name", "data_yaml", "seed", "engine", "model", "weights", "hyp", "imgsz", "epochs", "batch",
+                        "hyp_values", "data_sha256", "weights_sha256"}
+    assert (key["seed"], key["batch"], key["model"], key["weights"], cell.key) == (2, 16, "yolov5n", None,
+                                                                                   "base-seed2")
+    # speed and bookkeeping do not change the key; a setting that changes the result does
+    same = TrainingCell.of("base", data_yaml, seed=2, imgsz=320, epochs=30, batch_size=16, device="auto",
+                           workers=8, cache="ram", verbose=True)
+    assert same.settings() == key
+    other = TrainingCell.of("base", data_yaml, seed=2, imgsz=320, epochs=30, batch_size=16, optimizer="AdamW",
+                            options={"freeze": [10]})
+    assert other.settings() == {**key, "optimizer": "AdamW", "options": {"freeze": [10]}}
+
+
 @pytest.mark.slow
 def test_cells_score_the_test_set_and_are_not_trained_twice(toy_sets, monkeypatch):
     data_yaml, test, root = toy_sets
-    cells = [TrainingCell("scratch", str(data_yaml), seed=s, **TOY_CELL) for s in (0, 1)]
+    cells = [TrainingCell.of("scratch", data_yaml, seed=s, **TOY_CELL) for s in (0, 1)]
     lines: list[str] = []
     rows = run_cells(cells, test, root / "cells", say=lines.append)
     assert rows["cell"].tolist() == ["scratch-seed0", "scratch-seed1"] and rows["epochs_run"].tolist() == [1, 1]
@@ -78,7 +100,7 @@ def test_cells_score_the_test_set_and_are_not_trained_twice(toy_sets, monkeypatc
     (root / "cells/scratch-seed0/result.json").unlink()
     with pytest.raises(ValueError, match=r"scratch-seed0: holds a comparison cell with other settings .*'epochs': "
                                          r"\(1, 2\)"):
-        run_cells([TrainingCell("scratch", str(data_yaml), seed=0, **{**TOY_CELL, "epochs": 2})], test,
+        run_cells([TrainingCell.of("scratch", data_yaml, seed=0, **{**TOY_CELL, "epochs": 2})], test,
                   root / "cells", say=lines.append)
     record = json.loads((root / "cells/scratch-seed0/record.json").read_text())
     assert record["settings"]["epochs"] == 1

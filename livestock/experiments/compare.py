@@ -63,14 +63,14 @@ def comparison_cells(experiment: str, items: dict[str, str], *, data_yaml: str, 
         resolved, _ = resolve_start_weights(value, model or "", imgsz, engine=engine)
         return resolved or None
 
-    common = dict(engine=engine, model=model, weights=weights, hyp=hyp, imgsz=imgsz, batch=batch,
+    common = dict(engine=engine, model=model, weights=weights, hyp=hyp, imgsz=imgsz, batch_size=batch,
                   device=device, workers=workers)
     if experiment == "sets":
         return set_cells(items, epochs=epochs, budget=budget, seeds=seeds, **common)
     vary = {name: {"hyp": value or None} if experiment == "hyps" else {"weights": start(value)}
             for name, value in items.items()}
     # seed-major, as every comparison: a run cut off at a session's end already compares every item
-    return [TrainingCell(name=name, data_yaml=data_yaml, seed=seed, epochs=epochs, **{**common, **vary[name]})
+    return [TrainingCell.of(name, data_yaml, seed=seed, epochs=epochs, **{**common, **vary[name]})
             for seed in seeds for name in items]
 
 
@@ -78,7 +78,7 @@ def run_comparison(cells: list[TrainingCell], scored: GoldSet, out: Path, say: S
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run the cells, write ``rows.csv``, ``table.csv`` and ``table.md`` (mean ± sd over seeds) into ``out``."""
     rows = run_cells(cells, scored, out, say=say)
-    rows["epochs"] = [c.epochs for c in cells]
+    rows["epochs"] = [c.training.epochs for c in cells]
     atomic_write_csv(rows, out / "rows.csv")
     table = mean_sd(rows)
     atomic_write_csv(table, out / "table.csv")

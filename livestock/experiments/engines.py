@@ -64,8 +64,8 @@ def deploy_cell(result: dict, cell: TrainingCell, test: GoldSet, folder: Path, *
             return done
     say(f"{cell.key}: exporting {', '.join(key['formats'])} and scoring INT8 on the {test.name}")
     calib = pick_evenly(images_from(cell.data_yaml, "train"), N_CALIB)
-    files = export_model(best, cell.imgsz, key["formats"], calib_images=calib, out_dir=folder / "export")
-    detections = detect(files["onnx-int8"], list(test.records), imgsz=cell.imgsz, conf=conf, iou=iou, device="cpu",
+    files = export_model(best, cell.training.imgsz, key["formats"], calib_images=calib, out_dir=folder / "export")
+    detections = detect(files["onnx-int8"], list(test.records), imgsz=cell.training.imgsz, conf=conf, iou=iou, device="cpu",
                         progress=False)
     int8 = score_detections(detections, test.answer)
     out = {"key": key, "files": {f: str(p) for f, p in files.items()},
@@ -85,9 +85,9 @@ def compare_engines(data_yaml: str | os.PathLike, test: GoldSet, project: str | 
     a model to its start weights (default: all from scratch, the same budget for all)."""
     project = Path(project)
     weights = weights or {}
-    cells = [TrainingCell(name=model, data_yaml=str(data_yaml), seed=int(seed), engine=engine, model=model,
-                          weights=weights.get(model) or None, imgsz=imgsz, epochs=epochs, batch=batch, device=device,
-                          workers=workers)
+    cells = [TrainingCell.of(model, data_yaml, engine=engine, seed=int(seed), model=model,
+                             weights=weights.get(model) or None, imgsz=imgsz, epochs=epochs, batch_size=batch,
+                             device=device, workers=workers)
              for seed in seeds for engine, model in models]  # seed-major: a cut-off run has all models at seed 0
     rows = run_cells(cells, test, project, say=say)
     deployed = []

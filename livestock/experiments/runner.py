@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -32,7 +32,7 @@ from livestock.evaluation.detect import DEFAULT_CONF, DEFAULT_IOU, detect, weigh
 from livestock.evaluation.inference import score_detections
 from livestock.evaluation.submission import records_to_answer
 from livestock.fileio import atomic_write_csv, atomic_write_text, file_sha256
-from livestock.model.engine import DEFAULT_ENGINE, epochs_in_results, get_engine
+from livestock.model.engine import DEFAULT_ENGINE, TrainSettings, epochs_in_results, get_engine
 from livestock.model.run_record import RunRecord
 from livestock.provenance import GroundTruth, ground_truth_for, read_record
 from livestock.records import ImageRecord
@@ -90,40 +90,55 @@ def gold_test_set(test_dir: str | os.PathLike = paths.TEST_DIR,
     return GoldSet.of(load_prepared_records(prepared_dir), truth.path)
 
 
+# A comparison's training defaults where TrainSettings' differ: the CPU demo's 320 px and 30 epochs, 2 loader workers.
+CELL_DEFAULTS = TrainSettings(imgsz=320, epochs=30, workers=2)
+# Settings that change only the speed or the run folder's bookkeeping, not a cell's result; run_cell sets the latter.
+_NOT_RESULT = ("device", "workers", "cache", "project", "name", "exist_ok", "plots", "verbose", "on_epoch", "resume",
+               "max_weight_mb", "fail_on_oversize")
+# The settings every cell's stored result has been keyed by since comparisons began (under these names); a setting
+# not in it joins the key only when it differs from its default, so results stored before it existed stay valid.
+_KEYED = {"model": "model", "weights": "weights", "hyp": "hyp", "imgsz": "imgsz", "epochs": "epochs",
+          "batch_size": "batch", "seed": "seed"}
+
+
 @dataclass(frozen=True)
 class TrainingCell:
-    """One training of a comparison: a setting ``name`` at one ``seed``. ``weights`` None trains from scratch;
-    ``hyp`` None is the engine's own CPU scratch hyp."""
+    """One training of a comparison: a setting ``name`` trained on ``data_yaml`` by ``engine`` with ``training``
+    (``weights`` None: from scratch; ``hyp`` None: the engine's own CPU scratch hyp). Make one with :meth:`of`."""
 
     name: str
     data_yaml: str
-    seed: int = 0
+    training: TrainSettings
     engine: str = DEFAULT_ENGINE
-    model: str | None = None
-    weights: str | None = None
-    hyp: str | dict | None = None
-    imgsz: int = 320
-    epochs: int = 30
-    batch: int = 16
-    device: str = "auto"
-    workers: int = 2
+
+    @classmethod
+    def of(cls, name: str, data_yaml: str | os.PathLike, engine: str = DEFAULT_ENGINE,
+           **training: object) -> "TrainingCell":
+        """A cell whose ``training`` is :data:`CELL_DEFAULTS` with ``training`` (TrainSettings fields) applied."""
+        return cls(name, str(data_yaml), TrainSettings.of(CELL_DEFAULTS, **training), engine)
 
     @property
     def key(self) -> str:
         """The cell's folder name: ``<name>-seed<seed>``."""
-        return f"{self.name}-seed{self.seed}"
+        return f"{self.name}-seed{self.training.seed}"
 
     def settings(self) -> dict:
-        """What defines the cell's result: its fields (device and workers aside, they change only the speed), the
-        hyp's values, the data's image lists and the start weights' sha256."""
+        """What defines the cell's result: name, data, engine, the training settings (device, workers and the run
+        folder aside: they change only the speed), the hyp's values, the data's image lists and the start
+        weights' sha256."""
         engine = get_engine(self.engine)
-        fields = {k: v for k, v in asdict(self).items() if k not in ("device", "workers")}
+        t = self.training
+        keyed = {name: getattr(t, f) for f, name in _KEYED.items()}
+        default = TrainSettings()
+        others = {f.name: getattr(t, f.name) for f in fields(t) if f.name not in _KEYED and f.name not in _NOT_RESULT
+                  and getattr(t, f.name) != getattr(default, f.name)}
         data = hashlib.sha256(Path(self.data_yaml).read_bytes())
         for split in ("train", "val"):
             data.update("".join(f"{p}\n" for p in split_image_paths(self.data_yaml, split)).encode())
-        return {**fields, "model": self.model or engine.DEFAULT_MODEL,
-                "hyp_values": engine.load_hyp(self.hyp or engine.DEFAULT_HYP), "data_sha256": data.hexdigest(),
-                "weights_sha256": weights_sha256(self.weights) if self.weights else None}
+        return {"name": self.name, "data_yaml": self.data_yaml, "engine": self.engine, **keyed, **others,
+                "model": t.model or engine.DEFAULT_MODEL, "weights": str(t.weights) if t.weights else None,
+                "hyp_values": engine.load_hyp(t.hyp or engine.DEFAULT_HYP), "data_sha256": data.hexdigest(),
+                "weights_sha256": weights_sha256(t.weights) if t.weights else None}
 
 
 def _read_json(path: Path) -> dict | None:
@@ -145,7 +160,8 @@ def run_cell(cell: TrainingCell, test: GoldSet | None, project: str | os.PathLik
     if done is not None and done.get("settings") == settings:
         say(f"{cell.key}: done already ({folder / RESULT_FILE})")
         return done
-    record = RunRecord(folder / RECORD_FILE, settings, device=cell.device, engine=cell.engine, what="comparison cell",
+    t = cell.training
+    record = RunRecord(folder / RECORD_FILE, settings, device=t.device, engine=cell.engine, what="comparison cell",
                        hint="remove it to train it again with these settings")
     engine = get_engine(cell.engine)
     run_dir = folder / "train"
@@ -156,33 +172,31 @@ def run_cell(cell: TrainingCell, test: GoldSet | None, project: str | os.PathLik
             say(f"{cell.key}: resuming {run_dir} after epoch {epochs_in_results(run_dir / 'results.csv')}")
         else:
             (run_dir / "results.csv").unlink(missing_ok=True)  # a run killed before its first last.pt
-            say(f"{cell.key}: training {cell.model or engine.DEFAULT_MODEL}, {cell.epochs} epochs at {cell.imgsz} px "
-                f"from {'scratch' if not cell.weights else cell.weights}")
+            say(f"{cell.key}: training {t.model or engine.DEFAULT_MODEL}, {t.epochs} epochs at {t.imgsz} px "
+                f"from {t.weights or 'scratch'}")
 
         def on_epoch(epoch: int, epochs: int, metrics: dict) -> None:
             record.add("train")
             say(f"{cell.key}: epoch {epoch}/{epochs}  val mAP@0.5 {metrics['mAP@0.5']:.3f}")
 
-        result = engine.train(cell.data_yaml, model=cell.model, weights=cell.weights or None,
-                              hyp=cell.hyp or engine.DEFAULT_HYP, imgsz=cell.imgsz, epochs=cell.epochs,
-                              batch_size=cell.batch, device=cell.device, workers=cell.workers, project=folder,
-                              name="train", exist_ok=True, seed=cell.seed, linear_lr=True, plots=False,
-                              on_epoch=on_epoch, resume=resume)
+        result = engine.train(cell.data_yaml, t, weights=t.weights or None, hyp=t.hyp or engine.DEFAULT_HYP,
+                              project=folder, name="train", exist_ok=True, plots=False, on_epoch=on_epoch,
+                              resume=resume)
         record.add("train")
         best, val = result.best, result.metrics
     else:
-        val = engine.validate(best, cell.data_yaml, imgsz=cell.imgsz, device=cell.device, project=folder,
+        val = engine.validate(best, cell.data_yaml, imgsz=t.imgsz, device=t.device, project=folder,
                               name="val", exist_ok=True, plots=False)
         record.add("validate")
     scores = {}
     if test is not None:
-        detections = detect(best, list(test.records), imgsz=cell.imgsz, conf=conf, iou=iou, device=cell.device,
+        detections = detect(best, list(test.records), imgsz=t.imgsz, conf=conf, iou=iou, device=t.device,
                             progress=False)
         scores = score_detections(detections, test.answer)
         record.add("test")
     size = engine.checkpoint_size_report(best)
     out = {
-        "settings": settings, "cell": cell.key, "name": cell.name, "seed": cell.seed,
+        "settings": settings, "cell": cell.key, "name": cell.name, "seed": t.seed,
         "test_set": test.name if test else None,
         "best": str(best), "epochs_run": epochs_in_results(run_dir / "results.csv"),
         "train_s": record.totals().get("train", 0.0), "sessions": record.sessions,

@@ -67,14 +67,14 @@ def compare_samplers(mini_yaml: str | os.PathLike, train_yaml: str | os.PathLike
     atomic_write_csv(curves_df, out / "curves.csv")
     atomic_write_figure(plot_best_after(curves_df), out / "best_after.png")
 
-    cells = [TrainingCell(name=sampler, data_yaml=str(train_yaml), seed=seed, engine=engine, model=model,
-                          weights=weights, hyp=best_hyps[(sampler, seed)], imgsz=imgsz, epochs=retrain_epochs,
-                          batch=batch, device=device, workers=workers)
+    cells = [TrainingCell.of(sampler, train_yaml, engine=engine, seed=seed, model=model, weights=weights,
+                             hyp=best_hyps[(sampler, seed)], imgsz=imgsz, epochs=retrain_epochs, batch_size=batch,
+                             device=device, workers=workers)
              for sampler in samplers for seed in seeds]
     rows = run_cells(cells, test, out / "retrain", say=say)
     for k in sorted({k for k in CHECKPOINTS if k <= trials} | {trials}):
         at = curves_df[curves_df["trials"] == k].set_index(["sampler", "seed"])["best"]
-        rows[f"best_after_{k}"] = [at.get((c.name, c.seed), np.nan) for c in cells]
+        rows[f"best_after_{k}"] = [at.get((c.name, c.training.seed), np.nan) for c in cells]
     atomic_write_csv(rows, out / "rows.csv")
     table = mean_sd(rows)
     atomic_write_csv(table, out / "table.csv")

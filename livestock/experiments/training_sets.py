@@ -44,8 +44,8 @@ def set_cells(data_yamls: Mapping[str, str | Path], *, epochs: int, budget: str 
     if baseline not in data_yamls:
         raise ValueError(f"baseline {baseline!r} is not one of {list(data_yamls)}")
     sizes = sizes or {name: count_train_images(path) for name, path in data_yamls.items()}
-    return [TrainingCell(name=name, data_yaml=str(path), seed=int(seed),
-                         epochs=epochs_for_budget(epochs, sizes[baseline], sizes[name], budget), **settings)
+    return [TrainingCell.of(name, path, seed=int(seed),
+                            epochs=epochs_for_budget(epochs, sizes[baseline], sizes[name], budget), **settings)
             for seed in seeds for name, path in data_yamls.items()]  # seed-major: a cut-off run compares every set
 
 
@@ -64,12 +64,12 @@ def compare_training_sets(data_yamls: Mapping[str, str | Path], test_images: Seq
     sizes = {name: count_train_images(path) for name, path in data_yamls.items()}
     cells = set_cells(data_yamls, epochs=epochs, budget=budget, baseline=baseline, seeds=(seed,), sizes=sizes,
                       engine=engine, model=model, weights=str(weights) if weights else None, hyp=hyp, imgsz=imgsz,
-                      batch=batch_size, device=device, workers=workers)
+                      batch_size=batch_size, device=device, workers=workers)
     test = GoldSet.of(test_images, answer) if answer is not None else None
     rows = run_cells(cells, test, project, conf=conf, iou=iou)
     out = pd.DataFrame({"set": rows["name"], "train_images": [sizes[c.name] for c in cells],
-                        "epochs": [c.epochs for c in cells],
-                        "images_seen": [sizes[c.name] * c.epochs for c in cells],
+                        "epochs": [c.training.epochs for c in cells],
+                        "images_seen": [sizes[c.name] * c.training.epochs for c in cells],
                         "val_mAP@0.5": rows["val_mAP@0.5"]})
     for column in ("test_mAP@0.5", "test_mAP@0.75", "test_mAP@0.5:0.95"):
         if column in rows:
