@@ -15,6 +15,9 @@ SYNTH_TRUTH = DATA_DIR / "synth_truth.csv"  # every true box of the synthetic se
 TEST_ANSWER = TEST_DIR / "answer.csv"  # ground truth of the test set in the contest answer format
 RUNS_DIR = Path("runs")  # runs/<task>/<name>, as YOLOv5
 TRAINED_MODEL_DIR = Path("trained_model")
+# The clone the package runs from (pip install -e .): its notebooks, hyp files and committed weights ship beside the
+# package, whichever folder a command runs in.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 # Provenance records (livestock.provenance): a derived folder's own record, and a derived file's record beside it.
 # A folder holding SOURCE_RECORD is an output of this package and is never read as input data.
 SOURCE_RECORD = "source.json"

@@ -33,7 +33,7 @@ from livestock.progress import PROGRESS_ENV, follow_events
 
 def repo_root() -> Path:
     """The repository that holds the notebooks (they ship beside the package, not inside it)."""
-    root = Path(__file__).resolve().parents[1]
+    root = paths.REPO_ROOT
     if not (root / "YOLOv5_inference.ipynb").is_file():
         raise FileNotFoundError(
             f"{root}: notebooks not found; the pipeline runs from a clone of the repository (pip install -e .)"
@@ -121,7 +121,8 @@ class PipelineConfig:
                                        "yolov5n6 ... yolov5x6 (the original: yolov5m6); with --engine ultralytics "
                                        "yolo11n ... yolo26x")
     weights: str = _setting("auto", "model", "auto: the barn-pretrained trained_model/pretrained_<model>_<imgsz>.pt "
-                                             "when it is there (its manifest verified), else from scratch; '' trains "
+                                             "of the working folder, else of the repository, when it is there (its "
+                                             "manifest verified), else from scratch; '' trains "
                                              "from scratch; a checkpoint path or pretrained name (the original: "
                                              "yolov5m6.pt, COCO-pretrained). Checkpoints are pickles: only weights "
                                              "you trust")
@@ -210,10 +211,10 @@ def stage_names(cfg: PipelineConfig) -> list[str]:
 
 def start_weights(cfg: PipelineConfig, folder: str | Path | None = None) -> tuple[str, str]:
     """The weights the training stages start from ('' for scratch) and a line saying which and why: ``auto`` is
-    the pretrained file for the model and image size in ``folder`` (default: the repository's trained_model/)."""
+    the pretrained file for the model and image size in ``folder`` (default: as
+    :func:`~livestock.model.pretrain.resolve_start_weights` looks for it)."""
     from livestock.model.pretrain import resolve_start_weights
 
-    folder = folder if folder is not None else repo_root() / paths.TRAINED_MODEL_DIR
     return resolve_start_weights(cfg.weights, cfg.model, cfg.imgsz, folder, engine=cfg.engine)
 
 

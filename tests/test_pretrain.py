@@ -24,6 +24,7 @@ from livestock.data.synth.style import STYLES
 from livestock.fileio import file_sha256
 from livestock.model.pretrain import (MANIFEST_KIND, PretrainSettings, data_sha256, pretrain,
                                       pretrained_weights_path, resolve_start_weights, verify_pretrained)
+from livestock import paths
 from livestock.paths import TRAIN_ZIPS
 from livestock.pipeline import PipelineConfig, start_weights
 
@@ -159,6 +160,23 @@ def test_auto_weights_are_the_verified_pretrained_file_else_scratch(tmp_path):
     for cfg in (PipelineConfig(), PipelineConfig(weights=str(made))):
         with pytest.raises(ValueError, match=made.name):
             start_weights(cfg, folder=tmp_path)
+
+
+def test_auto_looks_in_the_working_folder_then_in_the_repository(tmp_path, monkeypatch):
+    # A job's own folder (livestock pipeline --workdir) has no trained_model/pretrained_*: the committed file is used,
+    # by the pipeline and by `livestock compare` alike; weights pretrained in the working folder come first.
+    repo, work = tmp_path / "repo", tmp_path / "work"
+    committed = _fake_pretrained(repo / "trained_model")
+    work.mkdir()
+    monkeypatch.setattr(paths, "REPO_ROOT", repo)
+    monkeypatch.chdir(work)
+    assert resolve_start_weights("auto", "yolov5n", 320)[0] == str(committed.resolve())
+    assert start_weights(PipelineConfig())[0] == str(committed.resolve())
+    own = _fake_pretrained(work / "trained_model")
+    assert resolve_start_weights("auto", "yolov5n", 320)[0] == str(own.resolve())
+    weights, line = resolve_start_weights("auto", "yolov5n", 128)
+    assert weights == "" and line.startswith("from scratch (auto: no pretrained weights trained_model/"
+                                             "pretrained_yolov5n_128.pt or ") and str(repo) in line
 
 
 # ---------------------------------------------------------------- livestock pretrain at toy scale

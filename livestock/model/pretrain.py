@@ -165,18 +165,24 @@ def verify_pretrained(weights: str | os.PathLike) -> dict:
     return manifest
 
 
-def resolve_start_weights(weights: str, model: str, imgsz: int, folder: str | os.PathLike = paths.TRAINED_MODEL_DIR,
+def resolve_start_weights(weights: str, model: str, imgsz: int, folder: str | os.PathLike | None = None,
                           engine: str = DEFAULT_ENGINE) -> tuple[str, str]:
     """(the weights a training starts from, '' for scratch; a line saying which and why).
 
     ``auto``: the pretrained file of ``model`` (``''``: the engine's default) at ``imgsz`` in ``folder`` when it
-    exists (its manifest verified), else from scratch. A ``pretrained_*.pt`` path is verified too; other values pass
-    as they are.
+    exists (its manifest verified), else from scratch. ``folder`` None looks in the working folder's
+    ``trained_model/`` (weights pretrained there) and then in the repository's (the committed file), so a command
+    run in a job's own folder (``livestock pipeline --workdir``) finds the committed weights. A ``pretrained_*.pt``
+    path is verified too; other values pass as they are.
     """
     if weights == AUTO:
-        path = pretrained_weights_path(model or get_engine(engine).DEFAULT_MODEL, imgsz, folder)
-        if not path.is_file():
-            return "", f"from scratch (auto: no pretrained weights {path})"
+        folders = ([Path(folder)] if folder is not None else
+                   [paths.TRAINED_MODEL_DIR, paths.REPO_ROOT / paths.TRAINED_MODEL_DIR])
+        name = model or get_engine(engine).DEFAULT_MODEL
+        candidates = [pretrained_weights_path(name, imgsz, f) for f in folders]
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            return "", f"from scratch (auto: no pretrained weights {' or '.join(map(str, candidates))})"
     else:
         path = Path(weights) if weights else None
         if path is None or not (path.name.startswith("pretrained_") and path.is_file()):
