@@ -64,8 +64,9 @@ def deploy_cell(result: dict, cell: TrainingCell, test: GoldSet, folder: Path, *
             return done
     say(f"{cell.key}: exporting {', '.join(key['formats'])} and scoring INT8 on the {test.name}")
     calib = pick_evenly(images_from(cell.data_yaml, "train"), N_CALIB)
-    files = export_model(best, cell.training.imgsz, key["formats"], calib_images=calib, out_dir=folder / "export")
-    detections = detect(files["onnx-int8"], list(test.records), imgsz=cell.training.imgsz, conf=conf, iou=iou, device="cpu",
+    imgsz = cell.training.imgsz
+    files = export_model(best, imgsz, key["formats"], calib_images=calib, out_dir=folder / "export")
+    detections = detect(files["onnx-int8"], list(test.records), imgsz=imgsz, conf=conf, iou=iou, device="cpu",
                         progress=False)
     int8 = score_detections(detections, test.answer)
     out = {"key": key, "files": {f: str(p) for f, p in files.items()},
