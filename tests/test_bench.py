@@ -318,4 +318,8 @@ def test_bench_scores_a_trained_ultralytics_model(tiny_yolo11_run, ultralytics_t
     assert scored["pytorch-fp32"] == pytest.approx(evaluate_map(best, images, IMG), abs=1e-9)
     assert scored["onnx-fp32"] == pytest.approx(
         evaluate_map(tmp_path / f"{best.stem}_{IMG}" / f"{best.stem}_{IMG}.onnx", images, IMG), abs=1e-9)
-    assert scored["pytorch-fp32"] > 0.2 and abs(scored["onnx-fp32"] - scored["onnx-fp16"]) <= 0.05
+    # A model that finds the animals, so that the exports' agreement means something. Judged at IoU 0.5: 20 epochs
+    # from scratch at 64 px end still climbing, and where they end moves with the CPU's float rounding (mAP@0.75 on
+    # these 8 frames above 0.2 on an AMD EPYC, 0.022 on an Intel Xeon, where mAP@0.5 is 0.78).
+    assert evaluate_map(best, images, IMG, iou_threshold=0.5) > 0.5
+    assert abs(scored["onnx-fp32"] - scored["onnx-fp16"]) <= 0.05

@@ -7,21 +7,24 @@ through ``livestock export``'s functions, INT8 calibrated on 32 training frames 
 the one-to-one head's top confidence on one frame moved by 0.07). Tolerances, the same letterboxed
 tensor into every model, on the 16 validation frames:
 
-- INT8 vs FP32, raw output: the 20 highest confidences within 0.05, rank for rank: a bound that changes of at most
-  0.05 row for row also keep (sorting moves no value by more than the largest change of one row), and one that
-  needs no row correspondence, which the top-k head does not keep. Every confident row (FP32 confidence >= 0.25) has an INT8 row of its class, the same
-  anchor for the dense heads and the best overlap for the top-k head, with IoU >= 0.85 (boxes are 10 to 20 px
-  at this size: one pixel moves the IoU by about 0.1) and confidence within 0.05.
+- INT8 vs FP32, raw output: the 20 highest confidences within 0.08, rank for rank: a bound that changes of at most
+  0.08 row for row also keep (sorting moves no value by more than the largest change of one row), and one that needs
+  no row correspondence, which the top-k head does not keep. Every confident row (FP32 confidence >= 0.25) has an INT8
+  row of its class, the same anchor for the dense heads and the best overlap for the top-k head, with IoU >= 0.85
+  (boxes are 10 to 20 px at this size: one pixel moves the IoU by about 0.1) and confidence within 0.08. The tiny runs
+  end in different models on different CPUs (float rounding differs, and 20 epochs from scratch amplify it): the
+  changes stayed within 0.05 on an AMD EPYC and reached 0.060 on an Intel Xeon (YOLO26n's one-to-one head, top
+  confidence 0.796 -> 0.736).
 - INT8 vs FP32, detections through the deployment path (``livestock.evaluation.detect.detect``, Ultralytics'
   ``AutoBackend`` on the file; NMS IoU 0.7 for the dense heads): the best box of each animal (an FP32 detection at
   conf >= 0.25 that overlaps no more confident one of its class by IoU 0.5: toy animals never overlap) has an INT8
-  detection of its class with IoU >= 0.8 and confidence within 0.05. Looser than the raw rows because NMS may keep a
+  detection of its class with IoU >= 0.8 and confidence within 0.08. Looser than the raw rows because NMS may keep a
   neighbouring anchor of nearly equal confidence in one model and not in the other.
 - FP16 vs FP32: the 20 highest confidences within 2e-3, confident rows' boxes at IoU >= 0.98.
 - The decode quantised too (``keep_decode_float=False``): the graph ends in one DequantizeLinear over box pixels
   and confidences together, so its step is the whole output range (box coordinates in pixels) / 255, and every
   confidence comes out a whole multiple of that step: as the expected value ``step * round(FP32 / step)``, wherever
-  the FP32 confidence is more than 0.05 from a rounding boundary. For YOLO11 at 64 px the step is about 1.9 (its
+  the FP32 confidence is more than 0.08 from a rounding boundary. For YOLO11 at 64 px the step is about 1.9 (its
   box widths reach 480 px), so every confidence is 0, as YOLOv5's were.
 """
 from __future__ import annotations
@@ -47,7 +50,7 @@ C.set_ultralytics_environment()
 IMGSZ = 64  # the size the tiny runs train at
 N_CALIB = 32
 CONFIDENT = 0.25  # FP32 confidence of the rows and detections compared box for box
-INT8_CONF, INT8_ROW_IOU, INT8_DET_IOU = 0.05, 0.85, 0.8
+INT8_CONF, INT8_ROW_IOU, INT8_DET_IOU = 0.08, 0.85, 0.8
 FP16_CONF, FP16_ROW_IOU = 2e-3, 0.98
 TOP = 20
 KINDS = ("yolo11n", "yolo26n", "yolo26n-one2many")
