@@ -186,7 +186,13 @@ def test_sampler_comparison_at_toy_size(toy_sets, tmp_path):
     rows = pd.read_csv(out / "rows.csv")
     assert rows["cell"].tolist() == ["ga-seed0", "random-seed0"] and rows["best_after_2"].tolist() == [
         curves.iloc[1]["best"], curves.iloc[3]["best"]]
+    # the GA is the reference: every other sampler's scores also as differences from it at the same seed
+    for c in ("best_after_2", "test_mAP@0.75"):
+        assert pd.isna(rows[f"{c}_minus_ga"][0]) and rows[f"{c}_minus_ga"][1] == pytest.approx(rows[c][1] - rows[c][0])
     retrained = json.loads((out / "retrain" / "ga-seed0" / "result.json").read_text())["settings"]["hyp_values"]
     assert retrained["lr0"] == pytest.approx(ga.loc[ga["fitness"].idxmax(), "lr0"])
-    assert (out / "best_after.png").stat().st_size > 0 and "re-trained: test mAP@0.75" in (out / "table.md").read_text()
+    md = (out / "table.md").read_text()
+    assert (out / "best_after.png").stat().st_size > 0 and "| re-trained: test mAP@0.75 |" in md
+    assert "| best val mAP@0.75 after 2 trials |" in md
+    assert "| re-trained: test mAP@0.75, minus ga (paired by seed) |" in md
     assert table["name"].tolist() == ["ga", "random"]

@@ -6,7 +6,9 @@ finished), every trial a short training on the mini set from the same start weig
 the mini validation fold; the seed is both the sampler's and the trials' training seed. Then each study's best hyp
 is trained again on the full training split and scored on the test set (cells of
 :mod:`livestock.experiments.runner`). Outputs: ``curves.csv`` (best fitness after k trials, per study),
-``best_after.png`` (mean ± sd over seeds per sampler), ``table.csv`` / ``table.md``.
+``best_after.png`` (mean ± sd over seeds per sampler), ``rows.csv`` (one row per study: its re-trained test scores,
+its best fitness after k trials and, for each sampler but the GA, both minus the GA's at the same seed) and
+``table.csv`` / ``table.md`` (mean ± sd over seeds per sampler).
 """
 from __future__ import annotations
 
@@ -27,12 +29,23 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 CHECKPOINTS = (5, 10, 20)  # "best after k trials" columns of the table (those within the budget)
+REFERENCE = "ga"  # the original's sampler: the others are also reported as differences from it, paired by seed
 
 
 def best_so_far(trials: pd.DataFrame) -> np.ndarray:
     """The best fitness after each of a study's finished trials, in trial-number order (failed trials skipped)."""
     done = trials[trials["state"] == "COMPLETE"].sort_values("number")
     return np.maximum.accumulate(done["fitness"].to_numpy(dtype=float)) if len(done) else np.zeros(0)
+
+
+def minus_reference(rows: pd.DataFrame, column: str, reference: str = REFERENCE) -> pd.Series:
+    """``column`` minus the ``reference`` sampler's value at the same seed, per row of ``rows`` (one row per sampler
+    and seed, columns ``name`` and ``seed``); NaN on the reference's own rows and where a seed has no reference row.
+    Each seed's studies start from the same trial 0, so the paired difference drops the seed-to-seed spread that
+    the training shares."""
+    ref = rows[rows["name"] == reference].set_index("seed")[column]
+    diff = rows[column] - rows["seed"].map(ref)
+    return diff.where(rows["name"] != reference)
 
 
 def compare_samplers(mini_yaml: str | os.PathLike, train_yaml: str | os.PathLike, test: GoldSet,
@@ -72,15 +85,20 @@ def compare_samplers(mini_yaml: str | os.PathLike, train_yaml: str | os.PathLike
                              device=device, workers=workers)
              for sampler in samplers for seed in seeds]
     rows = run_cells(cells, test, out / "retrain", say=say)
-    for k in sorted({k for k in CHECKPOINTS if k <= trials} | {trials}):
+    checkpoints = sorted({k for k in CHECKPOINTS if k <= trials} | {trials})
+    for k in checkpoints:
         at = curves_df[curves_df["trials"] == k].set_index(["sampler", "seed"])["best"]
         rows[f"best_after_{k}"] = [at.get((c.name, c.training.seed), np.nan) for c in cells]
+    paired = [f"best_after_{trials}", "test_mAP@0.75"] if REFERENCE in samplers and len(samplers) > 1 else []
+    for c in paired:
+        rows[f"{c}_minus_{REFERENCE}"] = minus_reference(rows, c)
     atomic_write_csv(rows, out / "rows.csv")
     table = mean_sd(rows)
     atomic_write_csv(table, out / "table.csv")
-    columns = {c: (c.replace("best_after_", "best val mAP@0.75 after ") + " trials", ".3f")
-               for c in rows.columns if c.startswith("best_after_")}
+    columns = {f"best_after_{k}": (f"best val mAP@0.75 after {k} trials", ".3f") for k in checkpoints}
     columns["test_mAP@0.75"] = ("re-trained: test mAP@0.75", ".3f")
+    for c in paired:
+        columns[f"{c}_minus_{REFERENCE}"] = (f"{columns[c][0]}, minus {REFERENCE} (paired by seed)", "+.4f")
     atomic_write_text(out / "table.md", format_mean_sd(table, columns, by="name") +
                       f"\nSearch: {trials} trials x {epochs} epochs on {mini_yaml}, fitness = contest mAP@0.75 on its "
                       f"validation split; re-trained {retrain_epochs} epochs on {train_yaml}, scored on the "
