@@ -35,12 +35,16 @@ REHEARSAL_ARGS ?=
 rehearsal: $(STAMP)
 	$(VENV)/bin/livestock rehearsal $(REHEARSAL_ARGS)
 
-## The test suite (unit tests + every notebook headless on a tiny synthetic set)
+## The test suite (unit tests + every notebook headless on a tiny synthetic set), one pytest-xdist worker per core;
+## --dist loadfile keeps a file's tests in one worker, so a module fixture (a trained model, a main job) is made once.
+## TEST_WORKERS=0: one process, as plain `pytest` runs.
+TEST_WORKERS ?= auto
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not benchmark"
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not slow and not benchmark"
 
 ## Benchmarks print timings; they never fail on a time
 benchmark: $(STAMP)

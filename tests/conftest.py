@@ -11,6 +11,13 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (`make test` runs one worker per core) each worker gets its share of the cores: PyTorch's default
+# of one thread per core in every worker would oversubscribe the machine, and its OpenMP threads spin while they wait.
+# Set here, before any test imports torch, so the workers' subprocesses (trainings, notebook kernels) inherit it.
+_XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if _XDIST_WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _XDIST_WORKERS)))
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The real contest answer file sits beside the repository in the development checkout; tests that
 # use it skip when it is absent.

@@ -7,25 +7,28 @@ through ``livestock export``'s functions, INT8 calibrated on 32 training frames 
 the one-to-one head's top confidence on one frame moved by 0.07). Tolerances, the same letterboxed
 tensor into every model, on the 16 validation frames:
 
-- INT8 vs FP32, raw output: the 20 highest confidences within 0.08, rank for rank: a bound that changes of at most
-  0.08 row for row also keep (sorting moves no value by more than the largest change of one row), and one that needs
+- INT8 vs FP32, raw output: the 20 highest confidences within 0.12, rank for rank: a bound that changes of at most
+  0.12 row for row also keep (sorting moves no value by more than the largest change of one row), and one that needs
   no row correspondence, which the top-k head does not keep. Every confident row (FP32 confidence >= 0.25) has an INT8
-  row of its class, the same anchor for the dense heads and the best overlap for the top-k head, with IoU >= 0.85
-  (boxes are 10 to 20 px at this size: one pixel moves the IoU by about 0.1) and confidence within 0.08. The tiny runs
-  end in different models on different CPUs (float rounding differs, and 20 epochs from scratch amplify it): the
-  changes stayed within 0.05 on an AMD EPYC and reached 0.060 on an Intel Xeon (YOLO26n's one-to-one head, top
-  confidence 0.796 -> 0.736).
+  row of its class, the same anchor for the dense heads and the best overlap for the top-k head, with IoU >= 0.75
+  (boxes are 10 to 20 px at this size: one pixel moves the IoU by about 0.1) and confidence within 0.12.
+  The tiny runs end in different models on different CPUs and with different numbers of torch threads (float
+  rounding differs, and 20 epochs from scratch amplify it), and the bounds must hold for any of them. Measured worst
+  cases: with two threads the changes stayed within 0.05 on an AMD EPYC and reached 0.060 on an Intel Xeon (YOLO26n's
+  one-to-one head, top confidence 0.796 -> 0.736); with one thread (a pytest-xdist worker on 2 cores) on the AMD
+  EPYC, 0.082 (YOLO26n's one-to-one head), a confident row's IoU 0.80 and a detection's 0.77. A broken quantisation
+  (a wrong scale, an uncalibrated range) moves confidences by tenths and boxes by their size.
 - INT8 vs FP32, detections through the deployment path (``livestock.evaluation.detect.detect``, Ultralytics'
   ``AutoBackend`` on the file; NMS IoU 0.7 for the dense heads): the best box of each animal (an FP32 detection at
   conf >= 0.25 that overlaps no more confident one of its class by IoU 0.5: toy animals never overlap) has an INT8
-  detection of its class with IoU >= 0.8 and confidence within 0.08. Looser than the raw rows because NMS may keep a
+  detection of its class with IoU >= 0.7 and confidence within 0.12. Looser than the raw rows because NMS may keep a
   neighbouring anchor of nearly equal confidence in one model and not in the other.
 - FP16 vs FP32: the 20 highest confidences within 2e-3, confident rows' boxes at IoU >= 0.98.
 - The decode quantised too (``keep_decode_float=False``): the graph ends in one DequantizeLinear over box pixels
   and confidences together, so its step is the whole output range (box coordinates in pixels) / 255, and every
   confidence comes out a whole multiple of that step: as the expected value ``step * round(FP32 / step)``, wherever
-  the FP32 confidence is more than 0.08 from a rounding boundary. For YOLO11 at 64 px the step is about 1.9 (its
-  box widths reach 480 px), so every confidence is 0, as YOLOv5's were.
+  the FP32 confidence is more than 0.08 (``ROUNDING_MARGIN``) from a rounding boundary. For YOLO11 at 64 px the step
+  is about 1.9 (its box widths reach 480 px), so every confidence is 0, as YOLOv5's were.
 """
 from __future__ import annotations
 
@@ -50,7 +53,8 @@ C.set_ultralytics_environment()
 IMGSZ = 64  # the size the tiny runs train at
 N_CALIB = 32
 CONFIDENT = 0.25  # FP32 confidence of the rows and detections compared box for box
-INT8_CONF, INT8_ROW_IOU, INT8_DET_IOU = 0.08, 0.85, 0.8
+INT8_CONF, INT8_ROW_IOU, INT8_DET_IOU = 0.12, 0.75, 0.7
+ROUNDING_MARGIN = 0.08  # the quantised-decode test: FP32 confidences this far from a rounding boundary
 FP16_CONF, FP16_ROW_IOU = 2e-3, 0.98
 TOP = 20
 KINDS = ("yolo11n", "yolo26n", "yolo26n-one2many")
@@ -292,7 +296,7 @@ def test_quantising_the_decode_puts_confidences_on_the_box_pixel_grid(exported):
         conf_q = np.sort(_rows(forward_raw(exported["int8-all"], x)[0], head)[1])
         levels = conf_q / step
         np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)  # whole multiples of the step
-        clear = np.abs(conf / step - np.floor(conf / step) - 0.5) * step > INT8_CONF  # not near a rounding boundary
+        clear = np.abs(conf / step - np.floor(conf / step) - 0.5) * step > ROUNDING_MARGIN
         np.testing.assert_allclose(conf_q[clear], step * np.round(conf[clear] / step), atol=1e-5)
         compared += int(clear.sum())
         nonzero += int((conf_q > 0).sum())
@@ -300,7 +304,7 @@ def test_quantising_the_decode_puts_confidences_on_the_box_pixel_grid(exported):
     print(f"{exported['kind']}: decode quantised, confidence step {step:.3f}; {nonzero} of the rows non-zero")
     assert compared > 0
     if exported["kind"] == "yolo11n":  # box widths reach hundreds of pixels: every confidence rounds to 0
-        assert step / 2 > top + INT8_CONF and nonzero == 0
+        assert step / 2 > top + ROUNDING_MARGIN and nonzero == 0
 
 
 # ---------------------------------------------------------------- FP16
