@@ -35,10 +35,10 @@ REHEARSAL_ARGS ?=
 rehearsal: $(STAMP)
 	$(VENV)/bin/livestock rehearsal $(REHEARSAL_ARGS)
 
-## The test suite (unit tests + every notebook headless on a tiny synthetic set), one pytest-xdist worker per core;
+## The test suite (unit tests + every notebook headless on a tiny synthetic set), one pytest-xdist worker per CPU;
 ## --dist loadfile keeps a file's tests in one worker, so a module fixture (a trained model, a main job) is made once.
 ## TEST_WORKERS=0: one process, as plain `pytest` runs.
-TEST_WORKERS ?= auto
+TEST_WORKERS ?= logical
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_PARALLEL)
