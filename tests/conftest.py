@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-# Under pytest-xdist (`make test` runs one worker per core) each worker gets its share of the cores: PyTorch's default
+# Under pytest-xdist (`make test` runs one worker per CPU) each worker gets its share of the CPUs: PyTorch's default
 # of one thread per core in every worker would oversubscribe the machine, and its OpenMP threads spin while they wait.
 # Set here, before any test imports torch, so the workers' subprocesses (trainings, notebook kernels) inherit it.
 _XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
