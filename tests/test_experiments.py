@@ -56,7 +56,7 @@ def test_a_cell_is_keyed_by_what_its_result_depends_on(tmp_path):
         (tmp_path / "images" / split).mkdir(parents=True)
     data_yaml = tmp_path / "data.yaml"
     data_yaml.write_text("train: images/train\nval: images/val\nnames: [cow, pig]\n")
-    cell = TrainingCell.of("base", data_yaml, seed=2, imgsz=320, epochs=30, batch_size=16, device="cpu", workers=1)
+    cell = TrainingCell.of("base", data_yaml, seed=2, imgsz=320, epochs=30, batch_size=16, device="cpu", workers=2)
     key = cell.settings()
     # The names every stored comparison result is keyed by (results made before the cell held a TrainSettings
     # carry exactly these, and must still be found done): a cell with default settings adds none.
@@ -64,10 +64,12 @@ def test_a_cell_is_keyed_by_what_its_result_depends_on(tmp_path):
                         "hyp_values", "data_sha256", "weights_sha256"}
     assert (key["seed"], key["batch"], key["model"], key["weights"], cell.key) == (2, 16, "yolov5n", None,
                                                                                    "base-seed2")
-    # speed and bookkeeping do not change the key; a setting that changes the result does
+    # speed and bookkeeping do not change the key; a setting that changes the result does, the loader workers too
     same = TrainingCell.of("base", data_yaml, seed=2, imgsz=320, epochs=30, batch_size=16, device="auto",
-                           workers=8, cache="ram", verbose=True)
+                           cache="ram", verbose=True)
     assert same.settings() == key
+    one_worker = TrainingCell.of("base", data_yaml, seed=2, imgsz=320, epochs=30, batch_size=16, workers=1)
+    assert one_worker.settings() == {**key, "workers": 1}
     other = TrainingCell.of("base", data_yaml, seed=2, imgsz=320, epochs=30, batch_size=16, optimizer="AdamW",
                             options={"freeze": [10]})
     assert other.settings() == {**key, "optimizer": "AdamW", "options": {"freeze": [10]}}
@@ -85,9 +87,15 @@ def test_cells_score_the_test_set_and_are_not_trained_twice(toy_sets, monkeypatc
         direct = score_detections(detect(row["best"], list(test.records), imgsz=64, conf=runner.TEST_CONF,
                                          iou=runner.TEST_IOU, device="cpu", progress=False), test.answer)
         assert row["test_mAP@0.75"] == direct["mAP@0.75"] and row["test_mAP@0.5"] == direct["mAP@0.5"]
-    # the seeds differ: different weights
-    assert (root / "cells/scratch-seed0/train/weights/best.pt").read_bytes() != \
-        (root / "cells/scratch-seed1/train/weights/best.pt").read_bytes()
+    # the seeds differ: different trainings (the checkpoints' bytes would differ anyway: they hold a date)
+    assert _train_losses(root / "cells/scratch-seed0") != _train_losses(root / "cells/scratch-seed1")
+    # the loader workers are part of the result: the same cell trained again repeats its losses exactly, but with one
+    # loader worker instead of none it trains another model, so that is a cell of its own
+    for workers, folder in ((0, "cells_again"), (1, "cells_w1")):
+        run_cells([TrainingCell.of("scratch", data_yaml, seed=0, **{**TOY_CELL, "workers": workers})], test,
+                  root / folder, say=lines.append)
+    assert _train_losses(root / "cells_again/scratch-seed0") == _train_losses(root / "cells/scratch-seed0")
+    assert _train_losses(root / "cells_w1/scratch-seed0") != _train_losses(root / "cells/scratch-seed0")
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")
@@ -104,6 +112,12 @@ def test_cells_score_the_test_set_and_are_not_trained_twice(toy_sets, monkeypatc
                   root / "cells", say=lines.append)
     record = json.loads((root / "cells/scratch-seed0/record.json").read_text())
     assert record["settings"]["epochs"] == 1
+
+
+def _train_losses(cell_folder) -> list[float]:
+    """A cell's training losses, epoch by epoch (YOLOv5's results.csv pads its column names with spaces)."""
+    table = pd.read_csv(cell_folder / "train" / "results.csv", skipinitialspace=True)
+    return table[[c for c in table.columns if c.strip().startswith("train/")]].to_numpy().ravel().tolist()
 
 
 @pytest.mark.slow

@@ -109,6 +109,15 @@ def test_each_engine_pretrains_its_own_default_model():
         PretrainSettings(engine="yolov9")
 
 
+def test_the_loader_workers_are_part_of_the_weights():
+    """Each loader worker draws its augmentations from its own seeded stream: another count is another training.
+    The default (2) stays out of the key, so the records of weights made before it was counted still match."""
+    default, one = PretrainSettings(), PretrainSettings(workers=1)
+    assert "workers" not in default.result() and "--workers" not in default.command()
+    assert one.result() == {**default.result(), "workers": 1}
+    assert one.command() == default.command() + " --workers 1"
+
+
 def test_preview_shows_six_frames_of_each_style(tmp_path):
     assert cli_main(["synth", "--preview", str(tmp_path / "styles.png")]) == 0
     img = cv2.imread(str(tmp_path / "styles.png"))

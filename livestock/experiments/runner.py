@@ -93,10 +93,15 @@ def gold_test_set(test_dir: str | os.PathLike = paths.TEST_DIR,
 # A comparison's training defaults where TrainSettings' differ: the CPU demo's 320 px and 30 epochs, 2 loader workers.
 CELL_DEFAULTS = TrainSettings(imgsz=320, epochs=30, workers=2)
 # Settings that change only the speed or the run folder's bookkeeping, not a cell's result; run_cell sets the latter.
-_NOT_RESULT = ("device", "workers", "cache", "project", "name", "exist_ok", "plots", "verbose", "on_epoch", "resume",
+# Not the data-loader workers: each loader worker draws its augmentations from its own seeded stream (YOLOv5's and
+# Ultralytics' loaders seed them alike), so one seed trains another model with 1 worker than with 2 (YOLOv5n, one
+# epoch on the mini set from the pretrained weights: box loss 0.03013 against 0.02958). YOLOv5 also caps the
+# workers at the CPU count, so a cell of 2 workers on a 1-CPU machine is not the same training.
+_NOT_RESULT = ("device", "cache", "project", "name", "exist_ok", "plots", "verbose", "on_epoch", "resume",
                "max_weight_mb", "fail_on_oversize")
 # The settings every cell's stored result has been keyed by since comparisons began (under these names); a setting
-# not in it joins the key only when it differs from its default, so results stored before it existed stay valid.
+# not in it joins the key only when it differs from the cells' default (CELL_DEFAULTS), so results stored before it
+# existed stay valid.
 _KEYED = {"model": "model", "weights": "weights", "hyp": "hyp", "imgsz": "imgsz", "epochs": "epochs",
           "batch_size": "batch", "seed": "seed"}
 
@@ -123,15 +128,14 @@ class TrainingCell:
         return f"{self.name}-seed{self.training.seed}"
 
     def settings(self) -> dict:
-        """What defines the cell's result: name, data, engine, the training settings (device, workers and the run
+        """What defines the cell's result: name, data, engine, the training settings (device, cache and the run
         folder aside: they change only the speed), the hyp's values, the data's image lists and the start
         weights' sha256."""
         engine = get_engine(self.engine)
         t = self.training
         keyed = {name: getattr(t, f) for f, name in _KEYED.items()}
-        default = TrainSettings()
         others = {f.name: getattr(t, f.name) for f in fields(t) if f.name not in _KEYED and f.name not in _NOT_RESULT
-                  and getattr(t, f.name) != getattr(default, f.name)}
+                  and getattr(t, f.name) != getattr(CELL_DEFAULTS, f.name)}
         data = hashlib.sha256(Path(self.data_yaml).read_bytes())
         for split in ("train", "val"):
             data.update("".join(f"{p}\n" for p in split_image_paths(self.data_yaml, split)).encode())

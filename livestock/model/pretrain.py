@@ -66,9 +66,9 @@ class PretrainSettings:
     frames: int = DEFAULT_FRAMES
     image_scale: float | None = None  # None: imgsz / 1280 (frames at least as wide as the training size), at most 1
     style: str = "shifted"
+    workers: int = 2  # data-loader workers: each draws its augmentations from its own seeded stream
     # where and on what: not part of the result
     device: str = "auto"
-    workers: int = 2
     data_dir: str = str(paths.DATA_DIR / "pretrain")
     project: str = str(paths.RUNS_DIR / "pretrain")
     out: str = str(paths.TRAINED_MODEL_DIR)
@@ -105,9 +105,11 @@ class PretrainSettings:
                 "missing_cow_rate": 0.0, "image_scale": self.scale}
 
     def result(self) -> dict:
-        """Every setting the weights depend on: a run folder made with others is not continued."""
+        """Every setting the weights depend on: a run folder made with others is not continued. The loader workers
+        join only where they are not the default 2, so records made before they were counted stay valid."""
+        loader = {} if self.workers == PretrainSettings.workers else {"workers": self.workers}
         return {"engine": self.engine, "model": self.model, "imgsz": self.imgsz, "epochs": self.epochs,
-                "batch": self.batch, **self.generator()}
+                "batch": self.batch, **loader, **self.generator()}
 
     def command(self) -> str:
         """The command line that re-makes these weights, every setting of the result spelt out."""
@@ -115,9 +117,9 @@ class PretrainSettings:
                  "--epochs", str(self.epochs), "--batch", str(self.batch), "--seed", str(self.seed),
                  "--frames", str(self.frames), "--image-scale", f"{self.scale:g}", "--style", self.style]
         defaults = PretrainSettings()
-        for name in ("data_dir", "project", "out"):
+        for name in ("workers", "data_dir", "project", "out"):
             if getattr(self, name) != getattr(defaults, name):
-                words += [f"--{name.replace('_', '-')}", getattr(self, name)]
+                words += [f"--{name.replace('_', '-')}", str(getattr(self, name))]
         return " ".join(words)
 
     def data_root(self) -> Path:
