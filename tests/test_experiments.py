@@ -29,6 +29,8 @@ def test_mean_sd_over_seeds():
     assert math.isnan(table.loc[1, "m_sd"]) and "label" not in table
     md = format_mean_sd(table, {"m": ("mAP", ".2f")})
     assert md.splitlines()[2] == "| a | 3 | 0.30 ± 0.26 |" and md.splitlines()[3] == "| b | 1 | 0.50 |"
+    # a signed format (a difference from a reference) signs the mean only
+    assert format_mean_sd(table, {"m": ("gain", "+.2f")}).splitlines()[2] == "| a | 3 | +0.30 ± 0.26 |"
 
 
 def test_models_are_engine_colon_model():

@@ -264,7 +264,7 @@ def format_mean_sd(table: pd.DataFrame, columns: dict[str, tuple], by: str = "na
             text = format(value * factor, fmt)
             sd = r.get(f"{c}_sd")
             if sd is not None and not (isinstance(sd, float) and np.isnan(sd)):
-                text += f" ± {format(sd * factor, fmt)}"
+                text += f" ± {format(sd * factor, fmt.lstrip('+'))}"  # a sign ("+.4f") is the mean's, not the sd's
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
