@@ -208,7 +208,7 @@ def test_pretrain_writes_weights_and_a_manifest_that_matches_them(toy_pretrained
     assert verify_pretrained(weights) == manifest
     assert manifest["weights_sha256"] == file_sha256(weights) and manifest["weights_bytes"] < 100e6
     assert manifest["command"] == ("livestock pretrain --engine yolov5 --model yolov5n --imgsz 64 --epochs 2 --batch 8 "
-                                   f"--seed 101 --frames 12 --image-scale 0.25 --style shifted --data-dir "
+                                   f"--seed 101 --frames 12 --image-scale 0.25 --style shifted --workers 0 --data-dir "
                                    f"{settings.data_dir} --project {settings.project} --out {settings.out}")
     assert manifest["epochs"] == manifest["epochs_run"] == 2 and manifest["seed"] == 101
     data = manifest["data"]
