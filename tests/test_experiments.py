@@ -91,13 +91,11 @@ def test_cells_score_the_test_set_and_are_not_trained_twice(toy_sets, monkeypatc
         assert row["test_mAP@0.75"] == direct["mAP@0.75"] and row["test_mAP@0.5"] == direct["mAP@0.5"]
     # the seeds differ: different trainings (the checkpoints' bytes would differ anyway: they hold a date)
     assert _train_losses(root / "cells/scratch-seed0") != _train_losses(root / "cells/scratch-seed1")
-    # the loader workers are part of the result: the same cell trained again repeats its losses exactly, but with one
-    # loader worker instead of none it trains another model, so that is a cell of its own
-    for workers, folder in ((0, "cells_again"), (1, "cells_w1")):
-        run_cells([TrainingCell.of("scratch", data_yaml, seed=0, **{**TOY_CELL, "workers": workers})], test,
-                  root / folder, say=lines.append)
+    # the same cell trained again repeats its losses exactly: a result depends only on what its key holds (that the
+    # loader-worker count is among them was measured outside the suite: a loader worker left alive in a test worker
+    # process is not worth the check)
+    run_cells([TrainingCell.of("scratch", data_yaml, seed=0, **TOY_CELL)], test, root / "cells_again", say=lines.append)
     assert _train_losses(root / "cells_again/scratch-seed0") == _train_losses(root / "cells/scratch-seed0")
-    assert _train_losses(root / "cells_w1/scratch-seed0") != _train_losses(root / "cells/scratch-seed0")
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")
