@@ -92,8 +92,8 @@ def test_cells_score_the_test_set_and_are_not_trained_twice(toy_sets, monkeypatc
     # the seeds differ: different trainings (the checkpoints' bytes would differ anyway: they hold a date)
     assert _train_losses(root / "cells/scratch-seed0") != _train_losses(root / "cells/scratch-seed1")
     # the same cell trained again repeats its losses exactly: a result depends only on what its key holds (that the
-    # loader-worker count is among them was measured outside the suite: a loader worker left alive in a test worker
-    # process is not worth the check)
+    # loader-worker count is among them was measured outside the suite: a toy cell trained with a loader worker
+    # inside a pytest-xdist worker was followed by that worker dying, twice, so the suite does not train one)
     run_cells([TrainingCell.of("scratch", data_yaml, seed=0, **TOY_CELL)], test, root / "cells_again", say=lines.append)
     assert _train_losses(root / "cells_again/scratch-seed0") == _train_losses(root / "cells/scratch-seed0")
 
