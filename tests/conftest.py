@@ -115,14 +115,9 @@ def tiny_yolo26_run(ultralytics_toy, tmp_path_factory: pytest.TempPathFactory):
 def postgres_server():
     """A throwaway PostgreSQL server (tests/postgres_server.py) for the session, stopped at the end. Where it cannot
     start the tests that need it skip with the reason, unless LIVESTOCK_REQUIRE_POSTGRES=1 (CI) makes that a failure."""
-    from postgres_server import PostgresUnavailable, start_postgres
+    from postgres_server import start_postgres_or_skip
 
-    try:
-        server = start_postgres()
-    except PostgresUnavailable as e:
-        if os.environ.get("LIVESTOCK_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL server could not start: {e}")
-        pytest.skip(f"PostgreSQL server could not start: {e}")
+    server = start_postgres_or_skip()
     yield server
     server.stop()
 
