@@ -314,7 +314,11 @@ def run_pipeline(cfg: PipelineConfig, workdir: str | Path | None = None, only: l
         if notebook is not None:
             term.say(f"[pipeline] {name}: executed copy at {out_dir / notebook}")
         term.say(f"[pipeline] {name} done in {timings[name]:.0f} s  | {estimate.eta()}")
-    summary: dict[str, Any] = {"config": asdict(cfg), "stages": list(timings), "timings_s": timings}
+    from livestock.model.run_record import machine_info
+
+    # The machine goes with the score: the same job trains another model on another CPU instruction set.
+    summary: dict[str, Any] = {"config": asdict(cfg), "stages": list(timings), "timings_s": timings,
+                               "machine": machine_info(cfg.device, cfg.engine)}
     summary.update(_score_of_this_run(work, started_at.get("inference")))
     from livestock.fileio import atomic_write_text
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from livestock import paths
 from livestock.cli import main as cli_main
@@ -85,6 +86,9 @@ def test_pipeline_runs_every_stage_and_leaves_a_valid_scored_answer(tiny_pipelin
     assert _score_part(json.loads((work / "runs/pipeline/summary.json").read_text())["score"]) == recomputed
     assert _score_part(json.loads((work / "runs/inference/score.json").read_text())) == recomputed
     assert _printed_score(log) == recomputed["map_75"]
+    # and says which machine made it, down to the instruction set its kernels used
+    machine = json.loads((work / "runs/pipeline/summary.json").read_text())["machine"]
+    assert machine["device"] == "cpu" and machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 @pytest.mark.slow

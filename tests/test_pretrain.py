@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from killed_training import kill_when, repo_env
 from livestock.cli import main as cli_main
@@ -227,6 +228,7 @@ def test_pretrain_writes_weights_and_a_manifest_that_matches_them(toy_pretrained
     assert all(0.0 <= manifest["val"][k] <= 1.0 for k in ("mAP@0.5", "mAP@0.5:0.95", "mAP@0.75"))
     assert manifest["wall_time_s"]["total"] > 0 and manifest["sessions"] == 1
     assert manifest["machine"]["cpu_count"] == os.cpu_count() and manifest["machine"]["device"] == "cpu"
+    assert manifest["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # e.g. "AVX2"
 
 
 @pytest.mark.slow
