@@ -89,6 +89,7 @@ def test_pipeline_runs_every_stage_and_leaves_a_valid_scored_answer(tiny_pipelin
     # and says which machine made it, down to the instruction set its kernels used
     machine = json.loads((work / "runs/pipeline/summary.json").read_text())["machine"]
     assert machine["device"] == "cpu" and machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert machine["torch_threads"] == torch.get_num_threads()
 
 
 @pytest.mark.slow

@@ -22,14 +22,16 @@ from livestock.model.engine import DEFAULT_ENGINE, parse_device
 
 def machine_info(device: str, engine: str = DEFAULT_ENGINE) -> dict:
     """The machine a session ran on: platform, CPU, the vector instructions torch's CPU kernels use there, core
-    counts, Python, torch, OpenCV (the generator's JPEGs), numpy, the engine's package (named as the engine), the
-    device.
+    counts, this process's torch threads, Python, torch, OpenCV (the generator's JPEGs), numpy, the engine's package
+    (named as the engine), the device.
 
-    ``cpu_capability`` (torch's "AVX2", "AVX512", ...) is there because the same command, seed and packages train
-    the same model to the bit only with the same kernels. Measured on an AVX2 machine restricted to plain kernels
+    ``cpu_capability`` (torch's "AVX2", "AVX512", ...) and ``torch_threads`` are there because the same command,
+    seed and packages train the same model to the bit only with the same kernels and the same thread count: a
+    convolution's sums are split and rounded differently. Measured on an AVX2 machine restricted to plain kernels
     (ATEN_CPU_CAPABILITY=default, ONEDNN_MAX_CPU_ISA=AVX): after two epochs on the mini set, 22 of the model's 292
-    tensors differ (by one fp16 step at most), though every figure of those epochs agrees to five digits. The CPU's
-    name alone ("AMD EPYC") does not tell two generations apart."""
+    tensors differ (by one fp16 step at most), though every figure of those epochs agrees to five digits; the main
+    job with one thread instead of two parts from it in the fifth digit of epoch 1's precision. The CPU's name alone
+    ("AMD EPYC") does not tell two generations apart."""
     import torch
 
     cpu = platform.processor()
@@ -51,7 +53,7 @@ def machine_info(device: str, engine: str = DEFAULT_ENGINE) -> dict:
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"platform": platform.platform(), "cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_count": os.cpu_count(), "cpus_usable": usable,
+            "cpu_count": os.cpu_count(), "cpus_usable": usable, "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": package("torch"), "opencv": package("opencv-python"),
             "numpy": package("numpy"), engine: package(engine), "device": spec.engine_string(),
             "device_name": device_name}
