@@ -83,11 +83,12 @@ def test_pipeline_runs_every_stage_and_leaves_a_valid_scored_answer(tiny_pipelin
     recomputed = _recomputed_score(work)
     assert sum(c["n_predictions"] for c in recomputed["per_class"].values()) == len(frame)
     assert _score_part(summary["score"]) == recomputed
-    assert _score_part(json.loads((work / "runs/pipeline/summary.json").read_text())["score"]) == recomputed
+    written = json.loads((work / "runs/pipeline/summary.json").read_text())
+    assert _score_part(written["score"]) == recomputed
     assert _score_part(json.loads((work / "runs/inference/score.json").read_text())) == recomputed
     assert _printed_score(log) == recomputed["map_75"]
     # and says which machine made it, down to the instruction set its kernels used
-    machine = json.loads((work / "runs/pipeline/summary.json").read_text())["machine"]
+    machine = written["machine"]
     assert machine["device"] == "cpu" and machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert machine["torch_threads"] == torch.get_num_threads()
 
