@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-# Under pytest-xdist (`make test` runs one worker per CPU) each worker gets its share of the CPUs: PyTorch's default
-# of one thread per core in every worker would oversubscribe the machine, and its OpenMP threads spin while they wait.
-# Set here, before any test imports torch, so the workers' subprocesses (trainings, notebook kernels) inherit it.
+from livestock.model.run_record import threads_per_process  # imports no torch: the variable below must come first
+
+# Under pytest-xdist (`make test` runs one worker per CPU) each worker gets its share of the CPUs, as the search's
+# worker processes do. Set here, before any test imports torch, so the workers' subprocesses (trainings, notebook
+# kernels) inherit it.
 _XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
-if _XDIST_WORKERS > 1:
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _XDIST_WORKERS)))
+if _XDIST_WORKERS > 1 and (_THREADS := threads_per_process(_XDIST_WORKERS)):
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The real contest answer file sits beside the repository in the development checkout; tests that

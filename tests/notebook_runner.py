@@ -16,12 +16,6 @@ def execute_notebook(notebook: str, out: Path, parameters: dict, cwd: Path, monk
     """Execute ``REPO / notebook`` into ``out`` with papermill ``parameters``; the executed notebook as JSON."""
     # the kernel is a child process: let it import the package from this checkout
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    # ... and compute with this process's torch thread count: importing yolov5 sets OMP_NUM_THREADS to cpu_count - 1,
-    # which a kernel started afterwards would inherit, and a convolution's float rounding depends on the count, so
-    # a notebook's outputs could not equal the same computation run directly in a test
-    import torch
-
-    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
     out.parent.mkdir(parents=True, exist_ok=True)
     run_notebook(REPO / notebook, out, parameters, cwd=cwd)
     return json.loads(out.read_text())

@@ -54,3 +54,10 @@ def run_worker(**kwargs) -> None:
     from livestock.model.search import run_search
 
     run_search(progress=False, **kwargs)
+
+
+def torch_threads(hyp: dict, reporter) -> float:
+    """The torch thread count of the process that runs the trial."""
+    import torch
+
+    return float(torch.get_num_threads())

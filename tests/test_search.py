@@ -17,7 +17,7 @@ import optuna
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
-from search_objectives import SlowQuadratic, epochs_quadratic, quadratic, run_worker
+from search_objectives import SlowQuadratic, epochs_quadratic, quadratic, run_worker, torch_threads
 
 import livestock.model.evolve as V
 import livestock.model.genetic as G
@@ -265,6 +265,21 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_retried(tmp_pat
 def test_several_workers_need_a_picklable_objective(tmp_path):
     with pytest.raises(ValueError, match="must be picklable"):
         S.run_search(lambda hyp, reporter: 0.0, trials=2, workers=2, out=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("user_threads", [None, "1"])
+def test_workers_on_one_machine_share_its_cpus(tmp_path, monkeypatch, user_threads):
+    """Two worker processes train with half the usable CPUs each (PyTorch would give each a thread per core), unless
+    the user set OMP_NUM_THREADS."""
+    from livestock.model.run_record import usable_cpus
+
+    if user_threads is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", user_threads)
+    result = S.run_search(torch_threads, trials=2, workers=2, base_hyp=BASE, out=tmp_path, progress=False)
+    expected = max(1, usable_cpus() // 2) if user_threads is None else int(user_threads)
+    assert result.trials["fitness"].tolist() == [float(expected)] * 2
 
 
 def test_a_trial_started_for_a_taken_slot_gives_it_up(tmp_path):

@@ -20,6 +20,21 @@ from livestock.fileio import atomic_write_text
 from livestock.model.engine import DEFAULT_ENGINE, parse_device
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the OS has one, else the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_per_process(processes: int) -> int | None:
+    """Torch threads for each of ``processes`` computing side by side on this machine: the usable CPUs shared out,
+    at least one each; None where the user set ``OMP_NUM_THREADS`` (their choice stands). PyTorch's own default, a
+    thread per core in every process, would put several threads on each core, and its OpenMP threads spin while
+    they wait for one."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    return max(1, usable_cpus() // max(1, processes))
+
+
 def machine_info(device: str, engine: str = DEFAULT_ENGINE) -> dict:
     """The machine a session ran on: platform, CPU, the vector instructions torch's CPU kernels use there, core
     counts, this process's torch threads, Python, torch, OpenCV (the generator's JPEGs), numpy, the engine's package
@@ -51,9 +66,8 @@ def machine_info(device: str, engine: str = DEFAULT_ENGINE) -> dict:
         except PackageNotFoundError:
             return None
 
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"platform": platform.platform(), "cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_count": os.cpu_count(), "cpus_usable": usable, "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "cpus_usable": usable_cpus(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": package("torch"), "opencv": package("opencv-python"),
             "numpy": package("numpy"), engine: package(engine), "device": spec.engine_string(),
             "device_name": device_name}

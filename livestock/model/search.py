@@ -60,6 +60,7 @@ from livestock import provenance
 from livestock.model.genetic import (DEFAULT_KEYS, GeneticSampler, GeneticSettings, parse_bounds, parse_keys,
                                      resolve_bounds, search_space)
 from livestock.model.objective import FITNESS_KINDS, Objective, TrialReporter, training_objective
+from livestock.model.run_record import threads_per_process
 from livestock.model.search_results import (CLAIM_ATTR, FINISHED_STATES, SETTINGS_ATTR, SURPLUS_ATTR, WORKER_ATTR,
                                             TRIALS_NAME, SearchResult, write_results)
 from livestock.model.study_storage import display_url, open_storage, storage_url
@@ -267,7 +268,11 @@ def _emit_trial(requested: int) -> Callable[[optuna.Study, optuna.trial.FrozenTr
     return callback
 
 
-def _worker_process(plan: _Plan, worker_seed: int | None) -> None:
+def _worker_process(plan: _Plan, worker_seed: int | None, threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     _work(plan, worker_seed)
 
 
@@ -278,7 +283,8 @@ def _run_processes(plan: _Plan, study: optuna.Study, seeds: list[int | None], pr
     from tqdm import tqdm
 
     ctx = multiprocessing.get_context("spawn")  # no fork: the parent may hold CUDA, threads, database connections
-    procs = [ctx.Process(target=_worker_process, args=(plan, s), name=f"{plan.study_name}-worker-{i}")
+    threads = threads_per_process(len(seeds))  # the workers share this machine's CPUs
+    procs = [ctx.Process(target=_worker_process, args=(plan, s, threads), name=f"{plan.study_name}-worker-{i}")
              for i, s in enumerate(seeds)]
     bar = tqdm(total=plan.trials, desc=progress if isinstance(progress, str) else plan.study_name, unit="trial",
                disable=not progress)
@@ -380,7 +386,8 @@ def run_search(
     finished trials, running ``workers`` local worker processes; then write the results into ``out``.
 
     - ``objective(hyp, reporter) -> fitness`` (:data:`Objective`), maximised; with ``workers > 1`` it must be
-      picklable (spawned processes), e.g. :func:`training_objective`'s result.
+      picklable (spawned processes), e.g. :func:`training_objective`'s result. The spawned processes share this
+      machine's CPUs (:func:`~livestock.model.run_record.threads_per_process`).
     - ``storage``: ``postgresql://…``, ``sqlite:///….db``, a journal path ending in ``.log``, or None for
       ``out/study.log``; ``out`` defaults to ``runs/search/<study_name>``.
     - ``join``: only join an existing study (a typo in the study name fails instead of starting a new one).
@@ -469,7 +476,8 @@ def cli_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=SAMPLERS, default="ga", help="ga: YOLOv5's genetic algorithm (default); "
                    "tpe / cmaes: Bayesian / CMA-ES; random")
     p.add_argument("--trials", type=int, required=True, help="finished trials the study stops at, all workers together")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default %(default)s)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine, sharing its CPUs' torch threads unless OMP_NUM_THREADS is set "
+                        "(default %(default)s)")
     p.add_argument("--storage", default=None,
                    help="postgresql://user:password@host/db, sqlite:///path.db or a journal file path ending in "
                         ".log (default OUT/study.log)")

@@ -42,6 +42,11 @@ def ensure_yolov5() -> None:
        ``FreeTypeFont.getsize`` (used by YOLOv5's plotting threads) is provided again from ``getbbox``.
     5. AMP check offline: YOLOv5's ``check_amp`` is replaced by :func:`_check_amp_offline`, which keeps AMP on
        for CUDA models without downloading a reference model (see there why).
+    6. Threads of later processes: importing ``yolov5`` sets ``OMP_NUM_THREADS`` to ``cpu_count - 1`` (at most 8),
+       over the user's own value. Its own process keeps the threads it started with (OpenMP read the variable when
+       torch loaded), so the change reaches only processes started afterwards: notebook kernels, search workers,
+       rehearsal stages. Those would compute with another thread count than the user chose, and so train other bits,
+       depending on whether something imported yolov5 before starting them. The variable is put back as it was.
     """
     global _READY
     if _READY:
@@ -81,9 +86,16 @@ def ensure_yolov5() -> None:
         ImageFont.FreeTypeFont.getsize = getsize  # type: ignore[attr-defined]
 
     import torch
+
+    omp_threads = os.environ.get("OMP_NUM_THREADS")
     import yolov5.models.experimental
     import yolov5.train
     import yolov5.utils.general
+
+    if omp_threads is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = omp_threads
 
     _torch_load = torch.load
 
