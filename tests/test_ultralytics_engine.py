@@ -36,9 +36,9 @@ DETECT_IMGSZ = 256  # detection runs at 4x the training size: many more anchors,
 
 @pytest.fixture(autouse=True)
 def ultralytics_threads_as_ours(monkeypatch):
-    """Ultralytics' own predict sets torch's thread count (cpu_count - 1) for the process, and the engine puts ours
-    back after each of its calls; a convolution's float rounding depends on the thread count, so the references
-    here run Ultralytics with the thread count the engine's replay runs with."""
+    """The references here call Ultralytics directly, outside the engine, where its predict sets torch's thread count
+    to its own (cpu_count - 1); a convolution's float rounding depends on the count, so they run with the count the
+    engine keeps for its calls: this process's."""
     import torch
 
     monkeypatch.setattr("ultralytics.utils.torch_utils.NUM_THREADS", torch.get_num_threads())
@@ -726,19 +726,23 @@ def test_engine_of_weights_tells_the_engines_apart(yolo11_shaped, frames, tmp_pa
 
 
 
-def test_ultralytics_calls_leave_torch_settings_as_they_were(toy, tmp_path, monkeypatch):
-    """Ultralytics sets torch's thread count (cpu_count - 1: one on a 2-core machine) and, for a seeded training,
-    deterministic algorithms for the whole process; the engine puts both back after each call, so a YOLOv5 run
-    later in the same process runs as it would alone."""
+def test_ultralytics_calls_keep_the_threads_and_leave_torch_settings_as_they_were(toy, tmp_path, monkeypatch):
+    """Ultralytics would train on a CPU with its own thread count (cpu_count - 1: one on a 2-core machine) and, for a
+    seeded training, switches on deterministic algorithms for the whole process; the engine trains with this
+    process's thread count and puts the settings back after each call, so a YOLOv5 run later in the same process
+    runs as it would alone."""
     import torch
 
     threads = torch.get_num_threads()
-    monkeypatch.setattr("ultralytics.utils.torch_utils.NUM_THREADS", threads + 1)  # any other count shows a leak
+    monkeypatch.setattr("ultralytics.utils.torch_utils.NUM_THREADS", threads + 1)  # Ultralytics' choice: another count
     before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     torch.use_deterministic_algorithms(False)  # a seeded training switches them on: off shows a leak
+    during: list[int] = []
     try:
         result = UT.train(toy, model="yolo11n", imgsz=64, epochs=1, batch_size=8, device="cpu", workers=0, seed=0,
-                          plots=False, project=tmp_path, name="one_epoch")
+                          plots=False, project=tmp_path, name="one_epoch",
+                          on_epoch=lambda *_: during.append(torch.get_num_threads()))
+        assert during == [threads]
         assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
         UT.validate(result.best, toy, imgsz=64, device="cpu", workers=0, project=tmp_path, plots=False)
         assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()

@@ -230,16 +230,20 @@ def check_weight_size(path: str | os.PathLike, max_weight_mb: float = CONTEST_MA
 
 @contextlib.contextmanager
 def _ultralytics_scope(verbose: bool) -> Iterator[None]:
-    """Around every call into Ultralytics: without ``verbose`` its progress bars and warnings, not its INFO log; and
-    torch's process-wide settings as they were before, restored afterwards.
+    """Around every call into Ultralytics: without ``verbose`` its progress bars and warnings, not its INFO log;
+    torch's thread count kept during the call; and torch's process-wide settings as they were before, restored
+    afterwards.
 
-    Ultralytics sets them for the whole process and leaves them so: on a CPU, ``select_device`` sets torch's
-    thread count to ``cpu_count - 1`` (one thread on a 2-core machine), and a seeded training switches on
-    deterministic algorithms. A YOLOv5 training later in the same process (a notebook comparing engines) would
-    then run slower and give other numbers than alone."""
+    On a CPU, Ultralytics' ``select_device`` sets torch's thread count to its ``NUM_THREADS``, ``cpu_count - 1``
+    (one thread on a 2-core machine, where YOLOv5 and torch's default use two): an Ultralytics training would
+    compute with another thread count than a YOLOv5 one beside it, and take longer for that alone. Its
+    ``NUM_THREADS`` is set to this process's count for the call. A seeded training also switches on deterministic
+    algorithms for the whole process and leaves them so: a YOLOv5 training later in the same process (a notebook
+    comparing engines) would give other numbers than alone."""
     import logging
 
     import torch
+    from ultralytics.utils import torch_utils
 
     logger = logging.getLogger("ultralytics")
     level = logger.level
@@ -248,12 +252,15 @@ def _ultralytics_scope(verbose: bool) -> Iterator[None]:
                      torch.is_deterministic_algorithms_warn_only_enabled())
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     fill = torch.utils.deterministic.fill_uninitialized_memory
+    ultralytics_threads = torch_utils.NUM_THREADS
+    torch_utils.NUM_THREADS = threads
     if not verbose:
         logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
         logger.setLevel(level)
+        torch_utils.NUM_THREADS = ultralytics_threads
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
