@@ -476,8 +476,9 @@ def cli_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=SAMPLERS, default="ga", help="ga: YOLOv5's genetic algorithm (default); "
                    "tpe / cmaes: Bayesian / CMA-ES; random")
     p.add_argument("--trials", type=int, required=True, help="finished trials the study stops at, all workers together")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine, sharing its CPUs' torch threads unless OMP_NUM_THREADS is set "
-                        "(default %(default)s)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes on this machine; they share its CPUs as torch threads unless "
+                        "OMP_NUM_THREADS is set (default %(default)s)")
     p.add_argument("--storage", default=None,
                    help="postgresql://user:password@host/db, sqlite:///path.db or a journal file path ending in "
                         ".log (default OUT/study.log)")
