@@ -1,6 +1,6 @@
 """The synthetic generator's output, pinned: the same seed and size must give the same bytes.
 
-Every recorded figure in the README was measured on data from this generator, so a change to its code that
+Every recorded figure in the README and docs/ was measured on data from this generator, so a change to its code that
 changes its output (a reordering of random draws, a new default) would silently invalidate them. These hashes
 were taken from the generator as it stood when the figures were measured; a deliberate change to the data
 must update them together with the figures.
