@@ -6,7 +6,8 @@ Tolerances stated here, input for input (the same letterboxed tensor into every 
   same boxes within 1 px and confidences within 1e-3.
 - ONNX FP16 vs FP32 (top 100 candidates): boxes within 1 px, confidences within 2e-3.
 - ONNX INT8 vs FP32 on a trained model (top 20 candidates): boxes within 3% of the input size, confidences within
-  0.05, and the confidences must not collapse to 0 (what quantising the head decode does).
+  0.05, and the confidences must not collapse to 0 (what quantising the head decode does). The same bounds for the
+  INT8 file made for TensorRT (symmetric int8 activations), run here by ONNX Runtime.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from livestock.data.split import pick_evenly
 from livestock.deploy.images import images_from, letterbox_input
 from livestock.deploy.onnx_model import check_model_file, find_detect_head, sort_topologically
 from livestock.deploy.prune import conv_weight_sparsity, prune_conv_weights, prune_weights
-from livestock.deploy.quantize import quantize_onnx_int8
+from livestock.deploy.quantize import quantize_onnx_int8, tensorrt_qdq_problems
 from livestock.deploy.runtime import forward_raw, openvino_available
 from livestock.model.onnx_file import check_onnx_model, load_onnx
 from livestock.model.yolov5.models import load_model, random_init_checkpoint
@@ -51,11 +52,11 @@ def toy(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def nano(tmp_path_factory, toy) -> dict:
-    """A random-init YOLOv5n and its FP32 / FP16 / INT8 exports at ``IMG``."""
+    """A random-init YOLOv5n and its FP32 / FP16 / INT8 (ONNX Runtime and TensorRT) exports at ``IMG``."""
     root = tmp_path_factory.mktemp("nano")
     weights = random_init_checkpoint("yolov5n", root / "nano.pt")
-    paths = export_model(weights, IMG, calib_images=toy.parent / "images" / "train", out_dir=root / "export",
-                           n_calib=6)
+    paths = export_model(weights, IMG, ("onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt"),
+                         calib_images=toy.parent / "images" / "train", out_dir=root / "export", n_calib=6)
     return {"pt": weights, **paths}
 
 
@@ -307,15 +308,17 @@ def test_prune_conv_weights_reaches_the_global_sparsity():
 
 @pytest.mark.slow
 def test_exports_are_single_files_with_metadata(nano):
-    for fmt, precision in (("onnx", "fp32"), ("onnx-fp16", "fp16"), ("onnx-int8", "int8")):
+    for fmt, precision in (("onnx", "fp32"), ("onnx-fp16", "fp16"), ("onnx-int8", "int8"),
+                           ("onnx-int8-trt", "int8")):
         path = nano[fmt]
         assert path.is_file() and not Path(f"{path}.data").exists(), "one self-contained file"
         info = check_onnx_model(path, imgsz=IMG, nc=2)
         assert info.input_shape == (1, 3, IMG, IMG)
         assert info.names == {0: "pig", 1: "cow"} and info.stride == 32 and info.precision == precision
         assert file_size_mb(path) < CONTEST_MAX_WEIGHT_MB
-    sizes = {f: file_size_mb(nano[f]) for f in ("onnx", "onnx-fp16", "onnx-int8")}
+    sizes = {f: file_size_mb(nano[f]) for f in ("onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt")}
     assert sizes["onnx-fp16"] < 0.6 * sizes["onnx"] and sizes["onnx-int8"] < 0.4 * sizes["onnx"]
+    assert sizes["onnx-int8-trt"] < 0.4 * sizes["onnx"]  # int8 weights; the float biases are a few kB
 
 
 @pytest.mark.slow
@@ -354,11 +357,12 @@ def test_fp16_keeps_float32_io_and_a_float32_decode(nano, toy):
 
 
 @pytest.mark.slow
-def test_int8_keeps_the_decode_in_float(nano):
+@pytest.mark.parametrize("fmt", ["onnx-int8", "onnx-int8-trt"])
+def test_int8_keeps_the_decode_in_float(nano, fmt):
     import onnx
 
     fp32 = onnx.load(str(nano["onnx"]))
-    int8 = onnx.load(str(nano["onnx-int8"]))
+    int8 = onnx.load(str(nano[fmt]))
     ops32 = {n.name: n.op_type for n in fp32.graph.node}
     ops8 = {n.name: n.op_type for n in int8.graph.node}
     heads, decode = find_detect_head(int8)
@@ -370,6 +374,30 @@ def test_int8_keeps_the_decode_in_float(nano):
     assert Counter(ops8[d] for d in float_decode) == Counter(ops32[d] for d in find_detect_head(fp32)[1])
     assert Counter(ops8[d] for d in decode)["QuantizeLinear"] <= len(heads)
     assert set(ops8[d] for d in float_decode) <= DECODE_OPS
+
+
+def test_int8_for_tensorrt_keeps_its_rules_where_the_cpu_file_breaks_them(nano):
+    """TensorRT builds INT8 only from symmetric int8 Q/DQ with float biases; ONNX Runtime's CPU form breaks both."""
+    from onnx import helper
+
+    trt = load_onnx(nano["onnx-int8-trt"])
+    assert tensorrt_qdq_problems(trt) == []
+    assert {p.key: p.value for p in trt.metadata_props}["int8_target"] == "tensorrt"
+    assert Counter(n.op_type for n in trt.graph.node)["QuantizeLinear"] > 50  # quantised, not left float
+    cpu = tensorrt_qdq_problems(load_onnx(nano["onnx-int8"]))
+    assert any("zero point uint8" in p for p in cpu)  # asymmetric uint8 activations
+    assert any("int32 input" in p for p in cpu)  # the Convs' biases, quantised to int32
+    # A per-channel weight scale along the input channels is caught too
+    dq = next(n for n in trt.graph.node if n.op_type == "DequantizeLinear" and n.output[0] in
+              {c.input[1] for c in trt.graph.node if c.op_type == "Conv"})
+    del dq.attribute[:]
+    dq.attribute.append(helper.make_attribute("axis", 1))
+    assert tensorrt_qdq_problems(trt) == [f"DequantizeLinear {dq.name}: per-channel along axis 1, TensorRT needs 0"]
+
+
+def test_int8_target_must_be_known(nano, tmp_path):
+    with pytest.raises(ValueError, match="unknown INT8 target 'tflite'"):
+        quantize_onnx_int8(nano["onnx"], tmp_path / "x.onnx", [np.zeros((IMG, IMG, 3), np.uint8)], target="tflite")
 
 
 @pytest.mark.slow
@@ -467,20 +495,21 @@ def test_quantising_the_decode_collapses_confidences(nano, toy, tmp_path):
 
 
 @pytest.mark.slow
-def test_int8_of_a_trained_model_stays_close_to_fp32(trained, tmp_path):
+@pytest.mark.parametrize("fmt", ["onnx-int8", "onnx-int8-trt"])
+def test_int8_of_a_trained_model_stays_close_to_fp32(trained, tmp_path, fmt):
     weights, data_yaml = trained
     imgsz = TRAINED_IMG
-    paths = export_model(weights, imgsz, formats=("onnx", "onnx-int8"), calib_images=data_yaml,
-                           out_dir=tmp_path, n_calib=16)
+    paths = export_model(weights, imgsz, formats=("onnx", fmt), calib_images=data_yaml, out_dir=tmp_path,
+                         n_calib=16)
     worst_box, worst_conf, top32, top8 = 0.0, 0.0, 0.0, 0.0
     for image in _val_images(data_yaml, 4):
         x, _ = letterbox_input(image, imgsz)
-        ref, q = forward_raw(paths["onnx"], x)[0], forward_raw(paths["onnx-int8"], x)[0]
+        ref, q = forward_raw(paths["onnx"], x)[0], forward_raw(paths[fmt], x)[0]
         top = np.argsort(-_conf(ref))[:20]  # the candidates that become detections
         worst_box = max(worst_box, float(np.abs(q[top, :4] - ref[top, :4]).max()))
         worst_conf = max(worst_conf, float(np.abs(_conf(q)[top] - _conf(ref)[top]).max()))
         top32, top8 = max(top32, float(_conf(ref).max())), max(top8, float(_conf(q).max()))
-    print(f"INT8 vs FP32 at {imgsz}: worst box {worst_box:.2f} px, worst conf {worst_conf:.4f}, "
+    print(f"{fmt} vs FP32 at {imgsz}: worst box {worst_box:.2f} px, worst conf {worst_conf:.4f}, "
           f"top conf {top8:.4f} (FP32 {top32:.4f})")
     assert top8 >= 0.5 * top32 > 0, "INT8 confidences collapsed"
     assert worst_conf <= INT8_CONF

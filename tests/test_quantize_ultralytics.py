@@ -42,7 +42,7 @@ from livestock.data.split import pick_evenly
 from livestock.deploy.export import convert_onnx_fp16, export_model
 from livestock.deploy.images import images_from, letterbox_input
 from livestock.deploy.onnx_model import find_detect_head
-from livestock.deploy.quantize import quantize_onnx_int8
+from livestock.deploy.quantize import quantize_onnx_int8, tensorrt_qdq_problems
 from livestock.deploy.runtime import forward_raw
 from livestock.model.onnx_file import check_onnx_model, load_onnx
 from livestock.model.ultralytics import compat as C
@@ -140,6 +140,7 @@ def exported(request, ultralytics_toy, tmp_path_factory) -> dict:
         files = export_model(weights, IMGSZ, ("onnx", "onnx-fp16", "onnx-int8"), calib_images=ultralytics_toy,
                              out_dir=out, n_calib=N_CALIB)
     files["int8-all"] = quantize_onnx_int8(files["onnx"], out / "all_int8.onnx", calib, keep_decode_float=False)
+    files["onnx-int8-trt"] = quantize_onnx_int8(files["onnx"], out / "int8_trt.onnx", calib, target="tensorrt")
     return {"kind": kind, "weights": weights, **files, "calib": calib,
             "val": images_from(ultralytics_toy, "val"), "head": check_onnx_model(files["onnx"]).head}
 
@@ -237,12 +238,16 @@ def test_head_and_decode_found_in_each_graph(exported):
 
 
 @pytest.mark.slow
-def test_int8_confidences_and_boxes_stay_close_to_fp32(exported):
-    meta = {p.key: p.value for p in load_onnx(exported["onnx-int8"]).metadata_props}
+@pytest.mark.parametrize("fmt", ["onnx-int8", "onnx-int8-trt"])
+def test_int8_confidences_and_boxes_stay_close_to_fp32(exported, fmt):
+    meta = {p.key: p.value for p in load_onnx(exported[fmt]).metadata_props}
     assert meta["precision"] == "int8" and meta["engine"] == "ultralytics"
     assert meta["variant"] == ("one2one" if exported["head"] == "end_to_end" else "one2many")
-    w = _compare(exported, "onnx-int8")
-    print(f"{exported['kind']} INT8 vs FP32 at {IMGSZ}: top-{TOP} conf {w['top_conf']:.4f}, {w['confident']} "
+    assert meta["int8_target"] == ("tensorrt" if fmt.endswith("trt") else "onnxruntime")
+    if fmt.endswith("trt"):  # YOLO11's attention (MatMul, Softmax) and YOLO26's top-k included
+        assert tensorrt_qdq_problems(load_onnx(exported[fmt])) == []
+    w = _compare(exported, fmt)
+    print(f"{exported['kind']} {fmt} vs FP32 at {IMGSZ}: top-{TOP} conf {w['top_conf']:.4f}, {w['confident']} "
           f"confident rows: IoU >= {w['row_iou']:.3f}, conf within {w['row_conf']:.4f}; top conf "
           f"{w['other_top']:.3f} (FP32 {w['fp32_top']:.3f})")
     assert w["fp32_top"] >= 0.4 and w["confident"] >= 10  # a model sure enough of something to compare

@@ -10,7 +10,9 @@ files an ONNX Runtime (or OpenVINO) device can run:
 - **ONNX FP16**: the FP32 graph converted to half precision, inputs and outputs kept FP32 (Cast nodes at the
   edges), and the detection-head decode kept FP32 too (:func:`livestock.deploy.onnx_model.find_detect_head`): at
   1280 px box centres reach 1280, where FP16 steps by 1 px.
-- **ONNX INT8**: :mod:`livestock.deploy.quantize`.
+- **ONNX INT8**: :mod:`livestock.deploy.quantize`, for ONNX Runtime on a CPU (``onnx-int8``) or for TensorRT on a
+  Jetson or another NVIDIA GPU (``onnx-int8-trt``: symmetric int8 only, the graph TensorRT builds an INT8 engine
+  from).
 
 Trust: checkpoints are pickles (loading one runs code) and YOLOv5's ONNX loader ``eval``s the class names stored in
 the model's metadata. Export only files you trust.
@@ -36,9 +38,11 @@ from livestock.model.engine import CONTEST_MAX_WEIGHT_MB, engine_of_weights, get
 from livestock.model.onnx_file import as_hw, check_onnx_model, load_onnx, save_onnx, set_onnx_metadata
 from livestock.fileio import atomic_output_dir
 
-EXPORT_FORMATS: tuple[str, ...] = ("onnx", "onnx-fp16", "onnx-int8", "openvino")
+EXPORT_FORMATS: tuple[str, ...] = ("onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "openvino")
 DEFAULT_FORMATS: tuple[str, ...] = ("onnx", "onnx-fp16", "onnx-int8")
-_FILE_SUFFIX = {"onnx": ".onnx", "onnx-fp16": "_fp16.onnx", "onnx-int8": "_int8.onnx", "openvino": "_openvino_model"}
+_FILE_SUFFIX = {"onnx": ".onnx", "onnx-fp16": "_fp16.onnx", "onnx-int8": "_int8.onnx",
+                "onnx-int8-trt": "_int8_trt.onnx", "openvino": "_openvino_model"}
+_INT8_TARGET = {"onnx-int8": "onnxruntime", "onnx-int8-trt": "tensorrt"}  # INT8 format -> quantize_onnx_int8's target
 
 
 def export_path(out_dir: str | os.PathLike, weights: str | os.PathLike, imgsz: int, fmt: str) -> Path:
@@ -115,8 +119,9 @@ def export_model(
 ) -> dict[str, Path]:
     """Export ``weights`` for a fixed ``imgsz`` x ``imgsz`` input in each of ``formats``; returns ``{format: path}``.
 
-    Files: ``<stem>_<imgsz>.onnx`` (FP32), ``..._fp16.onnx``, ``..._int8.onnx``, ``<stem>_<imgsz>_openvino_model/``,
-    in ``out_dir`` (default: beside the weights). ``calib_images`` (INT8 only): image paths / BGR arrays, or a
+    Files: ``<stem>_<imgsz>.onnx`` (FP32), ``..._fp16.onnx``, ``..._int8.onnx``, ``..._int8_trt.onnx`` (INT8 for
+    TensorRT), ``<stem>_<imgsz>_openvino_model/``, in ``out_dir`` (default: beside the weights). Both INT8 formats
+    calibrate on the same images. ``calib_images`` (INT8 only): image paths / BGR arrays, or a
     folder, list file or data.yaml (its ``train`` images); ``n_calib`` of them are taken, evenly spread.
     Inference with these files must use the same ``imgsz``. Files over the contest's 100 MB limit are flagged
     in the log (an FP32 YOLOv5m6 is 141 MB: its FP16 or INT8 form is the one to deploy).
@@ -126,7 +131,7 @@ def export_model(
         raise ValueError(f"unknown export format(s) {unknown or formats}; choose from {list(EXPORT_FORMATS)}")
     weights = Path(weights)
     # Inputs first, so a bad call fails in a second rather than after the export.
-    if "onnx-int8" in formats:
+    if set(formats) & set(_INT8_TARGET):
         if calib_images is None:
             raise ValueError(f"{weights}: INT8 export needs calibration images (--calib: folder, list or data.yaml)")
         if isinstance(calib_images, (str, os.PathLike)):
@@ -146,9 +151,10 @@ def export_model(
     try:
         if "onnx-fp16" in formats:
             paths["onnx-fp16"] = convert_onnx_fp16(fp32, export_path(out_dir, weights, imgsz, "onnx-fp16"))
-        if "onnx-int8" in formats:
-            paths["onnx-int8"] = quantize_onnx_int8(fp32, export_path(out_dir, weights, imgsz, "onnx-int8"),
-                                                    calib_images)
+        for fmt, target in _INT8_TARGET.items():
+            if fmt in formats:
+                paths[fmt] = quantize_onnx_int8(fp32, export_path(out_dir, weights, imgsz, fmt), calib_images,
+                                                target=target)
         if "openvino" in formats:
             paths["openvino"] = export_openvino(fp32, export_path(out_dir, weights, imgsz, "openvino"))
     finally:
@@ -189,5 +195,5 @@ def cli_export(args: argparse.Namespace) -> int:
     for fmt, path in paths.items():
         mb = file_size_mb(path)
         flag = "" if mb <= CONTEST_MAX_WEIGHT_MB else f"  (over the {CONTEST_MAX_WEIGHT_MB:.0f} MB limit)"
-        print(f"{fmt:<10} {mb:8.1f} MB  {path}{flag}")
+        print(f"{fmt:<13} {mb:8.1f} MB  {path}{flag}")
     return 0

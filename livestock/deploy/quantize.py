@@ -1,7 +1,17 @@
 """INT8: ONNX Runtime static quantisation (QDQ) of an FP32 export, calibrated on letterboxed training images.
 
-Weights are int8 per output channel, activations uint8: on x86, int8 activations fall back to slow kernels in
-ONNX Runtime (measured as slow as FP32). The decode after the detection head's last Convs stays float
+Two targets, one calibration:
+
+- ``onnxruntime`` (the default, for CPUs): weights int8 per output channel, activations uint8 with a zero point
+  (asymmetric): on x86, int8 activations fall back to slow kernels in ONNX Runtime (measured as slow as FP32).
+- ``tensorrt`` (for a Jetson or any NVIDIA GPU): TensorRT builds INT8 engines from such a QDQ graph only when it
+  follows its rules: every QuantizeLinear / DequantizeLinear int8 with a zero point of 0 (symmetric), per output
+  channel on a Conv's weights, and no int32 bias (its parser stops at the first asymmetric zero point: "Non-zero
+  zero point is not supported"). So activations are int8 and symmetric and biases stay float;
+  :func:`tensorrt_qdq_problems` checks the written graph against those rules. ONNX Runtime runs the file too
+  (slowly on x86), which is how its accuracy is measured without TensorRT.
+
+In both, the decode after the detection head's last Convs stays float
 (:func:`livestock.deploy.onnx_model.find_detect_head` finds it in the graph, for each engine's heads): quantised,
 one step (the output's range / 255, set by box coordinates in pixels) serves box pixels and confidences alike, and
 every confidence below half a step becomes 0.
@@ -11,13 +21,18 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from livestock.deploy.images import letterbox_input
 from livestock.deploy.onnx_model import find_detect_head
 from livestock.model.onnx_file import check_onnx_model, load_onnx, save_onnx, set_onnx_metadata
+
+if TYPE_CHECKING:
+    import onnx
+
+QUANT_TARGETS: tuple[str, ...] = ("onnxruntime", "tensorrt")
 
 
 class LetterboxCalibration:
@@ -52,10 +67,13 @@ def quantize_onnx_int8(
     per_channel: bool = True,
     reduce_range: bool = False,
     keep_decode_float: bool = True,
+    target: str = "onnxruntime",
 ) -> Path:
     """Write the static INT8 (QDQ) form of an FP32 ONNX detector to ``dst``; returns ``dst``.
 
     Calibrated on ``calib_images`` (paths or BGR arrays), letterboxed as inference letterboxes them.
+    ``target``: ``onnxruntime`` (uint8 activations, for CPUs) or ``tensorrt`` (symmetric int8 only, float biases:
+    the graph TensorRT's ONNX parser accepts; checked before the file is written).
 
     ``reduce_range=True`` (7-bit weights) avoids int overflow on x86 CPUs without VNNI instructions.
     ``keep_decode_float=False`` quantises the decode too: only to show what that does (every confidence rounds to
@@ -65,6 +83,8 @@ def quantize_onnx_int8(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src, dst = Path(src), Path(dst)
+    if target not in QUANT_TARGETS:
+        raise ValueError(f"unknown INT8 target {target!r}; choose from {list(QUANT_TARGETS)}")
     info = check_onnx_model(src)
     if info.precision != "fp32":
         raise ValueError(f"{src}: INT8 quantisation needs the FP32 export, this model is {info.precision}")
@@ -83,13 +103,53 @@ def quantize_onnx_int8(
         _, decode = find_detect_head(model)  # names in the prepared graph, the one being quantised
         decode = decode if keep_decode_float else []
         reader = LetterboxCalibration(calib_images, model.graph.input[0].name, info.imgsz, info.stride)
+        tensorrt = target == "tensorrt"
         quantize_static(
             str(prepared), str(quantized), reader,
             quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8, weight_type=QuantType.QInt8,
             nodes_to_exclude=decode, calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+            if tensorrt else None,
         )
         model8 = load_onnx(quantized)
+    if target == "tensorrt" and (problems := tensorrt_qdq_problems(model8)):
+        raise RuntimeError(f"{dst}: the INT8 graph breaks TensorRT's rules in {len(problems)} nodes, first: "
+                           f"{problems[0]}")
     set_onnx_metadata(model8, precision="int8", names=info.names, stride=info.stride,
-                      imgsz=f"[{info.imgsz[0]}, {info.imgsz[1]}]")
+                      imgsz=f"[{info.imgsz[0]}, {info.imgsz[1]}]", int8_target=target)
     return save_onnx(model8, dst)
+
+
+def tensorrt_qdq_problems(model: "onnx.ModelProto") -> list[str]:
+    """Where an ONNX QDQ graph breaks the rules of TensorRT's INT8 (explicit quantisation); empty when it keeps them.
+
+    One line per offending QuantizeLinear / DequantizeLinear node: a zero point that is not int8 or not all 0, or a
+    DequantizeLinear of a stored tensor that is not int8 (an int32 bias); a per-channel DequantizeLinear of a Conv
+    weight must run along axis 0, the output channels. These are the rules of TensorRT's ONNX parser (10.x:
+    "Non-zero zero point is not supported"; an int32 bias stops it too, NVIDIA/TensorRT#3360), checked here
+    because TensorRT itself needs a CUDA device to parse a graph."""
+    from onnx import numpy_helper
+
+    stored = {init.name: init for init in model.graph.initializer}
+    conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 1}
+    problems = []
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if len(node.input) > 2 and node.input[2]:
+            zero = numpy_helper.to_array(stored[node.input[2]]) if node.input[2] in stored else None
+            if zero is None or zero.dtype != np.int8 or np.any(zero != 0):
+                kind = "not stored" if zero is None else f"{zero.dtype}, max |value| {int(np.abs(zero).max())}"
+                problems.append(f"{node.op_type} {node.name}: zero point {kind}, TensorRT needs int8 zeros")
+        if node.op_type != "DequantizeLinear" or node.input[0] not in stored:
+            continue
+        dtype = numpy_helper.to_array(stored[node.input[0]]).dtype
+        if dtype != np.int8:
+            problems.append(f"DequantizeLinear {node.name}: {dtype} input {node.input[0]}, TensorRT dequantises "
+                            f"int8 only")
+        scale = numpy_helper.to_array(stored[node.input[1]]) if node.input[1] in stored else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if scale is not None and scale.size > 1 and set(node.output) & conv_weights and axis != 0:
+            problems.append(f"DequantizeLinear {node.name}: per-channel along axis {axis}, TensorRT needs 0")
+    return problems
