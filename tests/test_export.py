@@ -384,6 +384,10 @@ def test_int8_for_tensorrt_keeps_its_rules_where_the_cpu_file_breaks_them(nano):
     assert tensorrt_qdq_problems(trt) == []
     assert {p.key: p.value for p in trt.metadata_props}["int8_target"] == "tensorrt"
     assert Counter(n.op_type for n in trt.graph.node)["QuantizeLinear"] > 50  # quantised, not left float
+    # The head's last Convs stay float (weights included): symmetric int8 over their outputs was too coarse
+    stored = {i.name: i.data_type for i in trt.graph.initializer}
+    heads = [n for n in trt.graph.node if n.name in find_detect_head(trt)[0]]
+    assert len(heads) == 3 and all(stored.get(n.input[1]) == 1 for n in heads)  # 1: TensorProto.FLOAT
     cpu = tensorrt_qdq_problems(load_onnx(nano["onnx-int8"]))
     assert any("zero point uint8" in p for p in cpu)  # asymmetric uint8 activations
     assert any("int32 input" in p for p in cpu)  # the Convs' biases, quantised to int32
