@@ -116,7 +116,7 @@ def quantize_onnx_int8(
             if tensorrt else None,
         )
         model8 = load_onnx(quantized)
-    if target == "tensorrt" and (problems := tensorrt_qdq_problems(model8)):
+    if tensorrt and (problems := tensorrt_qdq_problems(model8)):
         raise RuntimeError(f"{dst}: the INT8 graph breaks TensorRT's rules in {len(problems)} nodes, first: "
                            f"{problems[0]}")
     set_onnx_metadata(model8, precision="int8", names=info.names, stride=info.stride,
@@ -132,7 +132,7 @@ def tensorrt_qdq_problems(model: "onnx.ModelProto") -> list[str]:
     weight must run along axis 0, the output channels. These are the rules of TensorRT's ONNX parser (10.x:
     "Non-zero zero point is not supported"; an int32 bias stops it too, NVIDIA/TensorRT#3360), checked here
     because TensorRT itself needs a CUDA device to parse a graph."""
-    from onnx import numpy_helper
+    from onnx import TensorProto, numpy_helper
 
     stored = {init.name: init for init in model.graph.initializer}
     conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 1}
@@ -147,8 +147,9 @@ def tensorrt_qdq_problems(model: "onnx.ModelProto") -> list[str]:
                 problems.append(f"{node.op_type} {node.name}: zero point {kind}, TensorRT needs int8 zeros")
         if node.op_type != "DequantizeLinear" or node.input[0] not in stored:
             continue
-        dtype = numpy_helper.to_array(stored[node.input[0]]).dtype
-        if dtype != np.int8:
+        data_type = stored[node.input[0]].data_type  # the stored type: no need to unpack the weights
+        if data_type != TensorProto.INT8:
+            dtype = TensorProto.DataType.Name(data_type).lower()
             problems.append(f"DequantizeLinear {node.name}: {dtype} input {node.input[0]}, TensorRT dequantises "
                             f"int8 only")
         scale = numpy_helper.to_array(stored[node.input[1]]) if node.input[1] in stored else None

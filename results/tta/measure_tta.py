@@ -16,6 +16,7 @@ from pathlib import Path
 from livestock.data import split
 from livestock.data.eda import load_prepared_records
 from livestock.evaluation import tune
+from livestock.fileio import atomic_write_text
 
 
 def main(job: Path, out: Path) -> dict:
@@ -39,7 +40,7 @@ def main(job: Path, out: Path) -> dict:
                       "iou": float(chosen["iou"]), "val": float(chosen["map"]), "test": float(same["map"].iloc[0])})
     overall = tune.best_setting(on_val)
     result = {"job": str(job), "cells": cells, "chosen": {"tta": bool(overall["tta"]), "fusion": str(overall["fusion"])}}
-    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(out / "result.json", json.dumps(result, indent=1) + "\n")
     return result
 
 
