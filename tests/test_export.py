@@ -399,6 +399,25 @@ def test_int8_for_tensorrt_keeps_its_rules_where_the_cpu_file_breaks_them(nano):
     assert tensorrt_qdq_problems(trt) == [f"DequantizeLinear {dq.name}: per-channel along axis 1, TensorRT needs 0"]
 
 
+def _head_conv_weight_types(model) -> set[int]:
+    """The stored types of the head's last Convs' weights (1: float; 3: int8, dequantised in the graph)."""
+    stored = {i.name: i.data_type for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    heads = [n for n in model.graph.node if n.name in find_detect_head(model)[0]]
+    weight_inputs = [producer[n.input[1]].input[0] if n.input[1] in producer else n.input[1] for n in heads]
+    return {stored[w] for w in weight_inputs}
+
+
+def test_int8_head_convs_int8_on_the_cpu_unless_kept_float(nano, toy, tmp_path):
+    """The CPU file quantises the head's last Convs (as every CPU INT8 figure was measured); keep_head_float keeps
+    them float there too, with the rest of the graph as before (uint8 activations)."""
+    assert _head_conv_weight_types(load_onnx(nano["onnx-int8"])) == {3}
+    calib = sorted((toy.parent / "images" / "train").glob("*.jpg"))[:6]
+    kept = load_onnx(quantize_onnx_int8(nano["onnx"], tmp_path / "head_float.onnx", calib, keep_head_float=True))
+    assert _head_conv_weight_types(kept) == {1}
+    assert any("zero point uint8" in p for p in tensorrt_qdq_problems(kept))  # still the CPU form
+
+
 def test_int8_target_must_be_known(nano, tmp_path):
     with pytest.raises(ValueError, match="unknown INT8 target 'tflite'"):
         quantize_onnx_int8(nano["onnx"], tmp_path / "x.onnx", [np.zeros((IMG, IMG, 3), np.uint8)], target="tflite")

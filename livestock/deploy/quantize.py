@@ -71,6 +71,7 @@ def quantize_onnx_int8(
     reduce_range: bool = False,
     keep_decode_float: bool = True,
     target: str = "onnxruntime",
+    keep_head_float: bool | None = None,
 ) -> Path:
     """Write the static INT8 (QDQ) form of an FP32 ONNX detector to ``dst``; returns ``dst``.
 
@@ -81,6 +82,8 @@ def quantize_onnx_int8(
     ``reduce_range=True`` (7-bit weights) avoids int overflow on x86 CPUs without VNNI instructions.
     ``keep_decode_float=False`` quantises the decode too: only to show what that does (every confidence rounds to
     a whole multiple of the output's step, which the box coordinates set: below half a step, 0).
+    ``keep_head_float``: whether the head's last Convs stay float; ``None`` is the target's own choice (float for
+    ``tensorrt``, int8 for ``onnxruntime``).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -105,7 +108,8 @@ def quantize_onnx_int8(
         model = load_onnx(prepared)
         heads, decode = find_detect_head(model)  # names in the prepared graph, the one being quantised
         tensorrt = target == "tensorrt"
-        keep_float = (list(decode) + (list(heads) if tensorrt else [])) if keep_decode_float else []
+        head_float = tensorrt if keep_head_float is None else keep_head_float
+        keep_float = (list(decode) if keep_decode_float else []) + (list(heads) if head_float else [])
         reader = LetterboxCalibration(calib_images, model.graph.input[0].name, info.imgsz, info.stride)
         quantize_static(
             str(prepared), str(quantized), reader,
