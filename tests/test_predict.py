@@ -369,3 +369,27 @@ def test_onnx_export_goes_through_the_same_pipeline(setup, tmp_path):
         assert_same(yolov5_detections(raw, conf, iou), dets)
     with pytest.raises(ValueError, match="exported for input"):
         collect_candidates(onnx_path, root / "frames", IMGSZ * 2, progress=False)
+
+
+@pytest.mark.parametrize("end_to_end", [False, True])
+def test_inverted_boxes_are_dropped_and_change_nothing_else(end_to_end):
+    """YOLO26's heads can predict a box with x2 < x1 (no DFL: raw side distances). Such a row overlaps nothing, so
+    NMS keeps every other row as it would without it; the replay then drops it, and the submission takes the rest."""
+    boxes = np.array([[100, 100, 200, 220], [110, 105, 205, 215], [300, 400, 250, 300], [400, 50, 480, 90]],
+                     np.float32)  # row 2 inverted (x2 < x1 and y2 < y1), and the most confident
+    scores = np.array([[0.80, 0.0], [0.70, 0.0], [0.95, 0.0], [0.0, 0.60]], np.float32)
+
+    def cands(rows):
+        return Candidates("built.jpg", 640, 640, (640, 640), boxes[rows], scores[rows], None, 1e-3, end_to_end,
+                          "ultralytics")
+
+    with_inverted, without = cands([0, 1, 2, 3]), cands([0, 1, 3])
+    for iou in (0.3, 0.9):  # rows 0 and 1 overlap at IoU 0.76: one setting suppresses row 1, one keeps it
+        dets = nms_from_candidates(with_inverted, 0.01, iou)
+        expected = nms_from_candidates(without, 0.01, iou)
+        np.testing.assert_array_equal(dets.boxes, expected.boxes)
+        np.testing.assert_array_equal(dets.scores, expected.scores)
+        assert len(dets) == (3 if end_to_end or iou == 0.9 else 2)
+        (_, _, grid), = grid_detections([with_inverted], [(0.01, iou)], progress=False)
+        np.testing.assert_array_equal(grid[0].boxes, expected.boxes)
+        assert len(detections_to_submission([dets], ["cow", "pig"])) == len(dets)

@@ -31,6 +31,14 @@ whose own sort is stable, so tied confidences keep their row order (the prefix p
 exception); and its ``scale_boxes`` undoes the letterbox with the padding rounded as ``LetterBox`` rounded it
 and a gain per axis from the rounded resized size. Filters, the class offset, caps and ``max_det`` are the same.
 Neither engine's NMS time limit is replayed (they give up on a batch after a few seconds; the replay never does).
+
+One departure from the engines' output, for both: a box whose corners are inverted (x2 < x1 or y2 < y1) is dropped
+from the detections (:func:`_to_detections`). YOLO26's heads have no DFL (``reg_max`` 1), so a box's four side
+distances are raw regressions and a weak model can predict a negative width or height; Ultralytics passes such a
+box on (a thirty-epoch YOLO26n's NMS-free head gave one among its 300 rows on a synthetic test frame: y1 785, y2 689).
+It has no extent, so it overlaps nothing: it never suppresses or is suppressed in NMS (its IoU with any box is 0),
+and it can only be a false positive. What remains is exactly the engine's output less those rows. YOLOv5's and
+YOLO11's boxes cannot be inverted (their widths and heights are non-negative by construction).
 """
 from __future__ import annotations
 
@@ -156,8 +164,9 @@ def _scale_boxes_ultralytics(input_shape: tuple[int, int], boxes: "torch.Tensor"
 def _to_detections(cands: Candidates, rows: "torch.Tensor") -> Detections:
     boxes = scale_boxes_to_image(cands.input_shape, rows[:, :4].clone(), (cands.height, cands.width),
                                  cands.postprocess)
-    return Detections(cands.image_id, cands.width, cands.height, boxes.double().numpy(),
-                      rows[:, 4].double().numpy(), rows[:, 5].long().numpy())
+    upright = (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])  # inverted boxes: see the module docstring
+    return Detections(cands.image_id, cands.width, cands.height, boxes[upright].double().numpy(),
+                      rows[upright, 4].double().numpy(), rows[upright, 5].long().numpy())
 
 
 def nms_from_candidates(cands: Candidates, conf: float = DEFAULT_CONF, iou: float = DEFAULT_IOU,
