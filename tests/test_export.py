@@ -418,6 +418,25 @@ def test_int8_head_convs_int8_on_the_cpu_unless_kept_float(nano, toy, tmp_path):
     assert any("zero point uint8" in p for p in tensorrt_qdq_problems(kept))  # still the CPU form
 
 
+def test_cpu_int8_weights_use_7_bits_and_tensorrt_8(nano):
+    """x86 CPUs without VNNI saturate u8 x s8 products of 8-bit weights: the CPU file's weights stay in [-64, 64]."""
+    from onnx import numpy_helper
+
+    def weight_range(model):
+        conv_weights = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+        values = [numpy_helper.to_array(i) for i in model.graph.initializer
+                  if i.name in conv_weights and i.data_type == 3 and len(i.dims) == 4]  # int8 Conv weights
+        return min(int(v.min()) for v in values), max(int(v.max()) for v in values)
+
+    cpu, trt = load_onnx(nano["onnx-int8"]), load_onnx(nano["onnx-int8-trt"])
+    assert {p.key: p.value for p in cpu.metadata_props}["int8_weight_bits"] == "7"
+    assert {p.key: p.value for p in trt.metadata_props}["int8_weight_bits"] == "8"
+    low, high = weight_range(cpu)
+    assert -64 <= low and high <= 64 and max(-low, high) == 64  # 7 bits: each channel's largest weight at 64
+    low, high = weight_range(trt)
+    assert max(-low, high) == 127  # 8 bits
+
+
 def test_int8_target_must_be_known(nano, tmp_path):
     with pytest.raises(ValueError, match="unknown INT8 target 'tflite'"):
         quantize_onnx_int8(nano["onnx"], tmp_path / "x.onnx", [np.zeros((IMG, IMG, 3), np.uint8)], target="tflite")
