@@ -4,7 +4,8 @@ zero points) against the form TensorRT accepts (``onnx-int8-trt``: symmetric int
 the job's 60-image validation fold through the bench's scoring path (``livestock.deploy.bench.evaluate_map``:
 detection at conf 0.001 and NMS IoU 0.68, all on ONNX Runtime's CPU provider), and each file's count of breaches of
 TensorRT's quantisation rules. ``result_seed*.json`` were measured when the CPU file had 8-bit weights; the export
-writes 7-bit ones since 2026-12-02 (``results/int8_saturation/``), so a run now scores that file.
+writes 7-bit ones with the head's last Convs float since 2026-12-02 (``results/int8_saturation/``), so a run now
+scores that file.
 
 usage: python results/edge_int8_trt/measure_int8_trt.py JOB_FOLDER OUT_FOLDER
 JOB_FOLDER is a finished main job's folder (``livestock pipeline --workdir JOB_FOLDER``); OUT_FOLDER receives the
