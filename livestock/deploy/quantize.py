@@ -7,8 +7,8 @@ Two targets, one calibration:
   The weights use 7 of the 8 bits (``reduce_range``): on an x86 CPU without VNNI (AVX2 or AVX-512 only: AMD Zen 2 /
   Zen 3, Intel before Cascade Lake) ONNX Runtime multiplies u8 activations by s8 weights with an instruction that
   adds pairs of products into 16 bits and saturates, which 8-bit weights overflow. Measured on such a CPU (AVX2, no
-  VNNI), 8-bit weights cost a from-scratch YOLO11n 0.25 test mAP@0.75 of 0.71 and 7-bit weights 0.009; over three
-  main-job YOLOv5n models 0.010 ± 0.011 against -0.004 ± 0.008 (``results/int8_saturation/``). A file that is
+  VNNI), 8-bit weights cost a from-scratch YOLO11n 0.25 test mAP@0.75 of 0.70 and 7-bit weights 0.002; over three
+  main-job YOLOv5n models 0.010 ± 0.011 against -0.004 ± 0.007 (``results/int8_saturation/``). A file that is
   right only on some CPUs is no edge export, so 7 bits is the default on this target; ``reduce_range=False`` gives
   8-bit weights for a runtime known to have VNNI (or ARM's dot-product instructions).
 - ``tensorrt`` (for a Jetson or any NVIDIA GPU): TensorRT builds INT8 engines from such a QDQ graph only when it
