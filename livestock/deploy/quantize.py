@@ -26,7 +26,8 @@ alike, and every confidence below half a step becomes 0. The head Convs: one ran
 coarse: in int8 they moved a toy YOLO11n's boxes to IoU 0.35 and a YOLO26n one-to-many head's confidences by 0.12
 against FP32 (0.93 and 0.07 float), and a toy YOLOv5n's raw box sides by 3.8 px at 64 px in the CPU file (0.6 px
 float). They are a few 1x1 Convs, a negligible share of the arithmetic; over nine from-scratch models of both
-engines, int8 or float head Convs made no difference to test mAP@0.75 (−0.0001 ± 0.0029, ``results/edge_int8_head/``).
+engines, int8 or float head Convs made no difference to test mAP@0.75 (−0.0001 ± 0.0029,
+``results/edge_int8_head/``).
 """
 from __future__ import annotations
 
