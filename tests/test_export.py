@@ -376,18 +376,25 @@ def test_int8_keeps_the_decode_in_float(nano, fmt):
     assert set(ops8[d] for d in float_decode) <= DECODE_OPS
 
 
+def _head_conv_weight_types(model) -> list[int]:
+    """The stored type of each of the head's last Convs' weights (TensorProto.FLOAT, or TensorProto.INT8 dequantised
+    in the graph)."""
+    stored = {i.name: i.data_type for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    heads = [n for n in model.graph.node if n.name in find_detect_head(model)[0]]
+    return [stored[producer[n.input[1]].input[0] if n.input[1] in producer else n.input[1]] for n in heads]
+
+
 def test_int8_for_tensorrt_keeps_its_rules_where_the_cpu_file_breaks_them(nano):
     """TensorRT builds INT8 only from symmetric int8 Q/DQ with float biases; ONNX Runtime's CPU form breaks both."""
-    from onnx import helper
+    from onnx import TensorProto, helper
 
     trt = load_onnx(nano["onnx-int8-trt"])
     assert tensorrt_qdq_problems(trt) == []
     assert {p.key: p.value for p in trt.metadata_props}["int8_target"] == "tensorrt"
     assert Counter(n.op_type for n in trt.graph.node)["QuantizeLinear"] > 50  # quantised, not left float
     # The head's last Convs stay float (weights included): symmetric int8 over their outputs was too coarse
-    stored = {i.name: i.data_type for i in trt.graph.initializer}
-    heads = [n for n in trt.graph.node if n.name in find_detect_head(trt)[0]]
-    assert len(heads) == 3 and all(stored.get(n.input[1]) == 1 for n in heads)  # 1: TensorProto.FLOAT
+    assert _head_conv_weight_types(trt) == [TensorProto.FLOAT] * 3
     cpu = tensorrt_qdq_problems(load_onnx(nano["onnx-int8"]))
     assert any("zero point uint8" in p for p in cpu)  # asymmetric uint8 activations (its int32 biases: below)
     # A per-channel weight scale along the input channels is caught too
@@ -398,22 +405,15 @@ def test_int8_for_tensorrt_keeps_its_rules_where_the_cpu_file_breaks_them(nano):
     assert tensorrt_qdq_problems(trt) == [f"DequantizeLinear {dq.name}: per-channel along axis 1, TensorRT needs 0"]
 
 
-def _head_conv_weight_types(model) -> set[int]:
-    """The stored types of the head's last Convs' weights (1: float; 3: int8, dequantised in the graph)."""
-    stored = {i.name: i.data_type for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    heads = [n for n in model.graph.node if n.name in find_detect_head(model)[0]]
-    weight_inputs = [producer[n.input[1]].input[0] if n.input[1] in producer else n.input[1] for n in heads]
-    return {stored[w] for w in weight_inputs}
-
-
 def test_int8_head_convs_stay_float_unless_asked(nano, toy, tmp_path):
     """Both INT8 files keep the head's last Convs float; keep_head_float=False quantises them (the rest of the graph
     as before: uint8 activations in the CPU file)."""
-    assert _head_conv_weight_types(load_onnx(nano["onnx-int8"])) == {1}
+    from onnx import TensorProto
+
+    assert _head_conv_weight_types(load_onnx(nano["onnx-int8"])) == [TensorProto.FLOAT] * 3
     calib = sorted((toy.parent / "images" / "train").glob("*.jpg"))[:6]
     quantised = load_onnx(quantize_onnx_int8(nano["onnx"], tmp_path / "head_int8.onnx", calib, keep_head_float=False))
-    assert _head_conv_weight_types(quantised) == {3}
+    assert _head_conv_weight_types(quantised) == [TensorProto.INT8] * 3
     problems = tensorrt_qdq_problems(quantised)
     assert any("zero point uint8" in p for p in problems)  # still the CPU form
     # The head Convs' biases quantised to int32, which TensorRT refuses (a random-init model's other Convs have zero
@@ -423,12 +423,12 @@ def test_int8_head_convs_stay_float_unless_asked(nano, toy, tmp_path):
 
 def test_cpu_int8_weights_use_7_bits_and_tensorrt_8(nano):
     """x86 CPUs without VNNI saturate u8 x s8 products of 8-bit weights: the CPU file's weights stay in [-64, 64]."""
-    from onnx import numpy_helper
+    from onnx import TensorProto, numpy_helper
 
     def weight_range(model):
         conv_weights = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
         values = [numpy_helper.to_array(i) for i in model.graph.initializer
-                  if i.name in conv_weights and i.data_type == 3 and len(i.dims) == 4]  # int8 Conv weights
+                  if i.name in conv_weights and i.data_type == TensorProto.INT8 and len(i.dims) == 4]  # Conv weights
         return min(int(v.min()) for v in values), max(int(v.max()) for v in values)
 
     cpu, trt = load_onnx(nano["onnx-int8"]), load_onnx(nano["onnx-int8-trt"])

@@ -39,7 +39,7 @@ VARIANTS = {"int8_8bit": dict(reduce_range=False, keep_head_float=False),
             "int8_default": {}}
 
 
-def _both(fp32: Path, calib: list, folder: Path) -> dict[str, Path]:
+def _int8_variants(fp32: Path, calib: list, folder: Path) -> dict[str, Path]:
     return {name: quantize_onnx_int8(fp32, folder / f"{fp32.stem}_{name}.onnx", calib, **settings)
             for name, settings in VARIANTS.items()}
 
@@ -54,8 +54,8 @@ def cells(job: Path, comparison: Path) -> dict:
         deploy = json.loads((cell / "deploy.json").read_text(encoding="utf-8"))
         imgsz = record["settings"]["imgsz"]
         calib = pick_evenly(images_from(record["settings"]["data_yaml"], "train"), N_CALIB)
-        files = {"onnx_fp32": Path(deploy["files"]["onnx"]), **_both(Path(deploy["files"]["onnx"]), calib,
-                                                                       cell / "export")}
+        fp32 = Path(deploy["files"]["onnx"])
+        files = {"onnx_fp32": fp32, **_int8_variants(fp32, calib, cell / "export")}
         row = {"pytorch_test_mAP@0.75": record["test_mAP@0.75"]}
         for name, path in files.items():
             dets = detect(path, list(test.records), imgsz=imgsz, conf=TEST_CONF, iou=TEST_IOU, device="cpu",
@@ -74,7 +74,7 @@ def jobs(folders: list[Path]) -> dict:
         calib = pick_evenly(images_from(data), N_CALIB)
         out = job / "runs" / "int8_saturation"
         fp32 = export_model("trained_model/multilabel_best.pt", 320, ("onnx",), out_dir=out)["onnx"]
-        files = {"onnx_fp32": fp32, **_both(fp32, calib, out)}
+        files = {"onnx_fp32": fp32, **_int8_variants(fp32, calib, out)}
         images = validation_images(data)
         row = {f"{name}_val_mAP@0.75": evaluate_map(path, images, 320) for name, path in files.items()}
         times, _ = time_latency(files, 320, threads=2, runs=20, repeats=3, image=images[0])
