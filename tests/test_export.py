@@ -421,23 +421,49 @@ def test_int8_head_convs_stay_float_unless_asked(nano, toy, tmp_path):
     assert any("int32 input" in p for p in problems)
 
 
-def test_cpu_int8_weights_use_7_bits_and_tensorrt_8(nano):
-    """x86 CPUs without VNNI saturate u8 x s8 products of 8-bit weights: the CPU file's weights stay in [-64, 64]."""
+def _int8_conv_weight_range(model) -> tuple[int, int]:
+    """(lowest, highest) stored value over an INT8 graph's quantised Conv weights."""
     from onnx import TensorProto, numpy_helper
 
-    def weight_range(model):
-        conv_weights = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
-        values = [numpy_helper.to_array(i) for i in model.graph.initializer
-                  if i.name in conv_weights and i.data_type == TensorProto.INT8 and len(i.dims) == 4]  # Conv weights
-        return min(int(v.min()) for v in values), max(int(v.max()) for v in values)
+    conv_weights = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    values = [numpy_helper.to_array(i) for i in model.graph.initializer
+              if i.name in conv_weights and i.data_type == TensorProto.INT8 and len(i.dims) == 4]  # Conv weights
+    return min(int(v.min()) for v in values), max(int(v.max()) for v in values)
 
+
+def _metadata(model) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def test_cpu_int8_weights_use_7_bits_and_tensorrt_8(nano):
+    """x86 CPUs without VNNI saturate u8 x s8 products of 8-bit weights: the CPU file's weights stay in [-64, 64]."""
     cpu, trt = load_onnx(nano["onnx-int8"]), load_onnx(nano["onnx-int8-trt"])
-    assert {p.key: p.value for p in cpu.metadata_props}["int8_weight_bits"] == "7"
-    assert {p.key: p.value for p in trt.metadata_props}["int8_weight_bits"] == "8"
-    low, high = weight_range(cpu)
+    assert _metadata(cpu)["int8_weight_bits"] == "7"
+    assert _metadata(trt)["int8_weight_bits"] == "8"
+    low, high = _int8_conv_weight_range(cpu)
     assert -64 <= low and high <= 64 and max(-low, high) == 64  # 7 bits: each channel's largest weight at 64
-    low, high = weight_range(trt)
+    low, high = _int8_conv_weight_range(trt)
     assert max(-low, high) == 127  # 8 bits
+
+
+def test_cli_exports_8_bit_cpu_weights_when_asked(nano, toy, tmp_path, capsys):
+    """For a CPU known to have VNNI: ``--cpu-int8-weight-bits 8`` gives the CPU file the full int8 range."""
+    from livestock.cli import main
+
+    out = tmp_path / "out"
+    assert main(["export", "--weights", str(nano["pt"]), "--imgsz", str(IMG), "--formats", "onnx-int8",
+                 "--calib", str(toy.parent / "images" / "train"), "--n-calib", "6", "--out", str(out),
+                 "--cpu-int8-weight-bits", "8"]) == 0
+    cpu = load_onnx(out / "nano_128_int8.onnx")
+    assert _metadata(cpu)["int8_weight_bits"] == "8"
+    low, high = _int8_conv_weight_range(cpu)
+    assert max(-low, high) == 127
+    with pytest.raises(SystemExit):
+        main(["export", "--weights", str(nano["pt"]), "--cpu-int8-weight-bits", "6"])
+    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="must be 7 or 8, not 6"):
+        export_model(nano["pt"], IMG, ("onnx-int8",), calib_images=toy.parent / "images" / "train",
+                     out_dir=out, cpu_int8_weight_bits=6)
 
 
 def test_int8_target_must_be_known(nano, tmp_path):

@@ -116,6 +116,7 @@ def export_model(
     calib_images: Sequence[str | os.PathLike | np.ndarray] | str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
     n_calib: int = 32,
+    cpu_int8_weight_bits: int = 7,
 ) -> dict[str, Path]:
     """Export ``weights`` for a fixed ``imgsz`` x ``imgsz`` input in each of ``formats``; returns ``{format: path}``.
 
@@ -123,13 +124,17 @@ def export_model(
     TensorRT), ``<stem>_<imgsz>_openvino_model/``, in ``out_dir`` (default: beside the weights). Both INT8 formats
     calibrate on the same images. ``calib_images`` (INT8 only): image paths / BGR arrays, or a
     folder, list file or data.yaml (its ``train`` images); ``n_calib`` of them are taken, evenly spread.
-    Inference with these files must use the same ``imgsz``. Files over the contest's 100 MB limit are flagged
+    Inference with these files must use the same ``imgsz``. ``cpu_int8_weight_bits``: 7 (the default) or 8 for the
+    CPU INT8 file's weights; 8 is for a runtime known to have VNNI or ARM's dot-product instructions, and overflows
+    on other x86 CPUs (:mod:`livestock.deploy.quantize`). Files over the contest's 100 MB limit are flagged
     in the log (an FP32 YOLOv5m6 is 141 MB: its FP16 or INT8 form is the one to deploy).
     """
     unknown = [f for f in formats if f not in EXPORT_FORMATS]
     if unknown or not formats:
         raise ValueError(f"unknown export format(s) {unknown or formats}; choose from {list(EXPORT_FORMATS)}")
     weights = Path(weights)
+    if cpu_int8_weight_bits not in (7, 8):
+        raise ValueError(f"cpu_int8_weight_bits must be 7 or 8, not {cpu_int8_weight_bits}")
     # Inputs first, so a bad call fails in a second rather than after the export.
     if set(formats) & set(_INT8_TARGET):
         if calib_images is None:
@@ -153,8 +158,9 @@ def export_model(
             paths["onnx-fp16"] = convert_onnx_fp16(fp32, export_path(out_dir, weights, imgsz, "onnx-fp16"))
         for fmt, target in _INT8_TARGET.items():
             if fmt in formats:
-                paths[fmt] = quantize_onnx_int8(fp32, export_path(out_dir, weights, imgsz, fmt), calib_images,
-                                                target=target)
+                paths[fmt] = quantize_onnx_int8(
+                    fp32, export_path(out_dir, weights, imgsz, fmt), calib_images, target=target,
+                    reduce_range=(cpu_int8_weight_bits == 7) if target == "onnxruntime" else None)
         if "openvino" in formats:
             paths["openvino"] = export_openvino(fp32, export_path(out_dir, weights, imgsz, "openvino"))
     finally:
@@ -186,12 +192,15 @@ def cli_export_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib", default=None, help="INT8 calibration images: folder, list file or data.yaml (train)")
     parser.add_argument("--n-calib", type=int, default=32, help="number of calibration images, spread evenly")
     parser.add_argument("--out", default=None, help="output folder (default: beside the weights)")
+    parser.add_argument("--cpu-int8-weight-bits", type=int, choices=(7, 8), default=7,
+                        help="bits of the onnx-int8 file's weights (default %(default)s: 8 overflows in ONNX Runtime "
+                             "on x86 CPUs without VNNI; 8 only for a CPU known to have VNNI or an ARM one)")
 
 
 def cli_export(args: argparse.Namespace) -> int:
     """``livestock export``: write the asked formats and print each file's size."""
     paths = export_model(args.weights, args.imgsz, comma_list(args.formats), calib_images=args.calib,
-                         out_dir=args.out, n_calib=args.n_calib)
+                         out_dir=args.out, n_calib=args.n_calib, cpu_int8_weight_bits=args.cpu_int8_weight_bits)
     for fmt, path in paths.items():
         mb = file_size_mb(path)
         flag = "" if mb <= CONTEST_MAX_WEIGHT_MB else f"  (over the {CONTEST_MAX_WEIGHT_MB:.0f} MB limit)"

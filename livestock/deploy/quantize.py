@@ -9,8 +9,9 @@ Two targets, one calibration:
   adds pairs of products into 16 bits and saturates, which 8-bit weights overflow. Measured on such a CPU (AVX2, no
   VNNI), 8-bit weights cost a from-scratch YOLO11n 0.25 test mAP@0.75 of 0.70 and 7-bit weights 0.002; over three
   main-job YOLOv5n models 0.010 ± 0.011 against -0.004 ± 0.007 (``results/int8_saturation/``). A file that is
-  right only on some CPUs is no edge export, so 7 bits is the default on this target; ``reduce_range=False`` gives
-  8-bit weights for a runtime known to have VNNI (or ARM's dot-product instructions).
+  right only on some CPUs is no edge export, so 7 bits is the default on this target; ``reduce_range=False``
+  (``livestock export --cpu-int8-weight-bits 8``) gives 8-bit weights for a runtime known to have VNNI (or ARM's
+  dot-product instructions).
 - ``tensorrt`` (for a Jetson or any NVIDIA GPU): TensorRT builds INT8 engines from such a QDQ graph only when it
   follows its rules: every QuantizeLinear / DequantizeLinear int8 with a zero point of 0 (symmetric), per output
   channel on a Conv's weights, and no int32 bias (its parser stops at the first asymmetric zero point: "Non-zero
