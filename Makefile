@@ -7,7 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup pipeline pretrain rehearsal test test-fast benchmark constraints gpu-wheels gpu-check clean-outputs
 
+# constraints.txt pins versions (numpy, pandas, scipy) that need Python 3.11: say so before pip fails obscurely.
 $(STAMP): pyproject.toml requirements.txt requirements-test.txt constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "$(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'):" \
+	    "Python 3.11 or newer is needed (make PYTHON=python3.11 ...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -r requirements.txt -r requirements-test.txt

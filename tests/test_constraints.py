@@ -52,3 +52,24 @@ def test_the_tests_run_in_the_pinned_environment():
         if installed != pins[canonicalize_name(name)]:
             differ[name] = (installed, pins[canonicalize_name(name)])
     assert not differ, f"installed vs constraints.txt: {differ}"
+
+
+def test_every_pin_installs_on_the_oldest_python_the_project_allows():
+    """pyproject's requires-python may not promise a Python on which `make` cannot install constraints.txt.
+
+    Checked for a current patch release of the oldest minor version allowed (a pin may need 3.11.5, not 3.11.0).
+    """
+    from packaging.specifiers import SpecifierSet
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    allowed = SpecifierSet(project["requires-python"])
+    oldest = next(f"3.{minor}.99" for minor in range(8, 20) if f"3.{minor}.99" in allowed)
+    refuse = {}
+    for name in _pins():
+        try:
+            needs = metadata.metadata(name).get("Requires-Python")
+        except metadata.PackageNotFoundError:  # a pin of another platform's environment marker
+            continue
+        if needs and oldest not in SpecifierSet(needs):
+            refuse[name] = needs
+    assert not refuse, f"pinned versions that do not install on Python {oldest[:-3]}: {refuse}"
