@@ -189,6 +189,40 @@ def test_auto_looks_in_the_working_folder_then_in_the_repository(tmp_path, monke
                                              "pretrained_yolov5n_128.pt or ") and str(repo) in line
 
 
+def test_training_commands_take_auto_weights(tmp_path, monkeypatch, capsys):
+    """`livestock train`, `evolve` and `search --weights auto` start from the pretrained file, as the pipeline does,
+    and say so first; `--weights ''` stays from scratch."""
+    from livestock.model import evolve, search
+    from livestock.model.engine import get_engine
+
+    repo = tmp_path / "repo"
+    committed = _fake_pretrained(repo / "trained_model")
+    monkeypatch.setattr(paths, "REPO_ROOT", repo)
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def record(name):
+        def stop(*args, **kwargs):
+            seen[name] = kwargs["weights"]
+            raise Stop
+        return stop
+
+    monkeypatch.setattr(get_engine("yolov5"), "train", record("train"))
+    monkeypatch.setattr(evolve, "evolve", record("evolve"))
+    monkeypatch.setattr(search, "training_objective", record("search"))
+    for command in (["train", "--data", "d.yaml"], ["evolve", "--data", "d.yaml"], ["search", "--data", "d.yaml", "--trials", "1"]):
+        for weights in ("auto", ""):
+            with pytest.raises(Stop):
+                cli_main([*command, "--img", "320", "--weights", weights])
+            expected = str(committed.resolve()) if weights else None
+            assert seen[command[0]] == expected, (command, weights)
+            printed = capsys.readouterr().out
+            assert (f"start weights: {committed}" in printed) == bool(weights), printed
+
+
 # ---------------------------------------------------------------- livestock pretrain at toy scale
 
 

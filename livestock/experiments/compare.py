@@ -29,7 +29,7 @@ from livestock.experiments.runner import (GoldSet, Say, TrainingCell, format_mea
 from livestock.experiments.training_sets import set_cells
 from livestock.fileio import atomic_write_csv, atomic_write_text
 from livestock.model.engine import DEFAULT_ENGINE, ENGINES
-from livestock.model.pretrain import resolve_start_weights
+from livestock.model.pretrain import command_start_weights, resolve_start_weights
 
 EXPERIMENTS = ("engines", "hyps", "sets", "starts", "samplers")
 TABLE_COLUMNS: dict[str, tuple] = {
@@ -142,10 +142,7 @@ def cli_compare(args: argparse.Namespace) -> int:
               else gold_test_set(args.test_dir, args.prepared_test, args.answer))
     start = None  # the start weights of every cell but the engines' (from scratch) and the `starts` items
     if args.experiment != "engines":
-        resolved, about = resolve_start_weights(args.weights, args.model or "", args.imgsz, engine=args.engine)
-        start = resolved or None
-        if args.weights:  # said before any cell runs: `auto` may mean from scratch
-            print(f"start weights: {about}")
+        start = command_start_weights(args.weights, args.model, args.imgsz, engine=args.engine)
     if args.experiment == "engines":
         from livestock.experiments.engines import compare_engines, parse_models
 

@@ -205,7 +205,8 @@ def cli_evolve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fitness", choices=FITNESS_KINDS, default="yolov5",
                    help="yolov5: 0.1 mAP@0.5 + 0.9 mAP@0.5:0.95; contest: mAP@0.75 by the contest metric")
     p.add_argument("--model", default=None, help="architecture (default yolov5n from scratch)")
-    p.add_argument("--weights", default="", help="'' = from scratch; checkpoint path or pretrained name")
+    p.add_argument("--weights", default="", help="'' = from scratch; checkpoint path or pretrained name; auto: the "
+                                                 "barn-pretrained file for the model and size")
     p.add_argument("--img", "--imgsz", dest="imgsz", type=int, default=640)
     p.add_argument("--batch-size", "--batch", dest="batch_size", type=int, default=16)
     p.add_argument("--device", default="auto")
@@ -221,10 +222,13 @@ def cli_evolve_args(p: argparse.ArgumentParser) -> None:
 
 def cli_evolve(args: argparse.Namespace) -> int:
     """Run ``livestock evolve`` with parsed ``args``; returns the exit code."""
+    from livestock.model.pretrain import command_start_weights
+
+    weights = command_start_weights(args.weights, args.model, args.imgsz)
     result = evolve(
         args.data, generations=args.generations, epochs=args.epochs, keys=args.keys,
         bounds=parse_bounds(args.bounds) or None, base_hyp=args.hyp, fitness=args.fitness, model=args.model,
-        weights=args.weights or None, imgsz=args.imgsz, batch_size=args.batch_size, device=args.device,
+        weights=weights, imgsz=args.imgsz, batch_size=args.batch_size, device=args.device,
         workers=args.workers, project=args.project, name=args.name, optimizer=args.optimizer,
         linear_lr=args.linear_lr, seed=args.seed, keep_weights=args.keep_weights, verbose=args.verbose,
     )

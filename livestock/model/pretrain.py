@@ -196,6 +196,15 @@ def resolve_start_weights(weights: str, model: str, imgsz: int, folder: str | os
     return str(path.resolve()), f"{path} ({about}; manifest verified); --weights '' trains from scratch"
 
 
+def command_start_weights(weights: str, model: str | None, imgsz: int, engine: str = DEFAULT_ENGINE) -> str | None:
+    """A training command's ``--weights`` resolved (:func:`resolve_start_weights`), None for scratch. Which start it
+    is gets printed first whenever weights were given: ``auto`` may mean from scratch."""
+    resolved, about = resolve_start_weights(weights, model or "", imgsz, engine=engine)
+    if weights:
+        print(f"start weights: {about}", flush=True)
+    return resolved or None
+
+
 # ---------------------------------------------------------------- the steps
 
 

@@ -497,7 +497,8 @@ def cli_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fitness", choices=FITNESS_KINDS, default="contest",
                    help="contest: mAP@0.75 by the contest metric (default); yolov5: 0.1 mAP@0.5 + 0.9 mAP@0.5:0.95")
     p.add_argument("--model", default=None, help="architecture (default: the engine's smallest, from scratch)")
-    p.add_argument("--weights", default="", help="'' = from scratch; checkpoint path or pretrained name")
+    p.add_argument("--weights", default="", help="'' = from scratch; checkpoint path or pretrained name; auto: the "
+                                                 "barn-pretrained file for the model and size")
     p.add_argument("--device", default="auto")
     p.add_argument("--loader-workers", type=int, default=8, help="data-loader workers of each training run")
     p.add_argument("--seed", type=int, default=0)
@@ -516,9 +517,12 @@ def cli_search(args: argparse.Namespace) -> int:
     else:
         if not args.data:
             raise ValueError("--data is required (the dataset yaml each trial trains on)")
+        from livestock.model.pretrain import command_start_weights
+
+        weights = command_start_weights(args.weights, args.model, args.imgsz, args.engine)
         objective = training_objective(
             args.data, epochs=args.epochs, project=out, fitness=args.fitness, engine=args.engine, imgsz=args.imgsz,
-            batch_size=args.batch, model=args.model, weights=args.weights or None, device=args.device,
+            batch_size=args.batch, model=args.model, weights=weights, device=args.device,
             workers=args.loader_workers, seed=args.seed,
         )
     result = run_search(

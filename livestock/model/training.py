@@ -14,8 +14,9 @@ def cli_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="architecture by name (yolov5n ... yolov5x6; yolo11n, yolo26n, ... "
                                                 "with --engine ultralytics) or a yaml (default: the engine's smallest "
                                                 "from scratch, else the checkpoint's own)")
-    p.add_argument("--weights", default="", help="'' = from scratch; a checkpoint path; or a pretrained name "
-                                                 "(yolov5m6.pt: trained_model/ or download)")
+    p.add_argument("--weights", default="", help="'' = from scratch; a checkpoint path; a pretrained name "
+                                                 "(yolov5m6.pt: trained_model/ or download); auto: the barn-pretrained "
+                                                 "file for the model and size (scratch when there is none)")
     p.add_argument("--hyp", default=None, help="hyp yaml path or shipped name (default: the engine's CPU scratch hyp)")
     p.add_argument("--img", "--imgsz", dest="imgsz", type=int, default=640)
     p.add_argument("--epochs", type=int, default=100)
@@ -41,10 +42,13 @@ def cli_train_args(p: argparse.ArgumentParser) -> None:
 
 def cli_train(args: argparse.Namespace) -> int:
     """Run ``livestock train`` with parsed ``args``; returns the exit code."""
+    from livestock.model.pretrain import command_start_weights
+
     engine = get_engine(args.engine)
     options = {"freeze": args.freeze} if args.freeze else {}
+    weights = None if args.resume else command_start_weights(args.weights, args.model, args.imgsz, args.engine)
     result = engine.train(
-        args.data, model=args.model, weights=args.weights or None, hyp=args.hyp or engine.DEFAULT_HYP,
+        args.data, model=args.model, weights=weights, hyp=args.hyp or engine.DEFAULT_HYP,
         imgsz=args.imgsz, epochs=args.epochs, batch_size=args.batch_size, device=args.device, workers=args.workers,
         project=args.project, name=args.name, exist_ok=args.exist_ok, linear_lr=args.linear_lr,
         optimizer=args.optimizer, seed=args.seed, patience=args.patience, cache=args.cache,
