@@ -597,7 +597,7 @@ def run_error_analysis(weights: str | Path, prepared_dir: str | Path = paths.PRE
 
 def cli_analyze_args(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``livestock analyze`` to ``parser``."""
-    parser.add_argument("--weights", required=True, help="trained YOLOv5 weights (.pt; only files you trust)")
+    parser.add_argument("--weights", required=True, help="trained weights of either engine (.pt; only files you trust)")
     parser.add_argument("--prepared", default=str(paths.PREPARED_DIR), help="prepared dataset (records.jsonl)")
     parser.add_argument("--split", default=str(paths.SPLITS_DIR / "multilabel"), help="split folder (val.txt)")
     parser.add_argument("--subset", default="val", help="which list of the split to analyse (default val)")

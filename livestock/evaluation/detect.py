@@ -400,7 +400,8 @@ def detect(weights: str | Path, images: str | Path | Sequence[ImageSource], imgs
 
 def add_detector_args(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``detect`` and ``tune``: the model, the input size, the device and the cache."""
-    parser.add_argument("--weights", required=True, help="YOLOv5 .pt checkpoint (only files you trust) or .onnx")
+    parser.add_argument("--weights", required=True,
+                        help="either engine's .pt checkpoint (only files you trust) or .onnx")
     parser.add_argument("--imgsz", type=int, default=DEFAULT_IMGSZ, help="inference size in pixels (640)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or N (auto)")
     parser.add_argument("--batch", type=int, default=1, help="images per forward pass (1)")

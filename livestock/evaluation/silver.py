@@ -576,7 +576,7 @@ def _backgrounds(source: str, train: Sequence[ImageRecord], detections: Sequence
 
 def cli_silver_args(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``livestock silver`` to ``parser``."""
-    parser.add_argument("--weights", required=True, help="trained YOLOv5 weights (.pt; only files you trust)")
+    parser.add_argument("--weights", required=True, help="trained weights of either engine (.pt; only files you trust)")
     parser.add_argument("--prepared", default=str(paths.PREPARED_DIR), help="prepared dataset (records.jsonl)")
     parser.add_argument("--split", default=str(paths.SPLITS_DIR / "multilabel"),
                         help="split folder: train.txt is relabelled, val.txt stays the validation list")
