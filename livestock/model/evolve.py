@@ -29,9 +29,10 @@ rewritten atomically after each generation), ``evolve_settings.yaml`` (what a re
 continues after the last finished generation; a generation that was interrupted is trained again with the same
 hyp (a new trial number).
 
-Fitness: ``yolov5`` = 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95 from YOLOv5's validation of the generation's best.pt;
-``contest`` = mAP@0.75 by the contest's metric (:mod:`livestock.evaluation.metrics`) on the validation set's predictions
-(:func:`contest_fitness`).
+Fitness: ``contest`` (the default, as in ``livestock search`` and the evolution notebook) = mAP@0.75 by the contest's
+metric (:mod:`livestock.evaluation.metrics`) on the validation set's predictions (:func:`contest_fitness`), the score
+the contest ranks by; ``yolov5`` (the original's) = 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95 from YOLOv5's validation of the
+generation's best.pt.
 """
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ def evolve(
     keys: str | Sequence[str] = DEFAULT_KEYS,
     bounds: Mapping[str, tuple[float, float]] | None = None,
     base_hyp: str | os.PathLike | dict = DEFAULT_HYP,
-    fitness: str = "yolov5",
+    fitness: str = "contest",
     project: str | os.PathLike = "runs/evolve",
     name: str = "exp",
     top_n: int = 5,
@@ -202,8 +203,9 @@ def cli_evolve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keys", default=",".join(DEFAULT_KEYS), help="hyp keys to mutate (default %(default)s)")
     p.add_argument("--bounds", default=None, help="override bounds, e.g. lr0=1e-4:1e-2,momentum=0.8:0.95")
     p.add_argument("--hyp", default=DEFAULT_HYP, help="base hyp yaml or shipped name (default %(default)s)")
-    p.add_argument("--fitness", choices=FITNESS_KINDS, default="yolov5",
-                   help="yolov5: 0.1 mAP@0.5 + 0.9 mAP@0.5:0.95; contest: mAP@0.75 by the contest metric")
+    p.add_argument("--fitness", choices=FITNESS_KINDS, default="contest",
+                   help="contest: mAP@0.75 by the contest metric (default, as livestock search); yolov5: the "
+                        "original's 0.1 mAP@0.5 + 0.9 mAP@0.5:0.95")
     p.add_argument("--model", default=None, help="architecture (default yolov5n from scratch)")
     p.add_argument("--weights", default="", help="'' = from scratch; checkpoint path or pretrained name; auto: the "
                                                  "barn-pretrained file for the model and size")
