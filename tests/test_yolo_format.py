@@ -166,6 +166,26 @@ def test_prepare_with_nothing_usable(tmp_path):
     with pytest.raises(ValueError, match="no usable image"):
         prepare_dataset(tmp_path / "data", tmp_path / "out", progress=False)
     assert "label_without_image" in (tmp_path / "out" / "validation_report.csv").read_text()
+    # no empty set that looks whole: no records, image list or data.yaml
+    assert not any((tmp_path / "out" / name).exists() for name in ("records.jsonl", "all.txt", "data.yaml"))
+
+
+def test_unusable_input_leaves_a_prepared_set_in_place(tmp_path):
+    _hostile_set(tmp_path / "data")
+    good = prepare_dataset(tmp_path / "data", tmp_path / "out", progress=False)
+    before = {p.relative_to(tmp_path / "out"): p.read_bytes() for p in (tmp_path / "out").rglob("*")
+              if p.is_file() and p.name != "validation_report.csv"}
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("[원천]소_bbox.zip", "[라벨]소_bbox.zip"):
+        (broken / name).write_text("not a zip")
+    with pytest.raises(ValueError, match="broken: no usable image"):
+        prepare_dataset(broken, tmp_path / "out", progress=False)
+    after = {p.relative_to(tmp_path / "out"): p.read_bytes() for p in (tmp_path / "out").rglob("*")
+             if p.is_file() and p.name != "validation_report.csv"}
+    # every image, label and list is still there; only the record of its inputs is gone (they are not in front)
+    assert {k: v for k, v in before.items() if k.name != "source.json"} == after
+    assert len(good.records) == 4
 
 
 def test_cli_prepare(tmp_path, capsys):

@@ -207,6 +207,8 @@ def prepare_dataset(
     records = data.records
 
     report_path = atomic_write_csv(data.problems, out_dir / "validation_report.csv")
+    if not records:  # before anything of a set already in out_dir is removed or rewritten: nothing to replace it
+        raise ValueError(f"{data_dir}: no usable image found (see {report_path})")
     keep_images = {r.image_id for r in records}
     removed = _remove_stale(images_dir, keep_images, {".jpg", ".jpeg"})
     labels_dir = data_yaml = None
@@ -222,8 +224,6 @@ def prepare_dataset(
     summary = data.summary()
     if removed:
         summary += f"\nremoved {removed} stale files of images no longer kept"
-    if not records:
-        raise ValueError(f"{data_dir}: no usable image found (see {report_path})\n{summary}")
     provenance.write_record(out_dir, inputs=inputs, dataset=provenance.dataset_kind(data_dir),
                             made_by="livestock prepare", data=data_dir, images_only=images_only, images=len(records))
     return PrepareResult(records, data.problems, out_dir, images_dir, labels_dir, records_path, report_path,
