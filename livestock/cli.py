@@ -64,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     try:
         return int(getattr(module, f"cli_{attr}")(args) or 0)
-    except (FileNotFoundError, ValueError) as e:
-        # Bad input: one clear line naming the file and the problem, no traceback.
-        print(f"livestock {command}: error: {e}", file=sys.stderr)
+    except (OSError, ValueError) as e:
+        # Bad input: one clear line naming the file and the problem, no traceback. An OSError of the system (an output
+        # path under a file, a folder where a file goes, no permission) names its file in ``filename``.
+        message = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename and e.strerror else e
+        print(f"livestock {command}: error: {message}", file=sys.stderr)
         return 1
 
 

@@ -69,3 +69,10 @@ def test_score_names_a_non_utf8_file(tmp_path, capsys):
     pred = tmp_path / "pred.csv"
     pred.write_bytes("ImageID,LabelName,Conf,XMin,XMax,YMin,YMax\nx.jpg,돼지,0.9,0.1,0.2,0.1,0.2\n".encode("cp949"))
     _one_line_error(capsys, ["score", "--answer", str(answer), "--pred", str(pred)], "pred.csv", "not a UTF-8")
+
+
+def test_an_output_path_under_a_file_is_named(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    _one_line_error(capsys, ["synth", "--out", "afile/data", "--test-out", "afile/data_test", "--n-train", "4",
+                             "--n-test", "2"], "afile/data: Not a directory")

@@ -338,6 +338,26 @@ def test_cli_train_pretrained_missing(toy, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "runs").exists()  # failed before making a run folder
 
 
+@pytest.mark.parametrize("engine", ["yolov5", "ultralytics"])
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint"])
+def test_cli_train_from_a_corrupt_checkpoint_names_it_and_makes_no_run(toy, tmp_path, monkeypatch, capsys, engine,
+                                                                         content):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "start.pt").write_bytes(content)
+    rc = cli_main(["train", "--engine", engine, "--data", str(toy), "--weights", "start.pt", "--epochs", "1",
+                   "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "start.pt: not a readable PyTorch checkpoint" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_train_with_an_unknown_device_makes_no_run(toy, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rc = cli_main(["train", "--data", str(toy), "--epochs", "1", "--device", "bogus"])
+    assert rc == 1 and "bogus" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_cli_missing_data_yaml(tmp_path, capsys):
     rc = cli_main(["train", "--data", str(tmp_path / "nope.yaml"), "--epochs", "1"])
     assert rc == 1 and "nope.yaml" in capsys.readouterr().err

@@ -156,6 +156,8 @@ def train(data_yaml: str | os.PathLike, settings: TrainSettings | None = None, v
         require_current(data_yaml, hyp if isinstance(hyp, (str, os.PathLike)) else None)
         hyp_values = load_hyp(hyp)
         start = resolve_weights(s.weights)
+        if start and Path(start).suffix == ".pt":
+            load_checkpoint(start)  # a corrupt or foreign file fails here, named, not inside Ultralytics
         with _ultralytics_scope(s.verbose):
             yolo = YOLO(model_cfg(s.model or DEFAULT_MODEL)) if (s.model or not start) else YOLO(start)
             if s.model and start:

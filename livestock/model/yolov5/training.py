@@ -232,7 +232,10 @@ def train(data_yaml: str | os.PathLike, settings: TrainSettings | None = None, *
         require_current(data_yaml, hyp if isinstance(hyp, (str, os.PathLike)) else None)
     hyp_values = load_hyp(hyp)
     start = resolve_weights(s.weights)
+    if start and not s.resume:
+        load_checkpoint(start)  # a corrupt or foreign file fails here, named, before a run folder is made
     cfg = str(model_cfg(s.model or "yolov5n")) if (s.model or not start) else ""
+    device = parse_device(s.device).engine_string()
 
     import yaml
     import yolov5.train
@@ -248,7 +251,7 @@ def train(data_yaml: str | os.PathLike, settings: TrainSettings | None = None, *
             atomic_write_text(hyp_file, yaml.safe_dump(hyp_values, sort_keys=False))
         opt = _new_run_opt(
             data_yaml, save_dir, cfg=cfg, weights=start, hyp=str(hyp_file), imgsz=int(s.imgsz), epochs=int(epochs),
-            batch_size=int(s.batch_size), device=parse_device(s.device).engine_string(), workers=int(s.workers),
+            batch_size=int(s.batch_size), device=device, workers=int(s.workers),
             cos_lr=not s.linear_lr, optimizer=s.optimizer, seed=int(s.seed), patience=int(s.patience),
             cache=s.cache, noplots=not s.plots, **s.options,
         )
