@@ -164,6 +164,42 @@ class PipelineConfig:
                                                "own augmented inference) or wbf (weighted boxes fusion)")
 
 
+def check_config(cfg: PipelineConfig, work: Path | None = None) -> None:
+    """ValueError (FileNotFoundError for weights) on a setting no stage can take, before the first stage runs: a typo
+    would otherwise surface only in the stage that reads it, after the data stages (minutes at full size)."""
+    from livestock.evaluation.silver import MODES
+    from livestock.model.engine import ENGINES, get_engine, parse_device
+    from livestock.model.genetic import parse_keys
+    from livestock.model.search import SAMPLERS
+
+    if cfg.engine not in ENGINES:
+        raise ValueError(f"--engine {cfg.engine!r}: choose one of {', '.join(ENGINES)}")
+    engine = get_engine(cfg.engine)
+    if cfg.model and cfg.model not in engine.MODEL_NAMES and not Path(cfg.model).is_file():
+        raise ValueError(f"--model {cfg.model!r}: not a {cfg.engine} model ({', '.join(engine.MODEL_NAMES)}) "
+                         f"nor a model yaml that exists")
+    parse_device(cfg.device)
+    low = [f"--{name.replace('_', '-')} {value}" for name, value in
+           (("batch", cfg.batch), ("epochs", cfg.epochs), ("evolve_trials", cfg.evolve_trials),
+            ("evolve_epochs", cfg.evolve_epochs)) if value < 1]
+    if low or cfg.imgsz < 32 or cfg.workers < 0:
+        raise ValueError(f"{', '.join(low) or f'--imgsz {cfg.imgsz} / --workers {cfg.workers}'}: batch, epochs and "
+                         f"trials must be at least 1, --imgsz at least 32, --workers at least 0")
+    if not (0 <= cfg.conf <= 1 and 0 < cfg.iou <= 1):
+        raise ValueError(f"--conf {cfg.conf} / --iou {cfg.iou}: conf must lie in [0, 1] and iou in (0, 1]")
+    if cfg.evolve_sampler not in SAMPLERS:
+        raise ValueError(f"--evolve-sampler {cfg.evolve_sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    modes = [m.strip() for m in cfg.silver_modes.split(",") if m.strip()]
+    if not modes or set(modes) - set(MODES):
+        raise ValueError(f"--silver-modes {cfg.silver_modes!r}: one or more of {', '.join(MODES)}")
+    parse_keys(cfg.evolve_keys, engine.HYP_KEYS)
+    known = {n for m in engine.MODEL_NAMES for n in (m, f"{m}.pt")}  # pretrained names: found or downloaded later
+    found = Path(cfg.weights).is_file() or (work is not None and (work / cfg.weights).is_file())
+    if cfg.weights not in ("", "auto") and cfg.weights not in known and not found:
+        raise FileNotFoundError(f"{cfg.weights}: start weights not found (--weights: a checkpoint path, a pretrained "
+                                f"name such as {engine.MODEL_NAMES[0]}.pt, auto, or '' for scratch)")
+
+
 def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Callable[[], Any] | dict]]:
     """(name, notebook or None, parameters or a callable doing the step in-process)."""
     evolve_dir = f"{paths.RUNS_DIR}/evolve/mini"
@@ -272,6 +308,7 @@ def run_pipeline(cfg: PipelineConfig, workdir: str | Path | None = None, only: l
     check_fusion(cfg.tta, cfg.fusion)  # refused here, not in the inference notebook at the end of the job
     root = repo_root()
     work = Path(workdir).resolve() if workdir else root
+    check_config(cfg, work)
     work.mkdir(parents=True, exist_ok=True)
     weights, weights_line = start_weights(cfg)  # a pretrained file that fails its manifest stops the job here
     cfg = replace(cfg, weights=weights)

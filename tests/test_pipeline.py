@@ -209,6 +209,19 @@ def test_wbf_without_tta_is_refused_before_any_stage(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing ran
 
 
+@pytest.mark.parametrize("setting, message", [
+    (dict(imgsz=0), "--imgsz 0"), (dict(epochs=0), "--epochs 0"), (dict(evolve_trials=0), "--evolve-trials 0"),
+    (dict(device="bogus"), "bogus"), (dict(conf=2.0), "--conf 2.0"), (dict(iou=0.0), "--iou 0.0"),
+    (dict(evolve_sampler="bogus"), "--evolve-sampler 'bogus'"), (dict(silver_modes="replace,bogus"), "--silver-modes"),
+    (dict(evolve_keys="lr0,bogus"), "unknown hyper-parameter keys ['bogus']"), (dict(model="yolo11n"), "--model"),
+    (dict(engine="bogus"), "--engine 'bogus'"), (dict(weights="nope.pt"), "nope.pt: start weights not found"),
+])
+def test_a_setting_no_stage_can_take_is_refused_before_any_stage(tmp_path, setting, message):
+    with pytest.raises(ValueError if "weights" not in setting else FileNotFoundError, match=re.escape(message)):
+        run_pipeline(replace(TINY, **setting), workdir=tmp_path / "work")
+    assert not (tmp_path / "work").exists()  # nothing ran, no folder made
+
+
 def test_help_explains_every_option_in_its_group():
     parser = argparse.ArgumentParser(prog="livestock pipeline")
     cli_pipeline_args(parser)
