@@ -76,3 +76,17 @@ def test_an_output_path_under_a_file_is_named(tmp_path, capsys, monkeypatch):
     (tmp_path / "afile").write_text("")
     _one_line_error(capsys, ["synth", "--out", "afile/data", "--test-out", "afile/data_test", "--n-train", "4",
                              "--n-test", "2"], "afile/data: Not a directory")
+
+
+def test_tune_checks_its_grid_and_answer_before_loading_the_model(tmp_path, frames, capsys):
+    """The model here is not even readable: each error below comes first, before any detection."""
+    weights = tmp_path / "w.pt"
+    weights.write_text("not a checkpoint")
+    answer = tmp_path / "a.csv"
+    answer.write_text("ImageID,LabelName,XMin,XMax,YMin,YMax\n")
+    base = ["tune", "--weights", str(weights), "--images", str(frames), "--out", str(tmp_path / "t"),
+            "--cache-dir", "none"]
+    _one_line_error(capsys, [*base, "--answer", str(tmp_path / "nope.csv")], "nope.csv")
+    _one_line_error(capsys, [*base, "--answer", str(answer), "--confs", "2"], "conf=2.0")
+    _one_line_error(capsys, [*base, "--answer", str(answer), "--metric-iou", "0"], "metric IoU 0.0")
+    assert not (tmp_path / "t").exists()

@@ -235,7 +235,12 @@ def run_tuning(weights: str | Path, images: str | Path | Sequence[str | Path | I
     or, when ``images`` are prepared records (a ``records.jsonl`` or ``ImageRecord`` objects), their boxes."""
     for fusion in tta_fusions if tta else ():
         check_fusion(True, fusion)  # refused before any detection runs
+    grid_settings(confs, ious)  # so are a grid and a metric IoU that cannot be scored, and an unreadable answer
+    if not 0 < metric_iou <= 1:
+        raise ValueError(f"metric IoU {metric_iou}: must lie in (0, 1]")
     resolve_images(images)  # a missing or empty source fails here, named, before the ground truth is looked for
+    if answer is not None and not isinstance(answer, pd.DataFrame):
+        answer = read_answer(answer)
     if answer is None:
         if isinstance(images, (str, Path)) and Path(images).suffix == ".jsonl":
             answer = records_to_answer(load_records(images))
