@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -108,6 +109,15 @@ def test_each_engine_pretrains_its_own_default_model():
     assert PretrainSettings(engine="ultralytics", model="yolo26n").weights_path().name == "pretrained_yolo26n_320.pt"
     with pytest.raises(ValueError, match="unknown engine 'yolov9'"):
         PretrainSettings(engine="yolov9")
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(model="yolo11n"), "--model 'yolo11n': not a yolov5 model"), (dict(device="bogus"), "bogus"),
+    (dict(image_scale=5.0), "image_scale must be in (0, 1]"),
+])
+def test_settings_that_cannot_work_are_refused_before_any_frame(setting, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PretrainSettings(**setting)
 
 
 def test_the_loader_workers_are_part_of_the_weights():

@@ -178,6 +178,12 @@ def not_ours(paths: list[Path]) -> list[Path]:
     return found
 
 
+def check_image_scale(image_scale: float) -> None:
+    """ValueError unless ``image_scale`` is in (0, 1] and gives frames of at least 16 px."""
+    if not 0.0 < image_scale <= 1.0 or round(960 * image_scale) < 16:
+        raise ValueError(f"image_scale must be in (0, 1] and give frames of at least 16 px, got {image_scale}")
+
+
 def generate_synthetic_dataset(
     train_dir: str | os.PathLike = DATA_DIR,
     test_dir: str | os.PathLike = TEST_DIR,
@@ -216,8 +222,7 @@ def generate_synthetic_dataset(
         raise ValueError(f"{train_dir}: train and test folders must differ (their zip names coincide)")
     if not 0.0 <= missing_cow_rate < 1.0:
         raise ValueError(f"missing_cow_rate must be in [0, 1), got {missing_cow_rate}")
-    if not 0.0 < image_scale <= 1.0 or round(960 * image_scale) < 16:
-        raise ValueError(f"image_scale must be in (0, 1] and give frames of at least 16 px, got {image_scale}")
+    check_image_scale(image_scale)
     if train_counts is None:
         if n_train < 2:
             raise ValueError(f"n_train must be >= 2 (one image of each class), got {n_train}")
