@@ -618,3 +618,13 @@ def test_resume_after_kill_keeps_the_lr_schedule(tmp_path):
     np.testing.assert_allclose(resumed[lr].to_numpy(), straight[lr].to_numpy(), rtol=0, atol=1e-12)
     with pytest.raises(subprocess.CalledProcessError):  # a finished run has nothing left to resume
         subprocess.run(base + ["--name", "killed", "--resume"], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("name", ["yolov5", "ultralytics"])
+def test_every_engine_offers_every_name_of_the_interface(name):
+    from livestock.model.engine import Engine, get_engine
+
+    declared = set(Engine.__annotations__) | {k for k, v in vars(Engine).items() if callable(v) and k[0] != "_"}
+    module = get_engine(name)
+    assert not {k for k in declared if not hasattr(module, k)}
+    assert set(module.OPTIMIZERS) >= {"SGD", "Adam", "AdamW"} and "freeze" in module.PASSTHROUGH_OPTIONS

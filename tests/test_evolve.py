@@ -230,3 +230,19 @@ def test_evolution_resumes_after_being_killed(tmp_path):
     assert V.evolve(data, **args).history.equals(result.history)  # finished: nothing left to do
     with pytest.raises(ValueError, match="other settings"):
         V.evolve(data, **{**args, "epochs": 3})
+
+
+@pytest.mark.parametrize("argv, message", [(["--device", "bogus"], "bogus"), (["--img", "0"], "imgsz >= 32"),
+                                           (["--batch", "0"], "batch_size >= 1")])
+@pytest.mark.parametrize("command", ["evolve", "search"])
+def test_settings_no_trial_can_take_fail_before_the_first_trial(tmp_path, capsys, monkeypatch, command, argv, message):
+    from livestock.cli import main as cli_main
+    from toy_yolo import make_toy_yolo_dataset
+
+    monkeypatch.chdir(tmp_path)
+    data = make_toy_yolo_dataset(tmp_path / "toy", n_train=4, n_val=2)
+    out = ["--project", "ev", "--name", "mini"] if command == "evolve" else ["--trials", "2", "--out", "ev/mini"]
+    assert cli_main([command, "--data", str(data), *out, *argv]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "Trial 0 failed" not in err
+    assert not (tmp_path / "ev").exists()

@@ -246,6 +246,8 @@ class Engine(Protocol):
     MODEL_NAMES: tuple[str, ...]
     DEFAULT_MODEL: str
     DEFAULT_HYP: str
+    OPTIMIZERS: tuple[str, ...]  # what TrainSettings.optimizer may be
+    PASSTHROUGH_OPTIONS: frozenset[str]  # TrainSettings.options the engine's trainer takes
 
     def train(self, data_yaml: str | os.PathLike, settings: TrainSettings | None = None, **values: object) -> object:
         """Train with ``settings`` (:class:`TrainSettings`; ``values`` override its fields) and return a result with

@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 
 from livestock.data.yolo_format import load_data_yaml
-from livestock.model.engine import DEFAULT_ENGINE, TrainSettings, fitness_yolov5, get_engine
+from livestock.model.engine import DEFAULT_ENGINE, TrainSettings, fitness_yolov5, get_engine, parse_device
 
 FITNESS_KINDS = ("yolov5", "contest")
 CONTEST_IOU = 0.75
@@ -124,6 +124,9 @@ def training_objective(data_yaml: str | os.PathLike, epochs: int, *, project: st
     weights = training.pop("weights", None)
     settings = TrainSettings.of(epochs=int(epochs), project=str(project), weights=str(weights) if weights else None,
                                 **training)
+    trainer = get_engine(engine)
+    settings.check(trainer.PASSTHROUGH_OPTIONS, trainer.OPTIMIZERS)  # sizes, optimiser, cache: before any trial
+    parse_device(settings.device)
     return TrainingObjective(data_yaml=str(data_yaml), training=settings, fitness=fitness,
                              keep_weights=bool(keep_weights), engine=get_engine(engine).NAME)
 

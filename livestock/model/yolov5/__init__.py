@@ -4,8 +4,8 @@
 ``compat`` makes the package run offline on current libraries; ``training`` trains and validates; ``detector``
 yields raw candidates; ``models`` loads, initialises and exports model files.
 """
-from livestock.model.yolov5.compat import (DEFAULT_HYP, HYP_KEYS, MODEL_NAMES, checkpoint_size_report,
-                                           ensure_yolov5, load_checkpoint, load_hyp)
+from livestock.model.yolov5.compat import (DEFAULT_HYP, HYP_KEYS, MODEL_NAMES, OPTIMIZERS, PASSTHROUGH_OPTIONS,
+                                           checkpoint_size_report, ensure_yolov5, load_checkpoint, load_hyp)
 from livestock.model.yolov5.detector import load_detector
 from livestock.model.yolov5.models import export_onnx, load_model, random_init_checkpoint
 from livestock.model.yolov5.training import can_resume, train, validate
@@ -13,6 +13,6 @@ from livestock.model.yolov5.training import can_resume, train, validate
 NAME = "yolov5"
 DEFAULT_MODEL = "yolov5n"
 
-__all__ = ["DEFAULT_HYP", "DEFAULT_MODEL", "HYP_KEYS", "MODEL_NAMES", "NAME", "can_resume", "checkpoint_size_report",
-           "ensure_yolov5", "export_onnx", "load_checkpoint", "load_detector", "load_hyp", "load_model",
-           "random_init_checkpoint", "train", "validate"]
+__all__ = ["DEFAULT_HYP", "DEFAULT_MODEL", "HYP_KEYS", "MODEL_NAMES", "NAME", "OPTIMIZERS", "PASSTHROUGH_OPTIONS",
+           "can_resume", "checkpoint_size_report", "ensure_yolov5", "export_onnx", "load_checkpoint", "load_detector",
+           "load_hyp", "load_model", "random_init_checkpoint", "train", "validate"]
