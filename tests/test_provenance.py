@@ -186,13 +186,24 @@ def test_a_user_can_record_their_own_ground_truth(tmp_path, capsys):
     data = tmp_path / "data_test"
     write_basic_set(data)
     answer = tmp_path / "my_answer.csv"
-    answer.write_text("ImageID,LabelName,XMin,XMax,YMin,YMax\n")
+    answer.write_text("ImageID,LabelName,XMin,XMax,YMin,YMax\nlivestock_pig_bbox_000001.jpg,pig,0,1,0,1\n")
     assert "`livestock truth` records it" in provenance.ground_truth_for(answer, data).reason
     assert cli_main(["truth", str(answer), "--for", str(data)]) == 0
     found = provenance.ground_truth_for(answer, data)
     assert found and found.dataset == "user" and found.set_name() == "your test set"
+    record = (tmp_path / "my_answer.csv.source.json").read_text()
     assert cli_main(["truth", str(tmp_path / "none.csv"), "--for", str(data)]) == 1
     assert "none.csv: truth file not found" in capsys.readouterr().err
+    # what is no ground truth, or describes nothing, is refused and leaves the record as it was
+    (tmp_path / "empty").mkdir()
+    header_only, semicolons = tmp_path / "header.csv", tmp_path / "semicolons.csv"
+    header_only.write_text("ImageID,LabelName,XMin,XMax,YMin,YMax\n")
+    semicolons.write_text("ImageID;LabelName;XMin;XMax;YMin;YMax\nlivestock_pig_bbox_000001.jpg;pig;0;1;0;1\n")
+    for truth, folder, expected in ((header_only, data, "header.csv: no boxes"), (semicolons, data, "semicolons.csv"),
+                                    (answer, tmp_path / "empty", "empty: no zips or extracted files")):
+        assert cli_main(["truth", str(truth), "--for", str(folder)]) == 1
+        assert expected in capsys.readouterr().err
+    assert (tmp_path / "my_answer.csv.source.json").read_text() == record
 
 
 def test_a_score_names_its_data_set_and_none_is_left_for_other_images(tmp_path):
