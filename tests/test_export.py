@@ -631,7 +631,10 @@ def test_cli_export_and_its_errors(nano, toy, tmp_path, capsys):
     assert [p.name for p in out.iterdir()] == ["nano_128_fp16.onnx"]
     assert "onnx-fp16" in printed and " MB" in printed
     assert main(["export", "--weights", str(tmp_path / "missing.pt"), "--out", str(out)]) == 1
-    assert "missing.pt" in capsys.readouterr().err
+    assert "missing.pt: weights not found" in capsys.readouterr().err  # not "needs calibration images"
+    for option in (["--imgsz", "0"], ["--n-calib", "0"]):
+        assert main(["export", "--weights", str(nano["pt"]), "--formats", "onnx", "--out", str(out), *option]) == 1
+        assert "need imgsz >= 32 and n_calib >= 1" in capsys.readouterr().err
     assert main(["export", "--weights", str(nano["pt"]), "--formats", "tflite", "--out", str(out)]) == 1
     assert "tflite" in capsys.readouterr().err
 

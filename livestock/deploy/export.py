@@ -133,6 +133,10 @@ def export_model(
     if unknown or not formats:
         raise ValueError(f"unknown export format(s) {unknown or formats}; choose from {list(EXPORT_FORMATS)}")
     weights = Path(weights)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: weights not found")
+    if imgsz < 32 or n_calib < 1:
+        raise ValueError(f"need imgsz >= 32 and n_calib >= 1 (got {imgsz}, {n_calib})")
     if cpu_int8_weight_bits not in (7, 8):
         raise ValueError(f"cpu_int8_weight_bits must be 7 or 8, not {cpu_int8_weight_bits}")
     # Inputs first, so a bad call fails in a second rather than after the export.
