@@ -358,6 +358,18 @@ def test_cli_train_with_an_unknown_device_makes_no_run(toy, tmp_path, monkeypatc
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("engine", ["yolov5", "ultralytics"])
+@pytest.mark.parametrize("option, message", [(["--conf", "1.5"], "conf 1.5"), (["--iou", "0"], "iou 0.0"),
+                                             (["--img", "0"], "imgsz >= 32"), (["--batch", "0"], "batch >= 1")])
+def test_cli_val_refuses_settings_before_the_model_loads(toy, tmp_path, monkeypatch, capsys, engine, option, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.pt").write_text("never loaded")
+    rc = cli_main(["val", "--engine", engine, "--weights", "w.pt", "--data", str(toy), *option])
+    err = capsys.readouterr().err
+    assert rc == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_cli_missing_data_yaml(tmp_path, capsys):
     rc = cli_main(["train", "--data", str(tmp_path / "nope.yaml"), "--epochs", "1"])
     assert rc == 1 and "nope.yaml" in capsys.readouterr().err

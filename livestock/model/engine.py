@@ -514,11 +514,15 @@ class ValSettings:
 
     def checked(self, weights: str | os.PathLike, data_yaml: str | os.PathLike) -> tuple[Path, dict, int]:
         """The weights path, the dataset yaml's content and the batch size, after the checks every engine makes:
-        FileNotFoundError for missing weights, ValueError for a split that is not train / val / test or that the
-        yaml does not name."""
+        FileNotFoundError for missing weights, ValueError for thresholds or sizes no validation can take, or a split
+        that is not train / val / test or that the yaml does not name."""
         path = Path(weights)
         if not path.exists():
             raise FileNotFoundError(f"{path}: weights not found")
+        if not 0 <= self.conf <= 1 or (self.iou is not None and not 0 < self.iou <= 1):
+            raise ValueError(f"conf {self.conf} / iou {self.iou}: conf must lie in [0, 1] and iou in (0, 1]")
+        if self.imgsz < 32 or (self.batch_size is not None and self.batch_size < 1):
+            raise ValueError(f"need imgsz >= 32 and batch >= 1 (got {self.imgsz}, {self.batch_size})")
         if self.split not in ("train", "val", "test"):
             raise ValueError(f"split must be train, val or test, not {self.split!r}")
         data, _ = load_data_yaml(data_yaml)
