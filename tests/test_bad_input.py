@@ -90,3 +90,21 @@ def test_tune_checks_its_grid_and_answer_before_loading_the_model(tmp_path, fram
     _one_line_error(capsys, [*base, "--answer", str(answer), "--confs", "2"], "conf=2.0")
     _one_line_error(capsys, [*base, "--answer", str(answer), "--metric-iou", "0"], "metric IoU 0.0")
     assert not (tmp_path / "t").exists()
+
+
+def test_detect_and_analyze_check_their_settings_before_loading_the_model(tmp_path, frames, capsys):
+    """The model is not even readable: each error below comes first."""
+    weights = tmp_path / "w.pt"
+    weights.write_text("not a checkpoint")
+    (tmp_path / "afile").write_text("")
+    detect = ["detect", "--weights", str(weights), "--source", str(frames), "--cache-dir", "none"]
+    for option, message in ((["--conf", "1.5"], "--conf 1.5"), (["--iou", "0"], "--iou 0.0"),
+                            (["--imgsz", "0"], "--imgsz >= 32"), (["--max-det", "-1"], "--max-det >= 1"),
+                            (["--conf-floor", "5"], "--conf-floor 5.0"),
+                            (["--out", str(tmp_path / "afile" / "d.csv")], "is a file")):
+        _one_line_error(capsys, [*detect, *option], message)
+    analyze = ["analyze", "--weights", str(weights), "--out", str(tmp_path / "analysis")]
+    for option, message in ((["--conf", "2"], "--conf 2.0"), (["--nms-iou", "0"], "--nms-iou 0.0"),
+                            (["--missing-classes", "cow,horse"], "classes are pig, cow")):
+        _one_line_error(capsys, [*analyze, *option], message)
+    assert not (tmp_path / "analysis").exists()

@@ -419,6 +419,19 @@ def cache_dir_arg(value: str) -> str | None:
     return None if value.strip().lower() in ("", "none") else value
 
 
+def check_detector_args(args: argparse.Namespace) -> None:
+    """The options of :func:`add_detector_args` (and a ``conf`` / ``iou`` where the command has them) that no
+    detection can take: a ValueError naming the option, before the model loads and any image is read."""
+    if args.imgsz < 32 or args.batch < 1 or args.max_det < 1:
+        raise ValueError(f"need --imgsz >= 32, --batch >= 1 and --max-det >= 1 "
+                         f"(got {args.imgsz}, {args.batch}, {args.max_det})")
+    if not 0 <= args.conf_floor < 1:
+        raise ValueError(f"--conf-floor {args.conf_floor}: must lie in [0, 1)")
+    conf, iou = getattr(args, "conf", None), getattr(args, "iou", None)
+    if (conf is not None and not 0 <= conf <= 1) or (iou is not None and not 0 < iou <= 1):
+        raise ValueError(f"--conf {conf} / --iou {iou}: conf must lie in [0, 1] and iou in (0, 1]")
+
+
 def cli_detect_args(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``livestock detect`` to ``parser``."""
     parser.add_argument("--source", required=True,
@@ -439,6 +452,9 @@ def cli_detect(args: argparse.Namespace) -> int:
     """Run ``livestock detect`` with parsed ``args``; returns the exit code."""
     from livestock.evaluation.submission import save_detections
 
+    check_detector_args(args)
+    if Path(args.out).parent.is_file():  # found now, not after the whole detection
+        raise ValueError(f"{args.out}: its folder {Path(args.out).parent} is a file")
     floor = min(args.conf_floor, args.conf)
     dets = detect(args.weights, args.source, args.imgsz, args.conf, args.iou, max_det=args.max_det,
                   agnostic=args.agnostic, multi_label=args.multi_label, device=args.device,

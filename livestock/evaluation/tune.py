@@ -35,7 +35,7 @@ import pandas as pd
 
 from livestock.evaluation.metrics import CONTEST_IOU, mean_average_precision_for_boxes
 from livestock.evaluation.detect import (DEFAULT_CONF_FLOOR, CandidateFiles, Candidates, add_detector_args,
-                                         cache_dir_arg, collect_candidates, resolve_images)
+                                         cache_dir_arg, check_detector_args, collect_candidates, resolve_images)
 from livestock.evaluation.fusion import FUSIONS, check_fusion, grid_fused_detections, setting_name
 from livestock.evaluation.nms_replay import DEFAULT_MAX_DET, GridStats
 from livestock.fileio import atomic_write_csv, atomic_write_figure, atomic_write_text
@@ -290,6 +290,7 @@ def cli_tune(args: argparse.Namespace) -> int:
     """Run ``livestock tune`` with parsed ``args``; returns the exit code."""
     if args.fusions is not None and not args.tta:
         raise ValueError("--fusions chooses how the views of --tta are fused: give --tta too")
+    check_detector_args(args)
     table, written = run_tuning(
         args.weights, args.images, args.out, args.answer, imgsz=args.imgsz, confs=args.confs, ious=args.ious,
         metric_iou=args.metric_iou, max_det=args.max_det, agnostic=args.agnostic, multi_label=args.multi_label,
