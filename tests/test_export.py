@@ -276,6 +276,13 @@ def test_bench_refuses_an_unknown_device_before_any_work(tmp_path, capsys):
 
     assert main(["bench", "--models", "yolov5n", "--device", "tpu", "--out", str(tmp_path / "bench")]) == 1
     assert "unknown device" in capsys.readouterr().err
+    for option, message in ((["--imgsz", "0"], "sizes are whole numbers of at least 32"),
+                            (["--imgsz", "abc"], "--imgsz 'abc'"), (["--extra", "yolov5n@16"], "--extra"),
+                            (["--runs", "0"], "--runs and --repeats must be at least 1"),
+                            (["--threads", "0"], "must be at least 1"), (["--prune", "2"], "--prune 2.0"),
+                            (["--weights", str(tmp_path / "nope.pt")], "nope.pt: weights not found")):
+        assert main(["bench", "--models", "yolov5n", "--out", str(tmp_path / "bench"), *option]) == 1
+        assert message in capsys.readouterr().err
     assert not (tmp_path / "bench").exists()
 
 

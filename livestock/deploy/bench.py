@@ -396,8 +396,18 @@ def cli_bench(args: argparse.Namespace) -> int:
         extra.append((name, int(size)))
     if args.max_images < 0:
         raise ValueError(f"--max-images {args.max_images}: expected a count, or 0 for all")
+    sizes = comma_list(args.imgsz)
+    if not sizes or not all(s.isdigit() and int(s) >= 32 for s in sizes) or any(n < 32 for _, n in extra):
+        raise ValueError(f"--imgsz {args.imgsz!r} / --extra {args.extra!r}: sizes are whole numbers of at least 32")
+    if args.threads < 1 or args.runs < 1 or args.repeats < 1:
+        raise ValueError(f"--threads, --runs and --repeats must be at least 1 "
+                         f"(got {args.threads}, {args.runs}, {args.repeats})")
+    if not 0 <= args.prune < 1:
+        raise ValueError(f"--prune {args.prune}: a sparsity in [0, 1)")
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise FileNotFoundError(f"{args.weights}: weights not found")
     df = benchmark_models(
-        models=comma_list(args.models), imgsz=[int(s) for s in comma_list(args.imgsz)], extra=extra,
+        models=comma_list(args.models), imgsz=[int(s) for s in sizes], extra=extra,
         threads=args.threads, runs=args.runs, repeats=args.repeats, weights=args.weights, data_yaml=args.data,
         prune_sparsity=args.prune or None, work_dir=out / "models" if args.keep_models else None,
         max_val_images=args.max_images or None, device=args.device,
