@@ -178,6 +178,18 @@ def test_named_items_are_checked():
             named_items(bad, "hyps")
 
 
+@pytest.mark.parametrize("seeds", ["", "a,b", "0,-1"])
+def test_seeds_that_are_no_seeds_are_refused_before_any_cell(tmp_path, capsys, seeds):
+    from livestock.cli import main as cli_main
+
+    (tmp_path / "data.yaml").write_text("train: x\nval: x\nnames: [pig, cow]\n")
+    argv = ["compare", "hyps", "--hyps", "a=", "--data", str(tmp_path / "data.yaml"), "--seeds", seeds,
+            "--out", str(tmp_path / "cmp")]
+    assert cli_main(argv) == 1
+    assert f"--seeds {seeds!r}: comma-separated" in capsys.readouterr().err
+    assert not (tmp_path / "cmp").exists()
+
+
 @pytest.mark.slow
 def test_sampler_comparison_at_toy_size(toy_sets, tmp_path):
     from livestock.experiments.samplers import compare_samplers

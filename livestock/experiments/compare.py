@@ -137,7 +137,10 @@ def cli_compare(args: argparse.Namespace) -> int:
     if not Path(args.data).is_file():
         raise FileNotFoundError(f"{args.data}: training set not found (run `livestock pipeline` up to the split "
                                 "stage first, or pass --data)")
-    seeds = [int(s) for s in comma_list(args.seeds)]
+    seeds = comma_list(args.seeds)
+    if not seeds or not all(s.isdigit() for s in seeds):
+        raise ValueError(f"--seeds {args.seeds!r}: comma-separated non-negative whole numbers, e.g. 0,1,2")
+    seeds = [int(s) for s in seeds]
     scored = (GoldSet.val_split(args.data, out) if args.score_on == "val"
               else gold_test_set(args.test_dir, args.prepared_test, args.answer))
     start = None  # the start weights of every cell but the engines' (from scratch) and the `starts` items
