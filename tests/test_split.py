@@ -162,8 +162,11 @@ def test_bad_input(records):
 
 def test_cli_split(tmp_path, capsys):
     prepared = tmp_path / "prepared"
-    prepared.mkdir()
-    save_records(synthetic_records(100, seed=6), prepared / "records.jsonl")
+    (prepared / "images").mkdir(parents=True)
+    records = synthetic_records(100, seed=6, image_dir=str(prepared / "images"))
+    save_records(records, prepared / "records.jsonl")
+    for r in records:
+        (prepared / "images" / r.image_id).touch()
     out = tmp_path / "splits"
     assert cli.main(["split", str(prepared), "--out", str(out), "--extra-labels", "ratio,size"]) == 0
     printed = capsys.readouterr().out
@@ -172,3 +175,20 @@ def test_cli_split(tmp_path, capsys):
     assert cli.main(["split", str(prepared), "--out", str(out), "--extra-labels", "shade"]) == 1
     assert "shade" in capsys.readouterr().err
     assert cli.main(["split", str(tmp_path / "absent"), "--out", str(out)]) == 1
+    capsys.readouterr()
+    assert cli.main(["split", str(prepared), "--out", str(out), "--sets", ","]) == 1
+    assert "--sets ',': name one or more of" in capsys.readouterr().err
+    (prepared / "images" / records[7].image_id).unlink()
+    assert cli.main(["split", str(prepared), "--out", str(out)]) == 1
+    assert f"{records[7].image_id}: image of" in capsys.readouterr().err
+
+
+def test_cli_split_refuses_a_set_without_labels(tmp_path, capsys):
+    from aihub_builders import write_basic_set
+    from livestock.data.yolo_format import prepare_dataset
+
+    write_basic_set(tmp_path / "data_test")
+    prepare_dataset(tmp_path / "data_test", tmp_path / "prep_test", images_only=True, progress=False)
+    assert cli.main(["split", str(tmp_path / "prep_test"), "--out", str(tmp_path / "splits")]) == 1
+    assert "prep_test: prepared from test zips (images only, no labels)" in capsys.readouterr().err
+    assert not (tmp_path / "splits").exists()

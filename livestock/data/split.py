@@ -269,8 +269,16 @@ def cli_split_args(parser: argparse.ArgumentParser) -> None:
 def cli_split(args: argparse.Namespace) -> int:
     """``livestock split``: write the chosen sets and print their tables and the label shares per fold."""
     sets = _parse_names(args.sets, SETS, "set")
-    manifest = stratified_split(load_prepared_records(args.prepared_dir), n_splits=args.n_splits, seed=args.seed,
-                                extra_labels=args.extra_labels)
+    if not sets:
+        raise ValueError(f"--sets {args.sets!r}: name one or more of {', '.join(SETS)}")
+    record = provenance.read_record(Path(args.prepared_dir))
+    if record is not None and record.get("images_only"):
+        raise ValueError(f"{args.prepared_dir}: prepared from test zips (images only, no labels): split a training set")
+    records = load_prepared_records(args.prepared_dir)
+    missing = next((r.image_path for r in records if not Path(r.image_path).is_file()), None)
+    if missing:
+        raise FileNotFoundError(f"{missing}: image of {Path(args.prepared_dir) / 'records.jsonl'} not found")
+    manifest = stratified_split(records, n_splits=args.n_splits, seed=args.seed, extra_labels=args.extra_labels)
     with pd.option_context("display.width", 160, "display.max_columns", 30):
         for which in sets:
             rows = write_split(manifest, Path(args.out) / which, which)
