@@ -77,6 +77,7 @@ from livestock.evaluation.submission import records_to_answer
 from livestock.evaluation.tune import (DEFAULT_CONFS, DEFAULT_IOUS, ORIGINAL_SETTING, grid_settings, run_tuning,
                                        tune_thresholds, write_tuning)
 from livestock.fileio import atomic_write_text
+from livestock.model.engine import engine_of_weights, get_engine
 from livestock.provenance import record_path
 
 REAL_TRAIN_FRAMES = sum(TRAIN_IMAGES.values())  # 16,455
@@ -442,6 +443,10 @@ def run_rehearsal(cfg: RehearsalConfig, redo: bool = False) -> dict:
     if sum(cfg.train_counts.values()) < MIN_TRAIN_FRAMES:
         raise ValueError(f"--scale {cfg.scale:g} gives {sum(cfg.train_counts.values())} training frames; the five "
                          f"folds need at least {MIN_TRAIN_FRAMES}")
+    if cfg.imgsz < 32:
+        raise ValueError(f"--imgsz {cfg.imgsz}: at least 32")
+    if cfg.weights.suffix.lower() == ".pt":  # a corrupt or foreign file fails now, not after the data stages
+        get_engine(engine_of_weights(cfg.weights)).load_checkpoint(cfg.weights)
     records: dict[str, dict] = {}
     upstream_ran = False
     for stage in STAGES:

@@ -172,6 +172,10 @@ def test_missing_weights_and_too_small_scale_are_refused(tmp_path, capsys):
     weights.write_bytes(b"x")
     with pytest.raises(ValueError, match="folds"):
         rehearsal.run_rehearsal(rehearsal.RehearsalConfig(out=tmp_path, scale=0.0005, weights=weights))
+    with pytest.raises(ValueError, match="--imgsz 0: at least 32"):
+        rehearsal.run_rehearsal(rehearsal.RehearsalConfig(out=tmp_path, weights=weights, imgsz=0))
+    with pytest.raises(ValueError, match="model.pt: not a readable PyTorch checkpoint"):  # before 18,500 frames
+        rehearsal.run_rehearsal(rehearsal.RehearsalConfig(out=tmp_path, weights=weights))
     assert not (tmp_path / "stages").exists()
 
 
