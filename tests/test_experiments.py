@@ -190,6 +190,23 @@ def test_seeds_that_are_no_seeds_are_refused_before_any_cell(tmp_path, capsys, s
     assert not (tmp_path / "cmp").exists()
 
 
+@pytest.mark.parametrize("experiment, items, message", [
+    ("hyps", "a=hyp_scratch_cpu,b=nope.yaml", "nope.yaml: hyp file not found"),
+    ("starts", "a=,b=nope.pt", "nope.pt: start weights of 'b' not found"),
+    ("sets", "a=DATA,b=nope.yaml", "nope.yaml"),
+])
+def test_every_item_is_checked_before_the_first_cell(tmp_path, capsys, experiment, items, message):
+    from livestock.cli import main as cli_main
+    from toy_yolo import make_toy_yolo_dataset
+
+    data = make_toy_yolo_dataset(tmp_path / "toy", n_train=4, n_val=2)
+    argv = ["compare", experiment, f"--{experiment}", items.replace("DATA", str(data)), "--data", str(data),
+            "--score-on", "val", "--out", str(tmp_path / "cmp")]
+    assert cli_main(argv) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "cmp" / "rows.csv").exists() and not list(tmp_path.glob("cmp/*-seed*"))
+
+
 @pytest.mark.slow
 def test_sampler_comparison_at_toy_size(toy_sets, tmp_path):
     from livestock.experiments.samplers import compare_samplers

@@ -23,12 +23,13 @@ from pathlib import Path
 import pandas as pd
 
 from livestock import paths
+from livestock.data.yolo_format import load_data_yaml
 from livestock.deploy.export import comma_list
 from livestock.experiments.runner import (GoldSet, Say, TrainingCell, format_mean_sd, gold_test_set, mean_sd,
                                           run_cells)
 from livestock.experiments.training_sets import set_cells
 from livestock.fileio import atomic_write_csv, atomic_write_text
-from livestock.model.engine import DEFAULT_ENGINE, ENGINES
+from livestock.model.engine import DEFAULT_ENGINE, ENGINES, get_engine
 from livestock.model.pretrain import command_start_weights, resolve_start_weights
 
 EXPERIMENTS = ("engines", "hyps", "sets", "starts", "samplers")
@@ -63,6 +64,16 @@ def comparison_cells(experiment: str, items: dict[str, str], *, data_yaml: str, 
         resolved, _ = resolve_start_weights(value, model or "", imgsz, engine=engine)
         return resolved or None
 
+    trainer = get_engine(engine)
+    for name, value in items.items():  # every item is checked before the first cell trains for minutes
+        if experiment == "hyps" and value:
+            trainer.load_hyp(value)
+        elif experiment == "sets":
+            load_data_yaml(value)
+        elif experiment == "starts" and value:
+            known = {n for m in trainer.MODEL_NAMES for n in (m, f"{m}.pt")}
+            if value != "auto" and value not in known and not Path(value).is_file():
+                raise FileNotFoundError(f"{value}: start weights of {name!r} not found")
     common = dict(engine=engine, model=model, weights=weights, hyp=hyp, imgsz=imgsz, batch_size=batch,
                   device=device, workers=workers)
     if experiment == "sets":
