@@ -486,3 +486,12 @@ def test_a_killed_worker_s_trial_is_retried_and_the_study_completes(shared_stora
     assert table.loc[table["number"] == retries[0].number, "retry_of"].item() == victim
     complete_rows = table[table["state"] == "COMPLETE"]
     assert len(complete_rows) == 8 and complete_rows["fitness"].notna().all()
+
+
+@pytest.mark.parametrize("url, message", [("bogus://x", "bogus://x: cannot open the study's database"),
+                                          ("sqlite:///{tmp}/nodir/x.db", "unable to open database file")])
+def test_a_storage_that_cannot_open_is_one_line(tmp_path, capsys, url, message):
+    rc = cli_main(["search", "--objective", "search_objectives:quadratic", "--trials", "1",
+                   "--storage", url.format(tmp=tmp_path), "--out", str(tmp_path / "st")])
+    err = capsys.readouterr().err
+    assert rc == 1 and message in err and "Traceback" not in err

@@ -116,11 +116,15 @@ def _rdb_storage(url: str, attempts: int = 5, **kwargs: Any) -> RDBStorage:
     """``RDBStorage`` whose first use of an empty database may race with another worker's: both create Optuna's
     tables and types, and on PostgreSQL the loser fails with a duplicate-key error on the type it tried to create.
     The schema is then there, so the loser simply connects again."""
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError
 
-    for attempt in range(attempts - 1):
-        try:
-            return RDBStorage(url, **kwargs)
-        except (IntegrityError, ProgrammingError):
-            time.sleep(0.2 * (attempt + 1))
-    return RDBStorage(url, **kwargs)
+    try:
+        for attempt in range(attempts - 1):
+            try:
+                return RDBStorage(url, **kwargs)
+            except (IntegrityError, ProgrammingError):
+                time.sleep(0.2 * (attempt + 1))
+        return RDBStorage(url, **kwargs)
+    except (ArgumentError, NoSuchModuleError, OperationalError) as e:  # a bad URL, an unknown driver, no server
+        raise ValueError(f"{display_url(url)}: cannot open the study's database: "
+                         f"{str(e.orig if getattr(e, 'orig', None) else e).splitlines()[0]}") from e
