@@ -351,6 +351,22 @@ def test_cli_train_from_a_corrupt_checkpoint_names_it_and_makes_no_run(toy, tmp_
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("engine", ["yolov5", "ultralytics"])
+def test_cli_train_refuses_a_model_yaml_or_freeze_it_cannot_use(toy, tmp_path, monkeypatch, capsys, engine):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "other.yaml").write_text("train: x\n")
+    base = ["train", "--engine", engine, "--data", str(toy), "--epochs", "1", "--device", "cpu"]
+    for option, message in ((["--model", "empty.yaml"], "empty.yaml: not a model yaml"),
+                            (["--model", "other.yaml"], "other.yaml: not a model yaml"),
+                            (["--model", "nope.yaml"], "nope.yaml: model yaml not found"),
+                            (["--freeze", "-1"], "freeze [-1]")):
+        assert cli_main([*base, *option]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_cli_train_with_an_unknown_device_makes_no_run(toy, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     rc = cli_main(["train", "--data", str(toy), "--epochs", "1", "--device", "bogus"])

@@ -78,29 +78,6 @@ class PretrainedWeightsError(FileNotFoundError):
     """Pretrained weights were asked for by name, are not on disk, and could not be downloaded."""
 
 
-def find_start_weights(weights: str | os.PathLike | None, model_names: Sequence[str],
-                       download_dir: str | os.PathLike | None = None) -> tuple[str, Path | None]:
-    """Where training starts, the same rule for every engine: ``(absolute path, None)`` for a file that exists,
-    ``("", None)`` to train from scratch (``weights`` None or empty), and ``("", where)`` for a bare pretrained
-    name of ``model_names`` (``yolov5m6.pt`` or ``yolov5m6``) that is neither in the working directory nor in
-    ``download_dir`` (default ``trained_model/``): ``where`` is the file it belongs in, for the engine to fetch or
-    to name in its error. Anything else that does not exist is a :class:`FileNotFoundError`."""
-    from livestock.paths import TRAINED_MODEL_DIR
-
-    if weights is None or str(weights).strip() in ("", "''", '""'):
-        return "", None
-    path = Path(weights).expanduser()
-    if path.is_file():
-        return str(path.resolve()), None
-    name = path.name if path.suffix else f"{path.name}.pt"
-    if str(weights) != path.name or name[:-3] not in model_names:
-        raise FileNotFoundError(f"{path}: weights file not found")
-    local = (Path(download_dir) if download_dir is not None else TRAINED_MODEL_DIR) / name
-    if local.is_file():
-        return str(local.resolve()), None
-    return "", local
-
-
 @dataclass(frozen=True)
 class Candidates:
     """A detection head's raw output for one image, above a confidence floor (see the module docstring).
@@ -481,6 +458,9 @@ class TrainSettings:
         if self.epochs < 1 or self.batch_size < 1 or self.imgsz < 32:
             raise ValueError(f"need epochs >= 1, batch_size >= 1 and imgsz >= 32 "
                              f"(got {self.epochs}, {self.batch_size}, {self.imgsz})")
+        freeze = self.options.get("freeze")
+        if freeze is not None and any(int(f) < 0 for f in (freeze if isinstance(freeze, (list, tuple)) else [freeze])):
+            raise ValueError(f"freeze {freeze}: a layer count or layer indices, each >= 0")
 
 
 @dataclass(frozen=True)
@@ -607,35 +587,6 @@ def validation_batch(imgsz: int) -> int:
     the pixels per image grow (8 at 1280)."""
     return max(1, min(32, int(32 * (640 / max(int(imgsz), 1)) ** 2)))
 
-
-
-def read_hyp(hyp: str | os.PathLike | dict, hyp_path: Callable[[str | os.PathLike], Path], keys: Sequence[str],
-             optional: Sequence[str] = ()) -> dict:
-    """An engine's hyper-parameters from a dict or a yaml file (``hyp_path`` finds it: a path or a shipped name):
-    every key of ``keys`` as a float, and those of ``optional`` present as they are. Missing, unknown (a typo would
-    otherwise be ignored silently) or non-numeric keys are errors naming the file."""
-    import yaml
-
-    if isinstance(hyp, dict):
-        source, values = "hyp", dict(hyp)
-    else:
-        path = hyp_path(hyp)
-        source = str(path)
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from e
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of hyper-parameters")
-    missing = [k for k in keys if k not in values]
-    unknown = [k for k in values if k not in keys and k not in optional]
-    if missing or unknown:
-        raise ValueError(f"{source}: " + "; ".join(
-            ([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {unknown}"] if unknown else [])))
-    bad = [k for k, v in values.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
-    if bad:
-        raise ValueError(f"{source}: non-numeric values for {bad}")
-    return {k: float(values[k]) for k in keys} | {k: values[k] for k in optional if k in values}
 
 
 # ---------------------------------------------------------------- devices

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, TTA_VIEWS, PretrainedWeightsError, augmented_candidates,
-                                    counting_head_rows, enforce_weight_size, find_start_weights, read_hyp,
-                                    save_model_checkpoint)
+                                    counting_head_rows, enforce_weight_size, save_model_checkpoint)
+from livestock.model.engine_files import find_start_weights, model_yaml_path, read_hyp
 from livestock.model.onnx_file import load_onnx, save_onnx, set_onnx_metadata, weights_in_scratch
 from livestock.model.ultralytics.compat import ensure_ultralytics
 from livestock.records import CLASS_NAMES
@@ -83,10 +83,7 @@ def model_cfg(model: str | os.PathLike) -> str:
     stem = name[:-5] if name.endswith(".yaml") else name
     if str(model) in (stem, name) and stem in MODEL_NAMES:
         return f"{stem}.yaml"
-    path = Path(model)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        return str(path.resolve())
-    raise ValueError(f"unknown model {str(model)!r}: use one of {', '.join(MODEL_NAMES)} or a model yaml path")
+    return str(model_yaml_path(model, MODEL_NAMES))
 
 
 def resolve_weights(weights: str | os.PathLike | None, download_dir: str | os.PathLike | None = None) -> str:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from livestock.fileio import atomic_output
-from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, PretrainedWeightsError, enforce_weight_size,
-                                    find_start_weights, read_hyp)
+from livestock.model.engine import CONTEST_MAX_WEIGHT_MB, PretrainedWeightsError, enforce_weight_size
+from livestock.model.engine_files import find_start_weights, model_yaml_path, read_hyp
 from livestock.model.ultralytics.compat import install_offline_fonts, set_ultralytics_environment
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -185,10 +185,7 @@ def model_cfg(model: str | os.PathLike) -> Path:
             if candidate.is_file():
                 return candidate
         raise FileNotFoundError(f"{stem}.yaml not found under {pkg} (is yolov5 7.0.14 installed?)")
-    path = Path(model)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        return path.resolve()
-    raise ValueError(f"unknown model {str(model)!r}: use one of {', '.join(MODEL_NAMES)} or a model yaml path")
+    return model_yaml_path(model, MODEL_NAMES)
 
 
 def _download(url: str, dst: Path, timeout_s: float) -> None:
