@@ -209,6 +209,15 @@ def test_wbf_without_tta_is_refused_before_any_stage(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing ran
 
 
+def test_the_defaults_and_the_originals_settings_pass_the_check():
+    from livestock.pipeline import check_config
+
+    check_config(PipelineConfig())
+    check_config(PipelineConfig(engine="ultralytics", model="yolo11n"))
+    check_config(PipelineConfig(model="yolov5m6", weights="yolov5m6.pt", imgsz=1280, batch=10, epochs=20,
+                                evolve_trials=7, evolve_epochs=7, device="cpu"))
+
+
 @pytest.mark.parametrize("setting, message", [
     (dict(imgsz=0), "--imgsz 0"), (dict(epochs=0), "--epochs 0"), (dict(evolve_trials=0), "--evolve-trials 0"),
     (dict(device="bogus"), "bogus"), (dict(conf=2.0), "--conf 2.0"), (dict(iou=0.0), "--iou 0.0"),
