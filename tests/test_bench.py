@@ -217,6 +217,7 @@ def test_openvino_missing_is_one_clear_error(tmp_path, monkeypatch):
     from livestock.deploy import export, runtime
 
     monkeypatch.setattr(export, "openvino_available", lambda: False)
+    (tmp_path / "weights.pt").write_bytes(b"never loaded: the missing package is found first")
     with pytest.raises(ValueError, match="pip install openvino"):
         export_model(tmp_path / "weights.pt", IMG, ("openvino",), out_dir=tmp_path)
     monkeypatch.setattr(runtime, "openvino_available", lambda: False)
