@@ -346,7 +346,6 @@ def record_ground_truth(truth_file: str | os.PathLike, data_dir: str | os.PathLi
                         made_by: str = "user") -> Path:
     """Record that ``truth_file`` (say, your own answer file) holds the ground truth of exactly the images now in
     ``data_dir``, so the notebooks score against it; any change to those inputs voids the record."""
-    from livestock.data.aihub import source_files
     from livestock.evaluation.submission import read_answer
 
     truth_file = Path(truth_file)
@@ -354,10 +353,10 @@ def record_ground_truth(truth_file: str | os.PathLike, data_dir: str | os.PathLi
         raise FileNotFoundError(f"{truth_file}: truth file not found")
     if read_answer(truth_file).empty:  # also a ValueError naming the file when it is no contest answer file
         raise ValueError(f"{truth_file}: no boxes: an answer file of the contest format with at least one row")
-    if not Path(data_dir).exists() or not source_files(Path(data_dir)):
+    inputs = inputs_now(data_dir)
+    if inputs is None:
         raise FileNotFoundError(f"{data_dir}: no zips or extracted files to record ground truth for")
-    return write_record(truth_file, inputs=input_fingerprint(data_dir), dataset=dataset, made_by=made_by,
-                        data=data_dir)
+    return write_record(truth_file, inputs=inputs, dataset=dataset, made_by=made_by, data=data_dir)
 
 
 # ---------------------------------------------------------------- CLI: livestock truth
