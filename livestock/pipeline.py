@@ -169,7 +169,9 @@ def check_config(cfg: PipelineConfig, work: Path | None = None) -> None:
     would otherwise surface only in the stage that reads it, after the data stages (minutes at full size)."""
     from livestock.evaluation.silver import MODES
     from livestock.model.engine import ENGINES, get_engine, parse_device
+    from livestock.model.engine_files import find_start_weights
     from livestock.model.genetic import parse_keys
+    from livestock.model.pretrain import AUTO
     from livestock.model.search import SAMPLERS
 
     if cfg.engine not in ENGINES:
@@ -193,11 +195,13 @@ def check_config(cfg: PipelineConfig, work: Path | None = None) -> None:
     if not modes or set(modes) - set(MODES):
         raise ValueError(f"--silver-modes {cfg.silver_modes!r}: one or more of {', '.join(MODES)}")
     parse_keys(cfg.evolve_keys, engine.HYP_KEYS)
-    known = {n for m in engine.MODEL_NAMES for n in (m, f"{m}.pt")}  # pretrained names: found or downloaded later
-    found = Path(cfg.weights).is_file() or (work is not None and (work / cfg.weights).is_file())
-    if cfg.weights not in ("", "auto") and cfg.weights not in known and not found:
-        raise FileNotFoundError(f"{cfg.weights}: start weights not found (--weights: a checkpoint path, a pretrained "
-                                f"name such as {engine.MODEL_NAMES[0]}.pt, auto, or '' for scratch)")
+    if cfg.weights != AUTO and not (work is not None and cfg.weights and (work / cfg.weights).is_file()):
+        try:  # the training stages' own rule: a file, or a pretrained name they find or fetch later
+            find_start_weights(cfg.weights, engine.MODEL_NAMES)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{cfg.weights}: start weights not found (--weights: a checkpoint path, a "
+                                    f"pretrained name such as {engine.MODEL_NAMES[0]}.pt, auto, or '' for scratch)"
+                                    ) from e
 
 
 def _stages(cfg: PipelineConfig, work: Path) -> list[tuple[str, str | None, Callable[[], Any] | dict]]:

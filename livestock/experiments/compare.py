@@ -30,7 +30,8 @@ from livestock.experiments.runner import (GoldSet, Say, TrainingCell, format_mea
 from livestock.experiments.training_sets import set_cells
 from livestock.fileio import atomic_write_csv, atomic_write_text
 from livestock.model.engine import DEFAULT_ENGINE, ENGINES, get_engine
-from livestock.model.pretrain import command_start_weights, resolve_start_weights
+from livestock.model.engine_files import find_start_weights
+from livestock.model.pretrain import AUTO, command_start_weights, resolve_start_weights
 
 EXPERIMENTS = ("engines", "hyps", "sets", "starts", "samplers")
 TABLE_COLUMNS: dict[str, tuple] = {
@@ -70,10 +71,11 @@ def comparison_cells(experiment: str, items: dict[str, str], *, data_yaml: str, 
             trainer.load_hyp(value)
         elif experiment == "sets":
             load_data_yaml(value)
-        elif experiment == "starts" and value:
-            known = {n for m in trainer.MODEL_NAMES for n in (m, f"{m}.pt")}
-            if value != "auto" and value not in known and not Path(value).is_file():
-                raise FileNotFoundError(f"{value}: start weights of {name!r} not found")
+        elif experiment == "starts" and value != AUTO:
+            try:  # the training's own rule: a file, or a pretrained name it finds or fetches
+                find_start_weights(value, trainer.MODEL_NAMES)
+            except FileNotFoundError as e:
+                raise FileNotFoundError(f"{value}: start weights of {name!r} not found") from e
     common = dict(engine=engine, model=model, weights=weights, hyp=hyp, imgsz=imgsz, batch_size=batch,
                   device=device, workers=workers)
     if experiment == "sets":
