@@ -173,11 +173,12 @@ AGREE_MIN_SHARE = 0.95  # NMS can keep a different one of two near-equal boxes; 
 # run's weak model keeps boxes at these confidences, so answer.csv is not empty, and its NMS stays within budget.
 TUNE_CONFS = (0.001, 0.002, 0.005)
 TUNE_IOUS = (0.5, 0.6, 0.68)
-# Kept back from the budget: a command killed at its limit takes up to KILL_GRACE_S + READER_JOIN_S more, and
-# the last report is written after the last step.
+# Kept back from the budget: a command killed at its limit takes up to STACK_DUMP_S + KILL_GRACE_S + READER_JOIN_S
+# more, and the last report is written after the last step.
 REPORT_RESERVE_S = 10.0
 KILL_GRACE_S = 3.0  # between SIGTERM and SIGKILL
-READER_JOIN_S = 5.0  # waiting for the output of a killed process to drain
+STACK_DUMP_S = 2.0  # for a timed-out process to print its Python stacks (SIGABRT, faulthandler) before it is killed
+READER_JOIN_S = 3.0  # waiting for the output of a killed process to drain
 MIN_STEP_S = 5.0  # a step with less time than this left in the budget is skipped
 
 
@@ -283,6 +284,7 @@ class CommandResult:
     seconds: float
     timed_out: bool
     output: str  # the last 256 KiB of output, carriage returns (progress bars) as line breaks
+    diagnosis: str = ""  # for a time-out: what the machine and the process were doing when the limit came
 
     def tail(self, lines: int = 30) -> str:
         """The last non-empty output lines, for a report."""
@@ -363,13 +365,42 @@ class Command:
         self._signal_group(signal.SIGKILL)
         self.proc.wait()
 
+    def diagnose(self, deadline: float) -> str:
+        """What a time-out looked like, in one line, for telling a hang from a starved or stalled machine: how late
+        the wait itself came back (seconds late: the whole machine stalled, this process too), the load and free
+        memory, and each process of the group's state and CPU seconds (sleeping with few CPU seconds: blocked)."""
+        parts = [f"the wait came back {time.monotonic() - deadline:.1f} s after the limit"]
+        try:
+            load = os.getloadavg()
+            parts.append(f"load {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min)")
+        except OSError:
+            pass
+        meminfo = _read_text("/proc/meminfo")
+        avail = re.search(r"^MemAvailable:\s+(\d+) kB", meminfo, re.M)
+        if avail:
+            parts.append(f"{int(avail.group(1)) / 2**20:.1f} GiB memory available")
+        parts += [_process_line(pid) for pid in _group_pids(self.proc.pid)]
+        return "; ".join(parts)
+
+    def dump_stacks(self) -> None:
+        """SIGABRT to the main process: with faulthandler on (PYTHONFAULTHANDLER in the environment) it prints every
+        thread's Python stack into the log before it dies, which says where a hang hung."""
+        try:
+            os.kill(self.proc.pid, signal.SIGABRT)
+            self.proc.wait(timeout=STACK_DUMP_S)
+        except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+            pass
+
     def wait(self, deadline: float) -> CommandResult:
         """Wait until the process ends or ``deadline`` (monotonic time) passes, then stop what is left of it."""
-        timed_out = False
+        timed_out, diagnosis = False, ""
         try:
             self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             timed_out = True
+            diagnosis = self.diagnose(deadline)
+            self._write_log(f"[time limit: {diagnosis}]\n")
+            self.dump_stacks()
             self.stop()
         # Data-loader workers or ranks that outlived their parent still hold the pipe: they belong to this run.
         self._signal_group(signal.SIGKILL)
@@ -379,7 +410,39 @@ class Command:
                         f"{seconds:.1f} s]\n")
         with self._log_lock:
             self._log.close()
-        return CommandResult(self.argv, None if timed_out else self.proc.returncode, seconds, timed_out, self._output)
+        return CommandResult(self.argv, None if timed_out else self.proc.returncode, seconds, timed_out, self._output,
+                             diagnosis)
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _group_pids(pgid: int) -> list[int]:
+    """The live processes of a process group (Linux /proc): the command, its workers and ranks."""
+    pids = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = _read_text(str(entry / "stat")).rpartition(")")[2].split()
+        if len(fields) > 3 and int(fields[2]) == pgid:  # after the name: state, ppid, pgrp
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def _process_line(pid: int) -> str:
+    """``pid N <command>: state S, T CPU s, in <kernel wait channel>``."""
+    fields = _read_text(f"/proc/{pid}/stat").rpartition(")")[2].split()
+    if len(fields) < 13:
+        return f"pid {pid}: gone"
+    cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    argv = _read_text(f"/proc/{pid}/cmdline").split("\0")
+    name = " ".join(a for a in argv[:4] if a)[:80]
+    wchan = _read_text(f"/proc/{pid}/wchan").strip()
+    where = f", in {wchan}" if wchan not in ("", "0") else ""
+    return f"pid {pid} {name}: state {fields[0]}, {cpu_s:.1f} CPU s{where}"
 
 
 # ============================================================================ the run's context
@@ -430,7 +493,7 @@ class Context:
         for r in results:
             if r.timed_out:
                 raise StepTimeout(f"killed after {r.seconds:.0f} s at the step's time limit: {_short(r.argv)}",
-                                  r.tail())
+                                  f"{r.diagnosis}\n{r.tail(60)}")
         for r in results:
             if r.returncode != 0:
                 raise StepFailed(f"exit {r.returncode}: {_short(r.argv)}", r.tail())
@@ -452,6 +515,16 @@ class Context:
 def _short(argv: Sequence[str]) -> str:
     text = shlex.join(argv)
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def command_env(site: Path) -> dict[str, str]:
+    """The environment of every command the check runs."""
+    env = dict(os.environ)
+    # The package from this checkout, then the wheels installed for this machine, then whatever was there.
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (str(REPO), str(site), env.get("PYTHONPATH", "")) if x)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # a crash, or the SIGABRT sent at a time-out, prints every thread's stack
+    return env
 
 
 def write_atomic(path: Path, text: str) -> Path:
@@ -1437,12 +1510,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True)
     site.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / "logs", ignore_errors=True)
-    env = dict(os.environ)
-    # The package from this checkout, then the wheels installed for this machine, then whatever was there.
-    env["PYTHONPATH"] = os.pathsep.join(x for x in (str(REPO), str(site), env.get("PYTHONPATH", "")) if x)
-    env["PYTHONUNBUFFERED"] = "1"
     ctx = Context(settings=settings, dry_run=args.dry_run, out=out, work=work, site=site,
-                  wheels=args.wheels.resolve(), env=env)
+                  wheels=args.wheels.resolve(), env=command_env(site))
     print(f"[gpu-check] {settings.name}: report in {out}, work in {work_root}, budget {settings.budget_s:g} s",
           flush=True)
     report = run_check(ctx)

@@ -88,7 +88,10 @@ def test_a_failing_or_hanging_step_is_reported_and_the_others_still_run(tmp_path
 
     def hangs(ctx, rec):
         rec["partial"] = "kept"
-        ctx.run([sys.executable, "-c", "import time; print('waiting', flush=True); time.sleep(60)"])
+        script = tmp_path / "stuck.py"
+        script.write_text("import time\ndef stuck_here():\n    time.sleep(60)\nprint('waiting', flush=True)\n"
+                          "stuck_here()\n", encoding="utf-8")
+        ctx.run([sys.executable, str(script)])
 
     steps = (gc.Step("environment", ok, "first"), gc.Step("broken", fails, "exits 3"),
              gc.Step("slow", hangs, "sleeps"), gc.Step("after_broken", ok, "needs broken", needs=("broken",)),
@@ -102,7 +105,7 @@ def test_a_failing_or_hanging_step_is_reported_and_the_others_still_run(tmp_path
     settings = dataclasses.replace(gc.DRY_RUN, limits_s=limits, budget_s=90.0)
     gc.check_settings(settings)
     ctx = gc.Context(settings=settings, dry_run=True, out=tmp_path / "out", work=tmp_path / "work",
-                     site=tmp_path / "site", wheels=tmp_path / "wheels", env=dict(os.environ))
+                     site=tmp_path / "site", wheels=tmp_path / "wheels", env=gc.command_env(tmp_path / "site"))
     t0 = time.monotonic()
     report = gc.run_check(ctx)
     assert time.monotonic() - t0 < 30  # the hanging command was killed at its step's limit
@@ -112,6 +115,12 @@ def test_a_failing_or_hanging_step_is_reported_and_the_others_still_run(tmp_path
     entries = {s["name"]: s for s in report["steps"]}
     assert "exit 3" in entries["broken"]["error"] and "something broke" in entries["broken"]["error"]
     assert "time limit" in entries["slow"]["error"] and entries["slow"]["results"]["partial"] == "kept"
+    # What the time-out looked like (a blocked process: sleeping, few CPU seconds), and where it hung: the Python
+    # stack that the process printed when it was sent SIGABRT.
+    diagnosis = entries["slow"]["error"].splitlines()[1]
+    assert diagnosis.startswith("the wait came back ") and "memory available" in diagnosis, diagnosis
+    assert "state S, " in diagnosis and "CPU s" in diagnosis, diagnosis
+    assert 'line 3 in stuck_here' in entries["slow"]["error"]
     assert entries["after_broken"]["reason"] == "needs broken"
     assert entries["either"]["reason"] == "needs one of broken, slow"
     saved = json.loads((tmp_path / "out" / "gpu_check.json").read_text(encoding="utf-8"))
@@ -285,7 +294,8 @@ def dry_run(tmp_path_factory):
 @pytest.mark.slow
 def test_dry_run_runs_every_step_and_skips_only_cuda(dry_run):
     proc, report, out, _ = dry_run
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    errors = "\n".join(f"--- {s['name']} ({s['status']}):\n{s['error']}" for s in report["steps"] if s["error"])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:] + errors
     assert [s["name"] for s in report["steps"]] == [s.name for s in gc.STEPS]
     for step in report["steps"]:
         if step["name"] in gc.CUDA_ONLY:
