@@ -169,7 +169,7 @@ def check_config(cfg: PipelineConfig, work: Path | None = None) -> None:
     would otherwise surface only in the stage that reads it, after the data stages (minutes at full size)."""
     from livestock.evaluation.silver import MODES
     from livestock.model.engine import ENGINES, get_engine, parse_device
-    from livestock.model.engine_files import find_start_weights
+    from livestock.model.engine_files import check_model, find_start_weights
     from livestock.model.genetic import parse_keys
     from livestock.model.pretrain import AUTO
     from livestock.model.search import SAMPLERS
@@ -177,9 +177,8 @@ def check_config(cfg: PipelineConfig, work: Path | None = None) -> None:
     if cfg.engine not in ENGINES:
         raise ValueError(f"--engine {cfg.engine!r}: choose one of {', '.join(ENGINES)}")
     engine = get_engine(cfg.engine)
-    if cfg.model and cfg.model not in engine.MODEL_NAMES and not Path(cfg.model).is_file():
-        raise ValueError(f"--model {cfg.model!r}: not a {cfg.engine} model ({', '.join(engine.MODEL_NAMES)}) "
-                         f"nor a model yaml that exists")
+    if cfg.model:
+        check_model(cfg.model, cfg.engine, engine.MODEL_NAMES)
     parse_device(cfg.device)
     low = [f"--{name.replace('_', '-')} {value}" for name, value in
            (("batch", cfg.batch), ("epochs", cfg.epochs), ("evolve_trials", cfg.evolve_trials),

@@ -218,6 +218,22 @@ def test_the_defaults_and_the_originals_settings_pass_the_check():
                                 evolve_trials=7, evolve_epochs=7, device="cpu"))
 
 
+def test_a_model_yaml_is_checked_as_training_would_check_it(tmp_path):
+    """The same rule as training's (engine_files.check_model): a yaml that exists but describes no architecture is
+    refused before any stage, as is a name of neither engine; a shipped name with ``.yaml`` passes."""
+    from livestock.pipeline import check_config
+
+    empty = tmp_path / "mine.yaml"
+    empty.write_text("nc: 2\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(f"{empty}: not a model yaml")):
+        check_config(PipelineConfig(model=str(empty)))
+    with pytest.raises(ValueError, match=re.escape("--model 'yolov5q': not a yolov5 model (yolov5n")):
+        check_config(PipelineConfig(model="yolov5q"))
+    check_config(PipelineConfig(model="yolov5s.yaml"))
+    empty.write_text("backbone: []\nhead: []\n", encoding="utf-8")
+    check_config(PipelineConfig(model=str(empty)))
+
+
 @pytest.mark.parametrize("setting, message", [
     (dict(imgsz=0), "--imgsz 0"), (dict(epochs=0), "--epochs 0"), (dict(evolve_trials=0), "--evolve-trials 0"),
     (dict(device="bogus"), "bogus"), (dict(conf=2.0), "--conf 2.0"), (dict(iou=0.0), "--iou 0.0"),

@@ -1,5 +1,5 @@
 """The files every engine takes from the user, read by one rule for all of them: the start weights
-(:func:`find_start_weights`), a model yaml given by path (:func:`model_yaml_path`) and hyp files (:func:`read_hyp`).
+(:func:`find_start_weights`), the model (:func:`check_model`, :func:`model_yaml_path`) and hyp files (:func:`read_hyp`).
 Each engine adds only what is its own (where its shipped yamls and hyp files live, how it fetches pretrained weights).
 """
 from __future__ import annotations
@@ -50,6 +50,24 @@ def model_yaml_path(model: str | os.PathLike, model_names: Sequence[str]) -> Pat
     if not isinstance(content, dict) or not {"backbone", "head"} <= set(content):
         raise ValueError(f"{path}: not a model yaml (expected 'backbone' and 'head' entries)")
     return path.resolve()
+
+
+def shipped_model_name(model: str | os.PathLike, model_names: Sequence[str]) -> str | None:
+    """The name in ``model_names`` that ``model`` gives, bare or with ``.yaml`` (``yolov5m6``, ``yolov5m6.yaml``);
+    None for anything else, a path with a folder included (that is a yaml of the user's)."""
+    name = Path(str(model)).name
+    stem = name[:-5] if name.endswith(".yaml") else name
+    return stem if str(model) in (stem, name) and stem in model_names else None
+
+
+def check_model(model: str | os.PathLike, engine: str, model_names: Sequence[str]) -> None:
+    """A ``--model`` an engine can build: one of its ``model_names`` (with or without ``.yaml``) or a model yaml
+    that :func:`model_yaml_path` accepts. Checked before any work, by the commands that build a model later."""
+    if shipped_model_name(model, model_names):
+        return
+    if Path(model).suffix not in (".yaml", ".yml"):
+        raise ValueError(f"--model {str(model)!r}: not a {engine} model ({', '.join(model_names)}) nor a model yaml")
+    model_yaml_path(model, model_names)  # exists and describes an architecture; its errors name the file
 
 
 def read_hyp(hyp: str | os.PathLike | dict, hyp_path: Callable[[str | os.PathLike], Path], keys: Sequence[str],

@@ -99,8 +99,9 @@ def _check_resume(save_dir: Path, settings: dict) -> None:
     old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     differ = [k for k in _RESUME_SETTINGS if old.get(k) != settings[k]]
     if "inputs" in differ:
-        raise provenance.StaleError(f"{save_dir}: evolved on other data than {settings['data']} now describes; move or delete "
-                         f"this evolution folder, or choose another --name (OUT_DIR), to evolve on the current data")
+        raise provenance.StaleError(f"{save_dir}: evolved on other data than {settings['data']} now describes; move "
+                                    f"or delete this evolution folder, or choose another --name (OUT_DIR), to evolve "
+                                    f"on the current data")
     if differ:
         detail = "; ".join(f"{k}: {old.get(k)!r} there, {settings[k]!r} now" for k in differ)
         raise ValueError(f"{path}: this evolution folder was started with other settings ({detail}). "

@@ -175,8 +175,8 @@ class GeneticSampler(optuna.samplers.BaseSampler):
     selection), and mutates it: per key, with probability ``mutation_prob``, a factor
     ``1 + gain * N(0, 1) * U(0, 1) * sigma`` (one uniform shared by all keys), clipped to [0.3, 3.0], drawn again
     until some key changes; values are clipped to the bounds and rounded to 5 significant digits
-    (:func:`livestock.model.evolve.next_hyp`). A trial that starts before any has finished mutates the base. Random draws
-    come from ``numpy.random.default_rng([seed, trial number])``: the same seed and history give the same proposal
+    (:func:`livestock.model.evolve.next_hyp`). A trial that starts before any has finished mutates the base. Random
+    draws come from ``numpy.random.default_rng([seed, trial number])``: the same seed and history give the same proposal
     in any worker. Fitness is maximised.
     """
 

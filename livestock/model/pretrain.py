@@ -40,6 +40,7 @@ from livestock.data.yolo_format import prepare_dataset
 from livestock.evaluation.inference import split_map
 from livestock.fileio import atomic_write_bytes, atomic_write_text, file_sha256
 from livestock.model.engine import DEFAULT_ENGINE, ENGINES, epochs_in_results, get_engine, parse_device
+from livestock.model.engine_files import check_model
 from livestock.model.run_record import RunRecord
 
 MANIFEST_KIND = "livestock-pretrained-weights"
@@ -90,10 +91,7 @@ class PretrainSettings:
             raise ValueError(f"need epochs >= 1, batch >= 1, imgsz >= 32 (got {self.epochs}, {self.batch}, "
                              f"{self.imgsz})")
         # and these before a folder is made or a frame rendered (2,000 frames take minutes)
-        names = get_engine(self.engine).MODEL_NAMES
-        if self.model not in names and not Path(self.model).is_file():
-            raise ValueError(f"--model {self.model!r}: not a {self.engine} model ({', '.join(names)}) nor a model "
-                             f"yaml that exists")
+        check_model(self.model, self.engine, get_engine(self.engine).MODEL_NAMES)
         parse_device(self.device)
         check_image_scale(self.scale)
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from livestock.model.engine import (CONTEST_MAX_WEIGHT_MB, TTA_VIEWS, PretrainedWeightsError, augmented_candidates,
                                     counting_head_rows, enforce_weight_size, save_model_checkpoint)
-from livestock.model.engine_files import find_start_weights, model_yaml_path, read_hyp
+from livestock.model.engine_files import find_start_weights, model_yaml_path, read_hyp, shipped_model_name
 from livestock.model.onnx_file import load_onnx, save_onnx, set_onnx_metadata, weights_in_scratch
 from livestock.model.ultralytics.compat import ensure_ultralytics
 from livestock.records import CLASS_NAMES
@@ -79,9 +79,8 @@ ONE2ONE_MAX_DET = 300  # the NMS-free head's top-k: Ultralytics' max_det default
 def model_cfg(model: str | os.PathLike) -> str:
     """What to hand Ultralytics for an architecture: a name from :data:`MODEL_NAMES` (with or without ``.yaml``)
     as ``<name>.yaml``, which Ultralytics resolves to its shipped yaml and scale; a yaml path as an absolute path."""
-    name = Path(str(model)).name
-    stem = name[:-5] if name.endswith(".yaml") else name
-    if str(model) in (stem, name) and stem in MODEL_NAMES:
+    stem = shipped_model_name(model, MODEL_NAMES)
+    if stem:
         return f"{stem}.yaml"
     return str(model_yaml_path(model, MODEL_NAMES))
 

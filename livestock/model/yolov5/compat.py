@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from livestock.fileio import atomic_output
 from livestock.model.engine import CONTEST_MAX_WEIGHT_MB, PretrainedWeightsError, enforce_weight_size
-from livestock.model.engine_files import find_start_weights, model_yaml_path, read_hyp
+from livestock.model.engine_files import find_start_weights, model_yaml_path, read_hyp, shipped_model_name
 from livestock.model.ultralytics.compat import install_offline_fonts, set_ultralytics_environment
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -177,9 +177,8 @@ def yolov5_package_dir() -> Path:
 def model_cfg(model: str | os.PathLike) -> Path:
     """Path of a model architecture yaml: a name (``yolov5n`` ... ``yolov5x``, P6 ``yolov5n6`` ... ``yolov5x6``,
     with or without ``.yaml``) resolves to the yaml shipped inside the yolov5 package; a path is taken as is."""
-    name = Path(str(model)).name
-    stem = name[:-5] if name.endswith(".yaml") else name
-    if str(model) in (stem, name) and stem in MODEL_NAMES:
+    stem = shipped_model_name(model, MODEL_NAMES)
+    if stem:
         pkg = yolov5_package_dir() / "models"
         for candidate in (pkg / f"{stem}.yaml", pkg / "hub" / f"{stem}.yaml"):
             if candidate.is_file():
@@ -295,8 +294,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 def checkpoint_size_report(path: str | os.PathLike, limit_mb: float = CONTEST_MAX_WEIGHT_MB) -> dict:
     """Size of any YOLOv5 checkpoint against a limit (the contest's 100 MB; MB = 10**6 bytes, which is stricter
     than MiB). ``stripped_fp16_mb`` is the exact size the file has after YOLOv5's ``strip_optimizer`` (EMA
-    weights kept, FP16, no optimizer state), measured by saving that form to a temporary file of the same name: the size of the
-    file you would submit. Loads the checkpoint (a pickle): only for files you trust."""
+    weights kept, FP16, no optimizer state), measured by saving that form to a temporary file of the same name: the
+    size of the file you would submit. Loads the checkpoint (a pickle): only for files you trust."""
     import copy
     import tempfile
 
