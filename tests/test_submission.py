@@ -354,6 +354,38 @@ def test_cli_rejects_bad_submissions_with_a_clear_error(tmp_path, capsys):
     assert cli.main(["check-submission", str(stranger), "--answer", str(answer), "--allow-unknown-images"]) == 0
 
 
+def test_cli_refuses_files_without_any_box(tmp_path, capsys):
+    """submit, check-submission and score share one rule: a file without a single box is a mistake, refused with
+    one line naming the file, and submit writes no answer."""
+    header = ",".join(DETECTION_COLUMNS)
+    out = tmp_path / "answer.csv"
+    for name, body, found in (("header_only.csv", "", "no detection rows"),
+                              ("no_boxes.csv", "a.jpg,100,100,,,,,,\n", "no box inside any of its 1 image(s)")):
+        dets = tmp_path / name
+        dets.write_text(header + "\n" + body)
+        assert cli.main(["submit", "--detections", str(dets), "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"livestock submit: error: {dets}: {found}") and len(err.splitlines()) == 1
+        assert not out.exists()
+
+    empty_sub = write_csv(tmp_path, [], name="empty_sub.csv")
+    empty_answer = write_csv(tmp_path, [], header=",".join(ANSWER_COLUMNS), name="empty_answer.csv")
+    answer = write_csv(tmp_path, ["livestock_cow_bbox_000001.jpg,cow,0.1,0.2,0.1,0.3"],
+                       header=",".join(ANSWER_COLUMNS), name="answer.csv")
+    good = write_csv(tmp_path, ["livestock_cow_bbox_000001.jpg,cow,0.9,0.1,0.2,0.1,0.3"], name="good.csv")
+    for argv, where, found in ((["check-submission", str(empty_sub)], empty_sub, "no submission rows"),
+                               (["check-submission", str(empty_sub), "--answer", str(answer)], empty_sub,
+                                "no submission rows"),
+                               (["score", "--answer", str(answer), "--pred", str(empty_sub)], empty_sub,
+                                "no submission rows"),
+                               (["score", "--answer", str(empty_answer), "--pred", str(good)], empty_answer,
+                                "no answer rows")):
+        assert cli.main(argv) == 1
+        printed = capsys.readouterr()
+        assert printed.err.startswith(f"livestock {argv[0]}: error: {where}: {found}"), printed.err
+        assert len(printed.err.splitlines()) == 1 and "mAP" not in printed.out
+
+
 @pytest.mark.parametrize("normalise,expected_x2", [("image", 960 / 1920), ("original", 960 / 1280)])
 def test_every_answer_writer_takes_the_normalisation(tmp_path, monkeypatch, normalise, expected_x2):
     """The inference stage's writer, the submit command and tuning share one normalisation option: a 1920x1080 pig

@@ -473,6 +473,16 @@ def validate_submission(source: Source, answer: Source | None = None, *, classes
     return frame
 
 
+def require_boxes(frame: pd.DataFrame, where: str, found: str) -> pd.DataFrame:
+    """The rule ``submit``, ``check-submission`` and ``score`` share: a contest file (or the detections an answer is
+    written from) without a single box is refused with ``where: found``. The scorer would give it mAP 0 without a
+    word, and such a file is surely a mistake: a wrong file, an empty detector output, a threshold above every
+    confidence."""
+    if len(frame) == 0:
+        raise SubmissionError(f"{where}: {found}; a contest file without a single box leaves nothing to score")
+    return frame
+
+
 def submission_summary(frame: pd.DataFrame) -> str:
     """One line about a submission: rows, images and rows per class."""
     per_class = frame.groupby("LabelName").size().to_dict() if len(frame) else {}
@@ -495,7 +505,10 @@ def cli_submit(args: argparse.Namespace) -> int:
     """Run ``livestock submit`` with parsed ``args``; returns the exit code."""
     detections = load_detections(args.detections)
     original = args.normalise == "original"
-    path = write_submission(detections, args.out, normalise_by=normalisation(args.normalise))
+    frame = detections_to_submission(detections, normalise_by=normalisation(args.normalise))
+    require_boxes(frame, args.detections, f"no box inside any of its {len(detections)} image(s)" if detections
+                  else "no detection rows")
+    path = atomic_write_csv(frame, args.out)
     # the file as written must pass the same checks as any submission
     frame = validate_submission(path, check_coordinate_range=not original)
     print(f"wrote {path}: {submission_summary(frame)} from {len(detections)} images")
@@ -514,6 +527,7 @@ def cli_check_submission(args: argparse.Namespace) -> int:
     """Run ``livestock check-submission`` with parsed ``args``; returns the exit code."""
     frame = validate_submission(args.submission, args.answer,
                                 unknown_images="warn" if args.allow_unknown_images else "error")
+    require_boxes(frame, args.submission, "no submission rows")
     for warning in frame.attrs["warnings"]:
         print(f"warning: {warning}")
     print(f"{args.submission}: valid submission, {submission_summary(frame)}")
@@ -539,9 +553,10 @@ def cli_score(args: argparse.Namespace) -> int:
     """Run ``livestock score`` with parsed ``args``; returns the exit code."""
     if not 0.0 < args.iou <= 1.0:
         raise ValueError(f"--iou must be in (0, 1], got {args.iou}")
-    answer = read_answer(args.answer)
+    answer = require_boxes(read_answer(args.answer), args.answer, "no answer rows")
     submission = validate_submission(args.pred, answer=answer,
                                      unknown_images="warn" if args.allow_unknown_images else "error")
+    require_boxes(submission, args.pred, "no submission rows")
     for warning in answer.attrs.get("warnings", []) + submission.attrs.get("warnings", []):
         print(f"warning: {warning}")
     # Score the files as the contest scorer reads them (pd.read_csv of each path).
