@@ -386,6 +386,17 @@ def test_cli_refuses_files_without_any_box(tmp_path, capsys):
         assert len(printed.err.splitlines()) == 1 and "mAP" not in printed.out
 
 
+def test_cli_submit_names_the_detections_file_of_a_bad_confidence(tmp_path, capsys):
+    dets = tmp_path / "dets.csv"
+    dets.write_text(",".join(DETECTION_COLUMNS) + "\nimg_1.jpg,100,100,cow,1.5,1,1,5,5\n")
+    out = tmp_path / "answer.csv"
+    assert cli.main(["submit", "--detections", str(dets), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"livestock submit: error: {dets}: invalid detections file" in err
+    assert "row 1 (line 2): conf = 1.5 is outside [0, 1]" in err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("normalise,expected_x2", [("image", 960 / 1920), ("original", 960 / 1280)])
 def test_every_answer_writer_takes_the_normalisation(tmp_path, monkeypatch, normalise, expected_x2):
     """The inference stage's writer, the submit command and tuning share one normalisation option: a 1920x1080 pig

@@ -234,6 +234,9 @@ def load_detections(path: str | os.PathLike, class_names: Sequence[str] = CLASS_
     labels = table["label"].str.strip()
     for i in np.flatnonzero(~empty_row & ~labels.isin(list(class_names)).to_numpy()):
         problems.append((i, f"unknown label {labels.iat[i]!r} (classes: {', '.join(class_names)})"))
+    conf = numbers["conf"]
+    for i in np.flatnonzero(~empty_row & np.isfinite(conf) & ((conf < 0) | (conf > 1))):
+        problems.append((i, f"conf = {table['conf'].iat[i].strip()} is outside [0, 1]"))
     for i in np.flatnonzero(~empty_row & ((numbers["x2"] < numbers["x1"]) | (numbers["y2"] < numbers["y1"]))):
         problems.append((i, "box corners out of order (need x1 <= x2 and y1 <= y2)"))
     for i in np.flatnonzero((table["image_id"].str.strip() == "").to_numpy()):
