@@ -206,3 +206,19 @@ def test_cli_eda(tmp_path, capsys):
     assert (tmp_path / "eda" / "box_count_groups.csv").is_file()
     assert cli.main(["eda", str(tmp_path / "absent"), "--out", str(tmp_path / "eda2")]) == 1
     assert "absent" in capsys.readouterr().err
+
+
+def test_cli_eda_refuses_negative_samples_and_a_file_for_the_folder(tmp_path, capsys):
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    save_records(synthetic_records(40, seed=3), prepared / "records.jsonl")
+    out = tmp_path / "eda"
+    assert cli.main(["eda", str(prepared), "--out", str(out), "--samples", "-2"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("livestock eda: error: --samples -2: must be 0") and len(err.splitlines()) == 1
+    assert not out.exists()
+    assert cli.main(["eda", str(prepared / "records.jsonl"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"livestock eda: error: {prepared / 'records.jsonl'}: not a folder")
+    assert "not found" not in err
+    assert not out.exists()

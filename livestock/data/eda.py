@@ -57,6 +57,9 @@ def load_prepared_records(prepared_dir: str | os.PathLike) -> list[ImageRecord]:
     (made absolute against the current directory). A folder prepared from other data than its data folder now
     holds is refused (:class:`livestock.provenance.StaleError`)."""
     prepared_dir = Path(prepared_dir)
+    if prepared_dir.exists() and not prepared_dir.is_dir():
+        raise NotADirectoryError(f"{prepared_dir}: not a folder; give the prepared dataset folder (the one holding "
+                                 f"records.jsonl and images/)")
     if not prepared_dir.is_dir():
         raise FileNotFoundError(f"{prepared_dir}: prepared dataset folder not found (run `livestock prepare` first)")
     provenance.require_current(prepared_dir)
@@ -559,6 +562,8 @@ def cli_eda_args(parser: argparse.ArgumentParser) -> None:
 
 def cli_eda(args: argparse.Namespace) -> int:
     """``livestock eda``: write every table and plot and print the two main tables."""
+    if args.samples < 0:
+        raise ValueError(f"--samples {args.samples}: must be 0 (no sample frames) or more")
     result = run_eda(args.prepared_dir, args.out, samples=args.samples, seed=args.seed)
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(result["tables"]["summary"].to_string())
