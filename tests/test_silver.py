@@ -14,7 +14,7 @@ from livestock.evaluation import silver
 from livestock.evaluation.inference import score_detections
 from livestock.experiments import training_sets
 from livestock.evaluation.analysis import pairwise_iou
-from livestock.records import CLASS_TO_ID, Detections, ImageRecord, load_records
+from livestock.records import CLASS_TO_ID, Detections, ImageRecord, load_records, save_records
 from livestock.data.yolo_format import label_path_for, read_label_file
 
 COW, PIG = CLASS_TO_ID["cow"], CLASS_TO_ID["pig"]
@@ -286,6 +286,32 @@ def test_cli_silver_reports_bad_input(tmp_path: Path, capsys):
     weights.write_bytes(b"x")
     assert main(["silver", "--weights", str(weights), "--prepared", str(tmp_path), "--split", str(tmp_path)]) == 1
     assert "records.jsonl: records file not found" in capsys.readouterr().err
+
+
+def _silver_cli(prepared, tmp_path: Path) -> list[str]:
+    """``livestock silver`` on the prepared-like folder with weights no model loads from: an error about the
+    weights means the settings passed their checks."""
+    recs, split = prepared
+    save_records(recs, tmp_path / "prepared" / "records.jsonl")
+    weights = tmp_path / "w.pt"
+    weights.write_text("not a checkpoint")
+    return ["silver", "--weights", str(weights), "--prepared", str(tmp_path / "prepared"), "--split", str(split),
+            "--out", str(tmp_path / "silver"), "--cache-dir", "none", "--device", "cpu"]
+
+
+def test_cli_silver_checks_its_settings_before_detection(prepared, tmp_path: Path, capsys):
+    from livestock.cli import main
+
+    base = _silver_cli(prepared, tmp_path)
+    assert main([*base, "--min-boxes", "-1", "--nms-iou", "0", "--merge-iou", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "livestock silver: error: --nms-iou 0.0, --merge-iou 5.0, --min-boxes -1: " in err, err
+    assert main([*base, "--conf", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "livestock silver: error: --conf 2.0: " in err and "conf_floor" not in err, err
+    assert main(base) == 1  # settings in range: on to the model, which does not load
+    assert "w.pt" in capsys.readouterr().err
+    assert not (tmp_path / "silver").exists()
 
 
 def test_silver_threshold_sweep(gold, det):

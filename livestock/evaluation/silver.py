@@ -499,6 +499,26 @@ def training_targets(prepared_dir: str | Path, split_dir: str | Path, classes: S
     return train, targets
 
 
+# How the settings of build_silver_sets are called on the command line (``livestock silver``).
+SILVER_OPTIONS: dict[str, str] = {"conf": "--conf", "nms_iou": "--nms-iou", "min_boxes": "--min-boxes",
+                                  "merge_iou": "--merge-iou", "n_backgrounds": "--backgrounds", "imgsz": "--imgsz"}
+
+
+def check_silver_settings(*, conf: float, nms_iou: float, min_boxes: int, merge_iou: float, n_backgrounds: int = 0,
+                          imgsz: int = 640, names: Mapping[str, str] | None = None) -> None:
+    """A ValueError naming each setting of :func:`build_silver_sets` that no silver set can take, as ``names`` calls
+    it (:data:`SILVER_OPTIONS`: the options the user typed; default the parameter names), before the model loads.
+    The confidence stays below 1: the detector keeps only candidates above it, and none is above 1."""
+    name = (names or {}).get
+    bad = [f"{name(k, k)} {v}" for k, v in (("conf", conf),) if not 0 <= v < 1]
+    bad += [f"{name(k, k)} {v}" for k, v in (("nms_iou", nms_iou), ("merge_iou", merge_iou)) if not 0 < v <= 1]
+    bad += [f"{name(k, k)} {v}" for k, v in (("min_boxes", min_boxes), ("n_backgrounds", n_backgrounds)) if v < 0]
+    bad += [f"{name('imgsz', 'imgsz')} {imgsz}"] if imgsz < 32 else []
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: the confidence lies in [0, 1), IoUs in (0, 1], box and background "
+                         f"counts are 0 or more, the image size is at least 32")
+
+
 def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREPARED_DIR,
                       split_dir: str | Path = paths.SPLITS_DIR / "multilabel", out_dir: str | Path = SILVER_DIR, *,
                       modes: Sequence[str] = MODES, classes: Sequence[str] = ("cow",), imgsz: int = 640,
@@ -515,6 +535,8 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
     without one, earlier such files are removed (they measured other images). Each plus set records its provenance
     (``source.json``). Returns name -> path (``<mode>`` -> its data.yaml, ``quality``, ``quality_sweep``)."""
     prepared_dir, split_dir, out_dir = Path(prepared_dir), Path(split_dir), Path(out_dir)
+    check_silver_settings(conf=conf, nms_iou=nms_iou, min_boxes=min_boxes, merge_iou=merge_iou,
+                          n_backgrounds=n_backgrounds, imgsz=imgsz)
     for m in modes:
         if m not in (*MODES, GOLD_SET):
             raise ValueError(f"mode must be one of {(*MODES, GOLD_SET)}, got {m!r}")
@@ -605,6 +627,8 @@ def cli_silver_args(parser: argparse.ArgumentParser) -> None:
 
 def cli_silver(args: argparse.Namespace) -> int:
     """Run ``livestock silver`` with parsed ``args``; returns the exit code."""
+    check_silver_settings(conf=args.conf, nms_iou=args.nms_iou, min_boxes=args.min_boxes, merge_iou=args.merge_iou,
+                          n_backgrounds=args.backgrounds, imgsz=args.imgsz, names=SILVER_OPTIONS)
     modes = MODES if args.mode == "both" else (args.mode,)
     written = build_silver_sets(
         args.weights, args.prepared, args.split, args.out, modes=modes,
