@@ -56,6 +56,19 @@ def test_detect_on_no_images_fails(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+def test_detect_checks_every_listed_image_before_loading_the_model(tmp_path, frames, capsys):
+    weights = tmp_path / "w.pt"
+    weights.write_text("not a checkpoint")
+    listed = tmp_path / "images.txt"
+    present = sorted(frames.iterdir())[0]
+    listed.write_text(f"{present}\n{tmp_path / 'gone.jpg'}\n{tmp_path / 'gone2.jpg'}\n")
+    line = _one_line_error(capsys, ["detect", "--weights", str(weights), "--source", str(listed), "--cache-dir", "none",
+                                    "--out", str(tmp_path / "d.csv")],
+                           f"{listed}: names a missing image {tmp_path / 'gone.jpg'} (and 1 more)")
+    assert "w.pt" not in line
+    assert not (tmp_path / "d.csv").exists()
+
+
 def test_tune_on_a_missing_source_says_not_found(tmp_path, capsys):
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"")

@@ -105,6 +105,14 @@ def resolve_images(source: str | Path | Sequence[ImageSource]) -> list[_ImageIte
             raise ValueError(f"{item.path}: image id {item.image_id!r} also names {seen[item.image_id]}")
         seen[item.image_id] = item.path
         out.append(item)
+    # Every image is read sooner or later (a cached one too, to check its bytes): a missing one fails now, before
+    # the model loads and the images before it are run.
+    missing = [item.path for item in out if not item.path.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        if isinstance(source, (str, Path)) and Path(source).suffix in (".txt", ".jsonl"):
+            raise FileNotFoundError(f"{source}: names a missing image {missing[0]}{more}")
+        raise FileNotFoundError(f"{missing[0]}: image not found{more}")
     return out
 
 
