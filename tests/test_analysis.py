@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from livestock.evaluation import analysis
-from livestock.records import CLASS_TO_ID, Detections, ImageRecord
+from livestock.records import CLASS_TO_ID, Detections, ImageRecord, save_records
 
 COW, PIG = CLASS_TO_ID["cow"], CLASS_TO_ID["pig"]
 
@@ -206,6 +206,25 @@ def test_cli_analyze_reports_bad_input(tmp_path: Path, capsys):
 
     assert main(["analyze", "--weights", "w.pt", "--prepared", str(tmp_path), "--split", str(tmp_path)]) == 1
     assert "records.jsonl: records file not found" in capsys.readouterr().err
+
+
+def test_cli_analyze_checks_the_truth_file_before_detection(case, tmp_path: Path, capsys):
+    from livestock.cli import main
+
+    records, _, _ = case
+    prepared, split = tmp_path / "prepared", tmp_path / "split"
+    prepared.mkdir()
+    split.mkdir()
+    save_records(records, prepared / "records.jsonl")
+    (split / "val.txt").write_text("".join(f"{r.image_path}\n" for r in records))
+    weights = tmp_path / "w.pt"
+    weights.write_text("not a checkpoint")
+    argv = ["analyze", "--weights", str(weights), "--prepared", str(prepared), "--split", str(split),
+            "--out", str(tmp_path / "analysis"), "--cache-dir", "none", "--device", "cpu"]
+    assert main([*argv, "--truth", str(tmp_path / "nope.csv")]) == 1
+    err = capsys.readouterr().err
+    assert f"livestock analyze: error: {tmp_path / 'nope.csv'} not found" in err and "w.pt" not in err, err
+    assert not (tmp_path / "analysis").exists()
 
 
 def test_missing_label_candidates_by_class(case):

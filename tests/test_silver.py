@@ -314,6 +314,22 @@ def test_cli_silver_checks_its_settings_before_detection(prepared, tmp_path: Pat
     assert not (tmp_path / "silver").exists()
 
 
+def test_cli_silver_checks_its_lists_and_truth_before_detection(prepared, tmp_path: Path, capsys):
+    from livestock.cli import main
+
+    base = _silver_cli(prepared, tmp_path)
+    recs, split = prepared
+    listed = tmp_path / "test.txt"
+    listed.write_text(f"{recs[3].image_path}\n{tmp_path / 'gone.jpg'}\n")
+    for option, message in ((["--test", str(tmp_path / "nope")], f"{tmp_path / 'nope'}: image source not found"),
+                            (["--test", str(listed)], f"{listed}: names a missing image {tmp_path / 'gone.jpg'}"),
+                            (["--truth", str(tmp_path / "nope.csv")], f"{tmp_path / 'nope.csv'} not found")):
+        assert main([*base, *option]) == 1
+        err = capsys.readouterr().err
+        assert f"livestock silver: error: {message}" in err and "w.pt" not in err, err
+    assert not (tmp_path / "silver").exists()
+
+
 def test_silver_threshold_sweep(gold, det):
     truth = pd.DataFrame(
         [("cow1.jpg", "cow", 0, 0, 10, 10, True), ("cow1.jpg", "cow", 20, 20, 30, 30, True),

@@ -583,10 +583,11 @@ def run_error_analysis(weights: str | Path, prepared_dir: str | Path = paths.PRE
     ``out_dir`` (see :func:`write_error_analysis`). ``truth_csv``: the synthetic truth, to score the
     missing-label finder, used only when written for the zips the prepared set came from; default
     ``synth_truth.csv`` in that data folder (see :func:`default_truth_csv`)."""
-    records, detections = analysis_inputs(weights, prepared_dir, split_dir, subset=subset, imgsz=imgsz,
-                                          det_conf=det_conf, nms_iou=nms_iou, device=device, cache_dir=cache_dir)
+    # the truth file first: a wrong one fails before the detection, not after
     truth_csv = default_truth_csv(prepared_dir, truth_csv)
     truth = load_truth(truth_csv) if truth_csv is not None else None
+    records, detections = analysis_inputs(weights, prepared_dir, split_dir, subset=subset, imgsz=imgsz,
+                                          det_conf=det_conf, nms_iou=nms_iou, device=device, cache_dir=cache_dir)
     return write_error_analysis(records, detections, out_dir, conf=conf, iou_threshold=iou_threshold,
                                 missing_conf=missing_conf, rank_by=rank_by, n_overlays=n_overlays, top_k=top_k,
                                 truth=truth, missing_classes=missing_classes, source=split_dir)

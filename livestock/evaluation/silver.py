@@ -57,7 +57,7 @@ from livestock.evaluation.analysis import (
     select_records,
     split_image_ids,
 )
-from livestock.evaluation.detect import detect
+from livestock.evaluation.detect import detect, resolve_images
 from livestock.fileio import atomic_write_csv, atomic_write_text
 from livestock.progress import emit
 from livestock.records import (
@@ -552,6 +552,11 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
         raise FileNotFoundError(f"{val_list}: split list not found (run `livestock split` first)")
     if background_source not in BACKGROUND_SOURCES:
         raise ValueError(f"background source must be one of {BACKGROUND_SOURCES}, got {background_source!r}")
+    # The plus sets' data.yaml names these lists: a missing list or image fails here, not after the detection.
+    resolve_images(val_list)
+    if test is not None:
+        resolve_images(test)
+    truth_csv = default_truth_csv(prepared_dir, truth_csv)
 
     # The detector's raw candidates are cached by weights hash and image hash (``cache_dir``), so a rerun with
     # other merge settings costs no network pass.
@@ -569,7 +574,6 @@ def build_silver_sets(weights: str | Path, prepared_dir: str | Path = paths.PREP
                                         backgrounds=_backgrounds(background_source, train, detections,
                                                                  n_backgrounds, seed))
         provenance.record_derived(out_dir / m, split_dir, "livestock silver", mode=m)
-    truth_csv = default_truth_csv(prepared_dir, truth_csv)
     if truth_csv is None or not silver_by_mode:
         for name in ("silver_quality.csv", "silver_quality_sweep.csv"):
             (out_dir / name).unlink(missing_ok=True)
