@@ -198,3 +198,25 @@ def test_cli_prepare(tmp_path, capsys):
     rc = cli_main(["prepare", str(tmp_path / "data"), "--out", str(tmp_path / "out2"), "--strict", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 1 and "livestock_cow_bbox_000003.jpg: image_without_label" in err and "strict" in err
+    assert not (tmp_path / "out2").exists()  # the refusal leaves no folder behind
+
+
+def test_strict_prepare_that_refuses_takes_back_what_it_extracted(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_basic_set(data)
+    # the second pig's label is broken: images read before it are extracted when the refusal comes
+    stems = [pig_name(i, "jpg")[:-4] for i in (1, 2)]
+    write_zip(data / "[라벨]돼지_bbox.zip", {f"labels/{stems[0]}.json": label_json(24, 18, [[0, 0, 24, 18]], 2),
+                                          f"labels/{stems[1]}.json": b"{"})
+    rc = cli_main(["prepare", str(data), "--out", str(tmp_path / "new" / "prepared"), "--strict", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"{stems[1]}.json: malformed_json" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "new").exists()
+
+    images = tmp_path / "old" / "images"  # a folder that was there before keeps what it held, and only that
+    images.mkdir(parents=True)
+    (images / "mine.jpg").write_bytes(b"not ours")
+    assert cli_main(["prepare", str(data), "--out", str(tmp_path / "old"), "--strict", "--quiet"]) == 1
+    assert "malformed_json" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "old").rglob("*")) == ["images", "mine.jpg"]
+    assert (images / "mine.jpg").read_bytes() == b"not ours"

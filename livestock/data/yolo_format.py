@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -171,6 +172,16 @@ def _remove_stale(folder: Path, keep: set[str], suffixes: set[str]) -> int:
     return removed
 
 
+def _outermost_missing(path: Path) -> Path | None:
+    """The outermost folder on the way to ``path`` that does not exist yet (None when ``path`` exists)."""
+    missing = None
+    for p in (path.absolute(), *path.absolute().parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
 def prepare_dataset(
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -186,7 +197,8 @@ def prepare_dataset(
     Re-running on the same inputs is cheap: already extracted images and unchanged labels are not rewritten. On
     other inputs every image is extracted again (the synthetic and the real set share file names); either way
     files of images no longer kept are removed. ``images_only`` (test zips): no labels and no data.yaml. Raises
-    ValueError in strict mode on the first problem, and when no usable image is found (after writing the report).
+    ValueError in strict mode on the first problem (removing the folders and images it created), and when no usable
+    image is found (after writing the report).
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if not data_dir.exists():
@@ -202,8 +214,20 @@ def prepare_dataset(
                    and previous.get("images_only") == images_only)
     if not same_inputs:
         provenance.forget(out_dir)  # the folder is about to change: no record until it is whole again
-    data = read_aihub(data_dir, images_dir, strict=strict, images_only=images_only,
-                      exclude=[out_dir], reuse_extracted=same_inputs, progress=progress)
+    # A refusal while reading (strict mode's first problem) takes back what the reading created: the folders it made
+    # and the images it extracted; a file that was there before stays.
+    new_folder = _outermost_missing(images_dir)
+    before = set(os.listdir(images_dir)) if new_folder is None and images_dir.is_dir() else set()
+    try:
+        data = read_aihub(data_dir, images_dir, strict=strict, images_only=images_only,
+                          exclude=[out_dir], reuse_extracted=same_inputs, progress=progress)
+    except Exception:
+        if new_folder is not None:
+            shutil.rmtree(new_folder, ignore_errors=True)
+        elif images_dir.is_dir():
+            for name in set(os.listdir(images_dir)) - before:
+                (images_dir / name).unlink(missing_ok=True)
+        raise
     records = data.records
 
     report_path = atomic_write_csv(data.problems, out_dir / "validation_report.csv")
