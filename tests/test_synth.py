@@ -351,6 +351,16 @@ def test_cli_writes_the_set_and_prints_a_summary(tmp_path, capsys):
     assert rc == 1
 
 
+@pytest.mark.parametrize("preview", [False, True])
+def test_cli_negative_seed_names_the_option(tmp_path, capsys, preview):
+    where = ["--preview", str(tmp_path / "p.png")] if preview else ["--test-out", str(tmp_path / "data_test")]
+    rc = cli_main(["synth", "--out", str(tmp_path / "data"), *where, "--n-train", "4", "--n-test", "2",
+                   "--seed", "-3", "--labels-only", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err == "livestock synth: error: --seed -3: must be 0 or more\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 # ----------------------------------------------------------------------------- benchmark
 
 

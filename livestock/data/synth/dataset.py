@@ -372,6 +372,8 @@ def cli_synth_args(parser: argparse.ArgumentParser) -> None:
 
 def cli_synth(args: argparse.Namespace) -> int:
     """``livestock synth``: write the dataset and print its summary (or, with ``--preview``, the style preview)."""
+    if args.seed < 0:  # numpy's generators take no negative seed, and their own error names no option
+        raise ValueError(f"--seed {args.seed}: must be 0 or more")
     if args.preview is not None:
         print(f"wrote {style_preview(args.preview, seed=args.seed)}")
         return 0
