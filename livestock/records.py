@@ -75,8 +75,11 @@ class ImageRecord:
 
     @classmethod
     def from_json(cls, d: dict) -> "ImageRecord":
-        """The record a :meth:`to_json` dict describes."""
-        return cls(d["image_id"], d["image_path"], int(d["width"]), int(d["height"]), d["label"], d["boxes"])
+        """The record a :meth:`to_json` dict describes; a ValueError for a size no image has."""
+        width, height = int(d["width"]), int(d["height"])
+        if width <= 0 or height <= 0:  # every box and normalised coordinate would be wrong, found only much later
+            raise ValueError(f"{d['image_id']}: width and height must be positive, got {width}x{height}")
+        return cls(d["image_id"], d["image_path"], width, height, d["label"], d["boxes"])
 
 
 @dataclass

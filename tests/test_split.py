@@ -183,6 +183,25 @@ def test_cli_split(tmp_path, capsys):
     assert f"{records[7].image_id}: image of" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["split", "eda"])
+@pytest.mark.parametrize("size", [(-5, 1080), (1920, 0)])
+def test_cli_refuses_a_record_of_no_size(tmp_path, capsys, command, size):
+    """split and eda read the prepared records.jsonl: a record whose width or height is not positive is refused,
+    naming the file and its line, before anything is written."""
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    records = synthetic_records(20, seed=6)
+    bad = records[3]
+    records[3] = ImageRecord(bad.image_id, bad.image_path, *size, bad.label, bad.boxes)
+    save_records(records, prepared / "records.jsonl")
+    out = tmp_path / "out"
+    assert cli.main([command, str(prepared), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"livestock {command}: error: {prepared / 'records.jsonl'}:4: malformed record: {bad.image_id}: "
+                   f"width and height must be positive, got {size[0]}x{size[1]}\n")
+    assert not out.exists()
+
+
 def test_cli_split_refuses_a_set_without_labels(tmp_path, capsys):
     from aihub_builders import write_basic_set
     from livestock.data.yolo_format import prepare_dataset
