@@ -118,6 +118,7 @@ def test_detect_and_analyze_check_their_settings_before_loading_the_model(tmp_pa
         _one_line_error(capsys, [*detect, *option], message)
     analyze = ["analyze", "--weights", str(weights), "--out", str(tmp_path / "analysis")]
     for option, message in ((["--conf", "2"], "--conf 2.0"), (["--nms-iou", "0"], "--nms-iou 0.0"),
+                            (["--det-conf", "1"], "--det-conf 1.0"),
                             (["--missing-classes", "cow,horse"], "classes are pig, cow")):
         _one_line_error(capsys, [*analyze, *option], message)
     assert not (tmp_path / "analysis").exists()

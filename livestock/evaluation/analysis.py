@@ -623,12 +623,14 @@ def cli_analyze_args(parser: argparse.ArgumentParser) -> None:
 def cli_analyze(args: argparse.Namespace) -> int:
     """Run ``livestock analyze`` with parsed ``args``; returns the exit code."""
     # settings no analysis can take fail before the model loads
-    thresholds = {"--det-conf": args.det_conf, "--conf": args.conf, "--missing-conf": args.missing_conf}
-    outside = [f"{k} {v}" for k, v in thresholds.items() if not 0 <= v <= 1]
+    thresholds = {"--conf": args.conf, "--missing-conf": args.missing_conf}
+    # the detector keeps only candidates above its threshold, and none is above 1
+    outside = [f"--det-conf {args.det_conf}"] if not 0 <= args.det_conf < 1 else []
+    outside += [f"{k} {v}" for k, v in thresholds.items() if not 0 <= v <= 1]
     outside += [f"{k} {v}" for k, v in (("--nms-iou", args.nms_iou), ("--iou", args.iou)) if not 0 < v <= 1]
     if outside or args.imgsz < 32:
-        raise ValueError(f"{', '.join(outside) or f'--imgsz {args.imgsz}'}: confidences lie in [0, 1], IoUs in "
-                         f"(0, 1], --imgsz is at least 32")
+        raise ValueError(f"{', '.join(outside) or f'--imgsz {args.imgsz}'}: confidences lie in [0, 1] (--det-conf "
+                         f"below 1), IoUs in (0, 1], --imgsz is at least 32")
     unknown = {c.strip() for c in args.missing_classes.split(",") if c.strip()} - set(CLASS_NAMES)
     if unknown:
         raise ValueError(f"--missing-classes {args.missing_classes!r}: classes are {', '.join(CLASS_NAMES)}")
