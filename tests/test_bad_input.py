@@ -102,6 +102,8 @@ def test_tune_checks_its_grid_and_answer_before_loading_the_model(tmp_path, fram
     _one_line_error(capsys, [*base, "--answer", str(tmp_path / "nope.csv")], "nope.csv")
     _one_line_error(capsys, [*base, "--answer", str(answer), "--confs", "2"], "conf=2.0")
     _one_line_error(capsys, [*base, "--answer", str(answer), "--metric-iou", "0"], "metric IoU 0.0")
+    # a header-only answer: every setting would score 0, and the table would look like a result
+    _one_line_error(capsys, [*base, "--answer", str(answer)], f"{answer}: no answer rows")
     assert not (tmp_path / "t").exists()
 
 

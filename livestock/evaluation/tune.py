@@ -41,7 +41,8 @@ from livestock.evaluation.nms_replay import DEFAULT_MAX_DET, GridStats
 from livestock.fileio import atomic_write_csv, atomic_write_figure, atomic_write_text
 from livestock.progress import emit
 from livestock.records import ImageRecord, load_records
-from livestock.evaluation.submission import NORMALISATION_HELP, NORMALISATIONS, normalisation, detections_to_submission, read_answer, records_to_answer
+from livestock.evaluation.submission import (NORMALISATION_HELP, NORMALISATIONS, detections_to_submission, normalisation,
+                                             read_answer, records_to_answer, require_boxes)
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -239,6 +240,7 @@ def run_tuning(weights: str | Path, images: str | Path | Sequence[str | Path | I
     if not 0 < metric_iou <= 1:
         raise ValueError(f"metric IoU {metric_iou}: must lie in (0, 1]")
     resolve_images(images)  # a missing or empty source fails here, named, before the ground truth is looked for
+    source_of_answer = "the answer" if isinstance(answer, pd.DataFrame) else answer or images
     if answer is not None and not isinstance(answer, pd.DataFrame):
         answer = read_answer(answer)
     if answer is None:
@@ -248,6 +250,7 @@ def run_tuning(weights: str | Path, images: str | Path | Sequence[str | Path | I
             answer = records_to_answer(images)  # type: ignore[arg-type]
         else:
             raise ValueError(f"{images}: no ground truth: give an answer CSV, or prepared records (records.jsonl)")
+    require_boxes(answer, str(source_of_answer), "no answer rows")
     floor = min(conf_floor, *confs, ORIGINAL_SETTING[0])  # the cache must serve every setting of the grid
     caches = [collect_candidates(weights, images, imgsz, conf_floor=floor, device=device, cache_dir=cache_dir,
                                  batch=batch, progress=progress, in_memory=False, tta=augment)
