@@ -314,7 +314,8 @@ class Command:
         self._write_log(f"\n$ {shlex.join(self.argv)}\n")
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=REPO, env=self.env, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, cwd=REPO, env=self.env, start_new_session=True,
+                                     preexec_fn=_no_core_dumps)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         return self
@@ -412,6 +413,14 @@ class Command:
             self._log.close()
         return CommandResult(self.argv, None if timed_out else self.proc.returncode, seconds, timed_out, self._output,
                              diagnosis)
+
+
+def _no_core_dumps() -> None:
+    """In the child before it runs: no core file when the time-out's SIGABRT ends it (a training process's core
+    would be gigabytes on the GPU machine's disk, written inside the step's time)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def _read_text(path: str) -> str:

@@ -130,6 +130,21 @@ def test_a_failing_or_hanging_step_is_reported_and_the_others_still_run(tmp_path
     assert "something broke" in (tmp_path / "out" / "logs" / "broken.log").read_text(encoding="utf-8")
 
 
+def test_commands_run_without_core_dumps(tmp_path):
+    """The SIGABRT of a time-out must not make a training process write a core file of its whole memory, even where
+    the check itself may write one (here raised to the hard limit, which children inherit)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
+    try:
+        result = gc.Command(["sh", "-c", "ulimit -c"], tmp_path / "log.txt", dict(os.environ)).start().wait(
+            time.monotonic() + 30)
+    finally:
+        resource.setrlimit(resource.RLIMIT_CORE, (soft, hard))
+    assert (result.returncode, result.output.strip()) == (0, "0")
+
+
 def test_without_torch_or_the_device_nothing_else_runs(tmp_path, monkeypatch):
     import dataclasses
 
