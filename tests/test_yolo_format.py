@@ -17,6 +17,7 @@ from livestock.data.yolo_format import (
     label_text,
     pixel_to_yolo,
     prepare_dataset,
+    prepared_from,
     read_label_file,
     write_data_yaml,
     yolo_to_pixel,
@@ -220,3 +221,50 @@ def test_strict_prepare_that_refuses_takes_back_what_it_extracted(tmp_path, caps
     assert "malformed_json" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "old").rglob("*")) == ["images", "mine.jpg"]
     assert (images / "mine.jpg").read_bytes() == b"not ours"
+
+
+def _other_pigs(data: Path, broken_second: bool) -> None:
+    """The basic set with other pig frames of the same names (48x36): a second set of the same naming scheme, as the
+    synthetic and the real set are; ``broken_second``: the second pig's label is not JSON (a strict refusal comes
+    after the first pig was extracted)."""
+    write_basic_set(data)
+    stems = [pig_name(i, "jpg")[:-4] for i in (1, 2)]
+    write_zip(data / "[원천]돼지_bbox.zip", {f"{stem}.jpg": tiny_jpeg(48, 36) for stem in stems})
+    write_zip(data / "[라벨]돼지_bbox.zip", {f"labels/{stems[0]}.json": label_json(48, 36, [[0, 0, 40, 30]], 2),
+                                          f"labels/{stems[1]}.json": b"{" if broken_second else
+                                          label_json(48, 36, [[1, 1, 9, 9]], 2)})
+
+
+def _files(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_refused_prepare_over_another_set_leaves_that_set_whole(tmp_path, capsys):
+    write_basic_set(tmp_path / "a")
+    out = tmp_path / "out"
+    prepare_dataset(tmp_path / "a", out, progress=False)
+    before = _files(out)
+    _other_pigs(tmp_path / "b", broken_second=True)
+    assert cli_main(["prepare", str(tmp_path / "b"), "--out", str(out), "--strict", "--quiet"]) == 1
+    assert "malformed_json" in capsys.readouterr().err
+    # every image (the first pig of b was extracted when the refusal came, not over a's), label, list and the record
+    assert _files(out) == before and not (out / "images.partial").exists()
+    assert prepared_from(tmp_path / "a", out) and not prepared_from(tmp_path / "b", out)
+
+
+def test_prepare_over_another_set_swaps_the_new_images_in(tmp_path):
+    write_basic_set(tmp_path / "a")
+    out = tmp_path / "out"
+    prepare_dataset(tmp_path / "a", out, progress=False)
+    _other_pigs(tmp_path / "b", broken_second=False)
+    res = prepare_dataset(tmp_path / "b", out, progress=False)
+    pigs = [r for r in res.records if r.label == "pig"]
+    assert [(r.width, r.height) for r in pigs] == [(48, 36), (48, 36)]
+    for r in pigs:
+        assert r.image_path == str((out / "images" / r.image_id).resolve())
+        assert Path(r.image_path).read_bytes() == tiny_jpeg(48, 36)
+    assert [r.image_path for r in load_records(res.records_path)] == [r.image_path for r in res.records]
+    assert (out / "labels" / f"{pigs[0].stem}.txt").read_text() == "0 0.416667 0.416667 0.833333 0.833333\n"
+    assert sorted(p.name for p in out.iterdir()) == ["all.txt", "data.yaml", "images", "labels", "records.jsonl",
+                                                     "source.json", "validation_report.csv"]
+    assert prepared_from(tmp_path / "b", out) and not prepared_from(tmp_path / "a", out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -198,7 +198,10 @@ def prepare_dataset(
     other inputs every image is extracted again (the synthetic and the real set share file names); either way
     files of images no longer kept are removed. ``images_only`` (test zips): no labels and no data.yaml. Raises
     ValueError in strict mode on the first problem (removing the folders and images it created), and when no usable
-    image is found (after writing the report).
+    image is found (after writing the report). A set of other inputs already in ``out_dir`` stays whole until the new
+    one has been read: the new images are extracted into ``images.partial/`` beside it (so for a moment the disk holds
+    both) and moved in after, so a refusal, a crash or Ctrl-C while reading leaves the old set and its record as they
+    were.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if not data_dir.exists():
@@ -212,27 +215,40 @@ def prepare_dataset(
     previous = provenance.read_record(out_dir)
     same_inputs = (previous is not None and previous.get("inputs") == inputs
                    and previous.get("images_only") == images_only)
-    if not same_inputs:
-        provenance.forget(out_dir)  # the folder is about to change: no record until it is whole again
+    staging = out_dir / "images.partial"
+    shutil.rmtree(staging, ignore_errors=True)  # of a run stopped while reading
+    # Other inputs over another set's images (synthetic and real frames share names): read into `staging`, so that
+    # the set in place is untouched until the new one is whole. Same inputs, or nothing there: read in place.
+    swap = not same_inputs and images_dir.is_dir() and any(images_dir.iterdir())
+    read_into = staging if swap else images_dir
     # A refusal while reading (strict mode's first problem) takes back what the reading created: the folders it made
     # and the images it extracted; a file that was there before stays.
-    new_folder = _outermost_missing(images_dir)
-    before = set(os.listdir(images_dir)) if new_folder is None and images_dir.is_dir() else set()
+    new_folder = _outermost_missing(read_into)
+    before = set(os.listdir(read_into)) if new_folder is None and read_into.is_dir() else set()
     try:
-        data = read_aihub(data_dir, images_dir, strict=strict, images_only=images_only,
+        data = read_aihub(data_dir, read_into, strict=strict, images_only=images_only,
                           exclude=[out_dir], reuse_extracted=same_inputs, progress=progress)
     except Exception:
         if new_folder is not None:
             shutil.rmtree(new_folder, ignore_errors=True)
-        elif images_dir.is_dir():
-            for name in set(os.listdir(images_dir)) - before:
-                (images_dir / name).unlink(missing_ok=True)
+        elif read_into.is_dir():
+            for name in set(os.listdir(read_into)) - before:
+                (read_into / name).unlink(missing_ok=True)
         raise
     records = data.records
+    if not same_inputs:
+        provenance.forget(out_dir)  # the folder is about to change: no record until it is whole again
 
     report_path = atomic_write_csv(data.problems, out_dir / "validation_report.csv")
     if not records:  # before anything of a set already in out_dir is removed or rewritten: nothing to replace it
+        shutil.rmtree(staging, ignore_errors=True)
         raise ValueError(f"{data_dir}: no usable image found (see {report_path})")
+    if swap:  # the old set's record is gone: from here on nothing uses the folder until it is whole again
+        for name in os.listdir(staging):
+            os.replace(staging / name, images_dir / name)
+        staging.rmdir()
+        final = images_dir.resolve()
+        records = [replace(r, image_path=str(final / Path(r.image_path).name)) for r in records]
     keep_images = {r.image_id for r in records}
     removed = _remove_stale(images_dir, keep_images, {".jpg", ".jpeg"})
     labels_dir = data_yaml = None
