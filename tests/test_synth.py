@@ -361,6 +361,18 @@ def test_cli_negative_seed_names_the_option(tmp_path, capsys, preview):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_cli_names_every_option_that_no_set_can_take(tmp_path, capsys):
+    rc = cli_main(["synth", "--out", str(tmp_path / "data"), "--test-out", str(tmp_path / "data_test"),
+                   "--n-train", "1", "--n-test", "-2", "--missing-cow-rate", "1", "--image-scale", "0.01",
+                   "--workers", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err == ("livestock synth: error: --n-train 1: must be 2 or more (one image of each class); "
+                               "--n-test -2: must be 0 or more; --missing-cow-rate 1.0: must be in [0, 1); "
+                               "--image-scale 0.01: must be in (0, 1] and give frames of at least 16 px; "
+                               "--workers 0: must be 1 or more\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 # ----------------------------------------------------------------------------- benchmark
 
 

@@ -11,7 +11,7 @@ import zipfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import cv2
 import numpy as np
@@ -178,10 +178,43 @@ def not_ours(paths: list[Path]) -> list[Path]:
     return found
 
 
+IMAGE_SCALE_RULE = "in (0, 1] and give frames of at least 16 px"
+
+
+def image_scale_ok(image_scale: float) -> bool:
+    """Whether ``image_scale`` is in (0, 1] and gives frames of at least 16 px."""
+    return 0.0 < image_scale <= 1.0 and round(960 * image_scale) >= 16
+
+
 def check_image_scale(image_scale: float) -> None:
-    """ValueError unless ``image_scale`` is in (0, 1] and gives frames of at least 16 px."""
-    if not 0.0 < image_scale <= 1.0 or round(960 * image_scale) < 16:
-        raise ValueError(f"image_scale must be in (0, 1] and give frames of at least 16 px, got {image_scale}")
+    """ValueError unless :func:`image_scale_ok`."""
+    if not image_scale_ok(image_scale):
+        raise ValueError(f"image_scale must be {IMAGE_SCALE_RULE}, got {image_scale}")
+
+
+# How the settings of generate_synthetic_dataset are called on the command line (``livestock synth``).
+SYNTH_OPTIONS: dict[str, str] = {"n_train": "--n-train", "n_test": "--n-test", "seed": "--seed",
+                                 "missing_cow_rate": "--missing-cow-rate", "image_scale": "--image-scale",
+                                 "workers": "--workers"}
+
+
+def check_synth_settings(*, n_train: int | None = 300, n_test: int | None = 60, seed: int = 0,
+                         missing_cow_rate: float = 0.15, image_scale: float = 1.0, workers: int = 1,
+                         names: Mapping[str, str] | None = None) -> None:
+    """A ValueError naming each setting of :func:`generate_synthetic_dataset` that no set can take, as ``names``
+    calls it (:data:`SYNTH_OPTIONS`: the options the user typed; default the parameter names), before anything is
+    written. ``n_train`` / ``n_test`` None: not checked (per-class counts given instead)."""
+    name = (names or {}).get
+    rules = [("n_train", n_train, n_train is None or n_train >= 2, "2 or more (one image of each class)"),
+             ("n_test", n_test, n_test is None or n_test >= 0, "0 or more"),
+             # numpy's generators take no negative seed, and their own error names no setting
+             ("seed", seed, seed >= 0, "0 or more"),
+             ("missing_cow_rate", missing_cow_rate, 0.0 <= missing_cow_rate < 1.0, "in [0, 1)"),
+             ("image_scale", image_scale, image_scale_ok(image_scale), IMAGE_SCALE_RULE),
+             ("workers", workers, workers >= 1, "1 or more")]
+    bad = [f"{name(key, key)} {value}: must be {rule}" for key, value, ok, rule in rules if not ok]
+    if bad:
+        raise ValueError("; ".join(bad))
 
 
 def generate_synthetic_dataset(
@@ -220,20 +253,16 @@ def generate_synthetic_dataset(
     train_dir, test_dir = Path(train_dir), Path(test_dir)
     if train_dir.resolve() == test_dir.resolve():
         raise ValueError(f"{train_dir}: train and test folders must differ (their zip names coincide)")
-    if not 0.0 <= missing_cow_rate < 1.0:
-        raise ValueError(f"missing_cow_rate must be in [0, 1), got {missing_cow_rate}")
-    check_image_scale(image_scale)
+    check_synth_settings(n_train=n_train if train_counts is None else None,
+                         n_test=n_test if test_counts is None else None, seed=seed,
+                         missing_cow_rate=missing_cow_rate, image_scale=image_scale, workers=workers)
     if train_counts is None:
-        if n_train < 2:
-            raise ValueError(f"n_train must be >= 2 (one image of each class), got {n_train}")
         train_counts = split_by_class_ratio(n_train, "train")
     if test_counts is None:
         test_counts = split_by_class_ratio(n_test, "test")
     for counts in (train_counts, test_counts):
         if set(counts) != {"cow", "pig"} or min(counts.values()) < 0:
             raise ValueError(f"per-class counts must be {{'cow': n, 'pig': n}} with n >= 0, got {counts}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
 
     targets = {key: train_dir / name for key, name in TRAIN_ZIPS.items()}
     targets.update({(label, "test"): test_dir / name for label, name in TEST_ZIPS.items()})
@@ -372,8 +401,9 @@ def cli_synth_args(parser: argparse.ArgumentParser) -> None:
 
 def cli_synth(args: argparse.Namespace) -> int:
     """``livestock synth``: write the dataset and print its summary (or, with ``--preview``, the style preview)."""
-    if args.seed < 0:  # numpy's generators take no negative seed, and their own error names no option
-        raise ValueError(f"--seed {args.seed}: must be 0 or more")
+    check_synth_settings(n_train=args.n_train, n_test=args.n_test, seed=args.seed,
+                         missing_cow_rate=args.missing_cow_rate, image_scale=args.image_scale, workers=args.workers,
+                         names=SYNTH_OPTIONS)
     if args.preview is not None:
         print(f"wrote {style_preview(args.preview, seed=args.seed)}")
         return 0
