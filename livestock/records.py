@@ -108,11 +108,13 @@ class Detections:
     def sorted_by_score(self) -> "Detections":
         """Highest confidence first (stable), the order the contest scorer needs within an image."""
         order = np.argsort(-self.scores, kind="stable")
-        return Detections(self.image_id, self.width, self.height, self.boxes[order], self.scores[order], self.class_ids[order])
+        return Detections(self.image_id, self.width, self.height, self.boxes[order], self.scores[order],
+                          self.class_ids[order])
 
     def filter(self, keep: np.ndarray) -> "Detections":
         """The detections ``keep`` selects (a boolean mask or indices)."""
-        return Detections(self.image_id, self.width, self.height, self.boxes[keep], self.scores[keep], self.class_ids[keep])
+        return Detections(self.image_id, self.width, self.height, self.boxes[keep], self.scores[keep],
+                          self.class_ids[keep])
 
 
 # ---------------------------------------------------------------- persistence

@@ -103,7 +103,8 @@ def shape_buckets(widths: Sequence[float], heights: Sequence[float]) -> np.ndarr
     h = np.asarray(heights, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         rw, rh = w / (w + h), h / (w + h)
-    return np.where(rw >= SHAPE_THRESHOLD, "horizontal", np.where(rh >= SHAPE_THRESHOLD, "vertical", "square")).astype(object)
+    shape = np.where(rw >= SHAPE_THRESHOLD, "horizontal", np.where(rh >= SHAPE_THRESHOLD, "vertical", "square"))
+    return shape.astype(object)
 
 
 def size_buckets(areas: Sequence[float]) -> np.ndarray:
@@ -188,7 +189,8 @@ def empty_images(records: Iterable[ImageRecord]) -> pd.DataFrame:
 def small_boxes(records: Iterable[ImageRecord], max_area: float = SMALL_BOX_AREA) -> pd.DataFrame:
     """The boxes with area <= ``max_area`` px²: image_id, label, corners, w, h, area."""
     box = box_frame(records)
-    return box.loc[box["area"] <= max_area, ["image_id", "label", "x1", "y1", "x2", "y2", "w", "h", "area"]].reset_index(drop=True)
+    columns = ["image_id", "label", "x1", "y1", "x2", "y2", "w", "h", "area"]
+    return box.loc[box["area"] <= max_area, columns].reset_index(drop=True)
 
 
 def summary_table(records: Iterable[ImageRecord], max_area: float = SMALL_BOX_AREA) -> pd.DataFrame:
@@ -296,9 +298,11 @@ def distribution_comparison(records: Iterable[ImageRecord]) -> pd.DataFrame:
     pig_b, cow_b = box[box["label"] == "pig"], box[box["label"] == "cow"]
     pig_i, cow_i = img[img["label"] == "pig"], img[img["label"] == "cow"]
     rows = [
-        ("box ratio w/(w+h)", pig_b["ratio"].median(), cow_b["ratio"].median(), ks_distance(pig_b["ratio"], cow_b["ratio"])),
+        ("box ratio w/(w+h)", pig_b["ratio"].median(), cow_b["ratio"].median(),
+         ks_distance(pig_b["ratio"], cow_b["ratio"])),
         ("box area (px^2)", pig_b["area"].median(), cow_b["area"].median(), ks_distance(pig_b["area"], cow_b["area"])),
-        ("boxes per image", pig_i["n_boxes"].median(), cow_i["n_boxes"].median(), ks_distance(pig_i["n_boxes"], cow_i["n_boxes"])),
+        ("boxes per image", pig_i["n_boxes"].median(), cow_i["n_boxes"].median(),
+         ks_distance(pig_i["n_boxes"], cow_i["n_boxes"])),
     ]
     out = pd.DataFrame(rows, columns=["quantity", "pig_median", "cow_median", "ks_distance"]).set_index("quantity")
     return out.round(4)
@@ -393,7 +397,8 @@ def plot_box_ratio_comparison(records: Iterable[ImageRecord]) -> "Figure":
     bins = np.linspace(0, 1, 41)
     for label in _classes(box["label"]):
         r = np.sort(box.loc[box["label"] == label, "ratio"].dropna().to_numpy())
-        ax_hist.hist(r, bins=bins, density=True, histtype="step", linewidth=2, label=label, color=CLASS_COLORS.get(label))
+        ax_hist.hist(r, bins=bins, density=True, histtype="step", linewidth=2, label=label,
+                     color=CLASS_COLORS.get(label))
         ax_cdf.plot(r, np.arange(1, len(r) + 1) / max(len(r), 1), label=label, color=CLASS_COLORS.get(label))
     for ax in (ax_hist, ax_cdf):
         for x in (1 - SHAPE_THRESHOLD, SHAPE_THRESHOLD):
@@ -569,5 +574,6 @@ def cli_eda(args: argparse.Namespace) -> int:
         print(result["tables"]["summary"].to_string())
         print()
         print(result["tables"]["box_count_groups"].to_string())
-    print(f"\n{result['records']} images: wrote {len(result['tables'])} tables and {len(result['figures'])} plots to {args.out}")
+    print(f"\n{result['records']} images: wrote {len(result['tables'])} tables and {len(result['figures'])} plots "
+          f"to {args.out}")
     return 0

@@ -154,7 +154,8 @@ def select_set(manifest: pd.DataFrame, which: str, valid_fold: int = VALID_FOLD,
     out = pd.concat(parts, ignore_index=True)
     for split in ("train", "val"):
         if not (out["split"] == split).any():
-            raise ValueError(f"the {which} set has no {split} image ({len(manifest)} images, folds {sorted(fold.unique())})")
+            raise ValueError(f"the {which} set has no {split} image ({len(manifest)} images, "
+                             f"folds {sorted(fold.unique())})")
     return out
 
 

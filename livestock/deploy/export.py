@@ -1,4 +1,5 @@
-"""Edge export: weights of either engine -> ONNX FP32 / FP16 / INT8 (and OpenVINO IR where installed); ``livestock export``.
+"""Edge export: weights of either engine -> ONNX FP32 / FP16 / INT8 (and OpenVINO IR where installed);
+``livestock export``.
 
 The contest ran on edge devices with a 100 MB limit on the weight file. This stage turns a trained checkpoint into
 files an ONNX Runtime (or OpenVINO) device can run:
@@ -174,7 +175,8 @@ def export_model(
     for fmt, path in paths.items():
         mb = file_size_mb(path)
         if mb > CONTEST_MAX_WEIGHT_MB:
-            logging.getLogger(__name__).warning("%s: %.1f MB, over the contest's %.0f MB limit", path, mb, CONTEST_MAX_WEIGHT_MB)
+            logging.getLogger(__name__).warning("%s: %.1f MB, over the contest's %.0f MB limit", path, mb,
+                                                CONTEST_MAX_WEIGHT_MB)
     return paths
 
 

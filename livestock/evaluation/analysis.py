@@ -505,7 +505,8 @@ def write_error_analysis(records: Sequence[ImageRecord], detections: Sequence[De
     written["per_class"] = atomic_write_csv(table, out / "per_class.csv")
     counts = boxes_per_image(records, detections, conf=conf)
     written["boxes_per_image"] = atomic_write_csv(counts, out / "boxes_per_image.csv")
-    written["boxes_per_image_png"] = atomic_write_figure(plot_boxes_per_image(counts), out / "boxes_per_image.png", dpi=FIGURE_DPI)
+    written["boxes_per_image_png"] = atomic_write_figure(plot_boxes_per_image(counts), out / "boxes_per_image.png",
+                                                         dpi=FIGURE_DPI)
     chosen = choose_overlay_images(counts, n_overlays)
     if chosen:
         fig = plot_overlays(records, detections, chosen, conf=conf)

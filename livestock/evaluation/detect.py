@@ -129,7 +129,8 @@ def _read_image(item: _ImageItem) -> tuple[np.ndarray, str]:
         raise ValueError(f"{item.path}: cannot decode image")
     h, w = im.shape[:2]
     if item.expected_size is not None and item.expected_size != (w, h):
-        raise ValueError(f"{item.path}: image is {w}x{h} but its record says {item.expected_size[0]}x{item.expected_size[1]}")
+        raise ValueError(f"{item.path}: image is {w}x{h} but its record says "
+                         f"{item.expected_size[0]}x{item.expected_size[1]}")
     return im, hashlib.sha256(data).hexdigest()
 
 

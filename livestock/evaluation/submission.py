@@ -271,7 +271,8 @@ def _read_csv_strings(path: Path, what: str) -> tuple[pd.DataFrame, np.ndarray]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
-        raise SubmissionError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}); save it as UTF-8 CSV") from e
+        raise SubmissionError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}); "
+                              "save it as UTF-8 CSV") from e
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if header is None:

@@ -6,8 +6,8 @@ A peer entry tuned its inference thresholds by running the detector once per set
 (:func:`livestock.evaluation.detect.collect_candidates`), and every setting is computed from the cached candidates with
 one NMS per IoU value and a filter per confidence (:func:`livestock.evaluation.detect.grid_detections`), each setting
 identical to what YOLOv5 would have produced. Each setting is scored with the contest metric
-(:func:`livestock.evaluation.metrics.mean_average_precision_for_boxes`, mAP at IoU 0.75 by default). The original entry's
-own setting (conf 0.001, NMS IoU 0.68) lies inside that grid and is marked in the table.
+(:func:`livestock.evaluation.metrics.mean_average_precision_for_boxes`, mAP at IoU 0.75 by default). The original
+entry's own setting (conf 0.001, NMS IoU 0.68) lies inside that grid and is marked in the table.
 
 With ``--tta`` the detector also runs once with the engine's test-time augmentation (its augmented forward, three
 views; a cache of its own), and the grid gains two cells, each over every (conf, IoU): **TTA + NMS**, one NMS over
@@ -41,8 +41,8 @@ from livestock.evaluation.nms_replay import DEFAULT_MAX_DET, GridStats
 from livestock.fileio import atomic_write_csv, atomic_write_figure, atomic_write_text
 from livestock.progress import emit
 from livestock.records import ImageRecord, load_records
-from livestock.evaluation.submission import (NORMALISATION_HELP, NORMALISATIONS, detections_to_submission, normalisation,
-                                             read_answer, records_to_answer, require_boxes)
+from livestock.evaluation.submission import (NORMALISATION_HELP, NORMALISATIONS, detections_to_submission,
+                                             normalisation, read_answer, records_to_answer, require_boxes)
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -89,7 +89,8 @@ def _answer_for(cache: Sequence[Candidates], answer: str | Path | pd.DataFrame) 
 
 def tune_thresholds(cache: Sequence[Candidates], answer: str | Path | pd.DataFrame,
                     confs: Sequence[float] = DEFAULT_CONFS, ious: Sequence[float] = DEFAULT_IOUS,
-                    metric_iou: float = CONTEST_IOU, *, extra_settings: Iterable[tuple[float, float]] = (ORIGINAL_SETTING,),
+                    metric_iou: float = CONTEST_IOU, *,
+                    extra_settings: Iterable[tuple[float, float]] = (ORIGINAL_SETTING,),
                     max_det: int = DEFAULT_MAX_DET, agnostic: bool = False, multi_label: bool = False,
                     normalise_by: Mapping[str, tuple[int, int]] | None = None, progress: bool = True,
                     tta_cache: Sequence[Candidates] | None = None, tta_fusions: Sequence[str] = FUSIONS

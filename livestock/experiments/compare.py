@@ -120,7 +120,8 @@ def cli_compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=20, help="samplers: trials per study (%(default)s)")
     p.add_argument("--search-epochs", type=int, default=3, help="samplers: epochs per trial (%(default)s)")
     p.add_argument("--keys", default="lr0,lrf,momentum", help="samplers: hyp keys searched (%(default)s)")
-    p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE, help="hyps, sets, starts, samplers: the engine")
+    p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE,
+                   help="hyps, sets, starts, samplers: the engine")
     p.add_argument("--model", default=None, help="hyps, sets, starts, samplers: the architecture (the engine's "
                                                  "smallest)")
     p.add_argument("--weights", default="", help="hyps, sets, samplers: start weights (auto: the pretrained file "
