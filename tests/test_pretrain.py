@@ -387,7 +387,8 @@ def test_the_committed_pretrained_weights_match_their_manifest(engine, model, ep
     manifest = verify_pretrained(committed)  # the sha256 of the file against the manifest beside it
     assert manifest["weights_sha256"] == file_sha256(committed)
     assert manifest["command"] == (f"livestock pretrain --engine {engine} --model {model} --imgsz 320 "
-                                   f"--epochs {epochs} --batch 16 --seed 101 --frames 2000 --image-scale 0.25 --style shifted")
+                                   f"--epochs {epochs} --batch 16 --seed 101 --frames 2000 --image-scale 0.25 "
+                                   "--style shifted")
     assert manifest["epochs_run"] == manifest["epochs"] == epochs
     data = manifest["data"]
     assert data["frames"] == 2000 and data["generator"]["style"] == "shifted" and data["generator"]["seed"] == 101
