@@ -113,11 +113,23 @@ def test_each_engine_pretrains_its_own_default_model():
 
 @pytest.mark.parametrize("setting, message", [
     (dict(model="yolo11n"), "--model 'yolo11n': not a yolov5 model"), (dict(device="bogus"), "bogus"),
-    (dict(image_scale=5.0), "image_scale must be in (0, 1]"),
+    (dict(image_scale=5.0), "--image-scale 5.0: must be in (0, 1] and give frames of at least 16 px"),
 ])
 def test_settings_that_cannot_work_are_refused_before_any_frame(setting, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         PretrainSettings(**setting)
+
+
+def test_every_bad_number_is_named_by_its_option_in_one_line(tmp_path, capsys):
+    """The command says everything that is wrong at once, as the user typed it, and renders nothing."""
+    args = ["pretrain", "--imgsz", "16", "--epochs", "0", "--batch", "0", "--seed", "-1", "--frames", "3",
+            "--image-scale", "0.01", "--workers", "-1", "--data-dir", str(tmp_path / "data")]
+    assert cli_main(args) == 1
+    assert capsys.readouterr().err == (
+        "livestock pretrain: error: --imgsz 16: must be 32 or more; --epochs 0: must be 1 or more; --batch 0: must "
+        "be 1 or more; --seed -1: must be 0 or more; --frames 3: must be 10 or more (a 10-fold split); "
+        "--image-scale 0.01: must be in (0, 1] and give frames of at least 16 px; --workers -1: must be 0 or more\n")
+    assert not (tmp_path / "data").exists()
 
 
 def test_the_loader_workers_are_part_of_the_weights():

@@ -34,7 +34,7 @@ from typing import Callable
 from livestock import paths
 from livestock.data.split import stratified_split, write_split
 from livestock.data.synth import generate_synthetic_dataset
-from livestock.data.synth.dataset import check_image_scale
+from livestock.data.synth.dataset import IMAGE_SCALE_RULE, image_scale_ok
 from livestock.data.synth.style import STYLES, get_style
 from livestock.data.yolo_format import prepare_dataset
 from livestock.evaluation.inference import split_map
@@ -85,15 +85,22 @@ class PretrainSettings:
         if self.style not in PRETRAIN_STYLES:
             raise ValueError(f"pretraining style must be one of {PRETRAIN_STYLES} (barn is the main job's own "
                              f"distribution), not {self.style!r}")
-        if self.frames < VAL_FOLDS:
-            raise ValueError(f"need at least {VAL_FOLDS} frames for a {VAL_FOLDS}-fold split, got {self.frames}")
-        if self.epochs < 1 or self.batch < 1 or self.imgsz < 32:
-            raise ValueError(f"need epochs >= 1, batch >= 1, imgsz >= 32 (got {self.epochs}, {self.batch}, "
-                             f"{self.imgsz})")
-        # and these before a folder is made or a frame rendered (2,000 frames take minutes)
+        # Every number no pretraining can take, in one line that names the options typed (the fields are the
+        # options' names: ``command``), before a folder is made or a frame rendered (2,000 frames take minutes).
+        rules = [("imgsz", self.imgsz, self.imgsz >= 32, "32 or more"),
+                 ("epochs", self.epochs, self.epochs >= 1, "1 or more"),
+                 ("batch", self.batch, self.batch >= 1, "1 or more"),
+                 ("seed", self.seed, self.seed >= 0, "0 or more"),
+                 ("frames", self.frames, self.frames >= VAL_FOLDS, f"{VAL_FOLDS} or more (a {VAL_FOLDS}-fold split)"),
+                 # None: imgsz / 1280, which any imgsz of 32 or more makes a scale the generator takes
+                 ("image_scale", self.image_scale, self.image_scale is None or image_scale_ok(self.image_scale),
+                  IMAGE_SCALE_RULE),
+                 ("workers", self.workers, self.workers >= 0, "0 or more")]
+        bad = [f"--{key.replace('_', '-')} {value}: must be {rule}" for key, value, ok, rule in rules if not ok]
+        if bad:
+            raise ValueError("; ".join(bad))
         check_model(self.model, self.engine, get_engine(self.engine).MODEL_NAMES)
         parse_device(self.device)
-        check_image_scale(self.scale)
 
     @property
     def scale(self) -> float:

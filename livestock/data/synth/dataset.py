@@ -186,12 +186,6 @@ def image_scale_ok(image_scale: float) -> bool:
     return 0.0 < image_scale <= 1.0 and round(960 * image_scale) >= 16
 
 
-def check_image_scale(image_scale: float) -> None:
-    """ValueError unless :func:`image_scale_ok`."""
-    if not image_scale_ok(image_scale):
-        raise ValueError(f"image_scale must be {IMAGE_SCALE_RULE}, got {image_scale}")
-
-
 # How the settings of generate_synthetic_dataset are called on the command line (``livestock synth``).
 SYNTH_OPTIONS: dict[str, str] = {"n_train": "--n-train", "n_test": "--n-test", "seed": "--seed",
                                  "missing_cow_rate": "--missing-cow-rate", "image_scale": "--image-scale",
