@@ -83,7 +83,7 @@ def tiny_trained_model(tiny_train_result) -> tuple[Path, Path]:
     return tiny_train_result.best, tiny_train_result.data_yaml
 
 
-# ---------------------------------------------------------------- tiny trained Ultralytics models (tests/ultralytics_runs.py)
+# -------------------------------------------------------- tiny trained Ultralytics models (tests/ultralytics_runs.py)
 
 
 @pytest.fixture(scope="session")

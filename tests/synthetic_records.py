@@ -26,7 +26,8 @@ def _boxes(rng: np.random.Generator, n: int, width: int, height: int) -> np.ndar
     return np.round(np.stack([x1, y1, x1 + w, y1 + h], axis=1), 1)
 
 
-def synthetic_records(n_images: int = 3000, seed: int = 0, image_dir: str = "/data/prepared/images") -> list[ImageRecord]:
+def synthetic_records(n_images: int = 3000, seed: int = 0,
+                      image_dir: str = "/data/prepared/images") -> list[ImageRecord]:
     """``n_images`` records with the real set's class ratio, frame sizes and box-count distributions (no files)."""
     rng = np.random.default_rng(seed)
     records = []
@@ -47,7 +48,8 @@ def synthetic_records(n_images: int = 3000, seed: int = 0, image_dir: str = "/da
     return [records[k] for k in order]
 
 
-def write_tiny_prepared(prepared_dir: Path, n_images: int = 30, seed: int = 0, scale: float = 0.05) -> list[ImageRecord]:
+def write_tiny_prepared(prepared_dir: Path, n_images: int = 30, seed: int = 0,
+                        scale: float = 0.05) -> list[ImageRecord]:
     """A prepared folder with small real JPEGs: ``records.jsonl`` + ``images/*.jpg``, frames shrunk by
     ``scale`` (1920x1080 -> 96x54) with boxes scaled alike, so a notebook run stays quick."""
     import cv2

@@ -81,7 +81,8 @@ def test_jpeg_size_reads_header_like_pillow(w, h, progressive):
     assert jpeg_size(buf.getvalue()) == (w, h) == Image.open(io.BytesIO(buf.getvalue())).size
 
 
-@pytest.mark.parametrize("data", [b"", b"\x89PNG\r\n\x1a\n0000", b"\xff\xd8\xff\xe0\x00\x10JFIF", b"\xff\xd8\xff\xda\x00\x02"])
+@pytest.mark.parametrize("data", [b"", b"\x89PNG\r\n\x1a\n0000", b"\xff\xd8\xff\xe0\x00\x10JFIF",
+                                  b"\xff\xd8\xff\xda\x00\x02"])
 def test_jpeg_size_rejects_garbage(data):
     with pytest.raises(ValueError):
         jpeg_size(data)
@@ -101,7 +102,8 @@ def test_unsafe_member_paths(name, unsafe):
 
 
 def test_parse_label_json_errors():
-    assert parse_label_json(label_json(10, 20, [[1, 2, 3, 4]])) == (10, 20, [{"bbox": [1, 2, 3, 4], "category_id": 1, "id": 0}])
+    assert parse_label_json(label_json(10, 20, [[1, 2, 3, 4]])) == (
+        10, 20, [{"bbox": [1, 2, 3, 4], "category_id": 1, "id": 0}])
     for bad in [b"", b"{", b'{"label_info": {}}', b"[1, 2]",
                 b'{"label_info": {"image": {"width": "10", "height": 5}, "annotations": []}}',
                 b'{"label_info": {"image": {"width": 10, "height": 5}}}',
@@ -202,7 +204,8 @@ def test_duplicate_within_one_zip(tmp_path):
 
 def test_duplicate_label_across_zips(tmp_path):
     _cow_set(tmp_path / "data", {cow_name(1, "json"): label_json(32, 18, [])})
-    write_zip(tmp_path / "data" / "[라벨]소_bbox_extra.zip", {f"x/{cow_name(1, 'json')}": label_json(32, 18, [[1, 1, 2, 2]])})
+    write_zip(tmp_path / "data" / "[라벨]소_bbox_extra.zip",
+              {f"x/{cow_name(1, 'json')}": label_json(32, 18, [[1, 1, 2, 2]])})
     res = _read(tmp_path / "data", tmp_path)
     assert len(res.records) == 1
     assert _rows(res, "duplicate_label")["file"].tolist() == [cow_name(1, "json")]
@@ -210,7 +213,8 @@ def test_duplicate_label_across_zips(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Duplicate name")
 def test_exact_same_member_twice(tmp_path):
-    write_zip(tmp_path / "data" / "[원천]소_bbox.zip", [(cow_name(1, "jpg"), tiny_jpeg()), (cow_name(1, "jpg"), tiny_jpeg())])
+    write_zip(tmp_path / "data" / "[원천]소_bbox.zip",
+              [(cow_name(1, "jpg"), tiny_jpeg()), (cow_name(1, "jpg"), tiny_jpeg())])
     write_zip(tmp_path / "data" / "[라벨]소_bbox.zip", {cow_name(1, "json"): label_json(32, 18, [])})
     res = _read(tmp_path / "data", tmp_path)
     assert len(res.records) == 1 and len(_rows(res, "duplicate_image")) == 1
@@ -297,7 +301,8 @@ def test_zip_slip_members_refused(tmp_path):
     assert (rows["action"] == "member refused (never extracted)").all()
     # Nothing landed anywhere but the images folder.
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
-    assert written == sorted(["data/[원천]소_bbox.zip", "data/[라벨]소_bbox.zip", f"out/images/{cow_name(1, 'jpg')}"])
+    assert written == sorted(["data/[원천]소_bbox.zip", "data/[라벨]소_bbox.zip",
+                              f"out/images/{cow_name(1, 'jpg')}"])
     with pytest.raises(ValueError, match="evil.json.*unsafe_path"):
         _read(data, tmp_path, strict=True)
 

@@ -33,7 +33,8 @@ def test_unreadable_checkpoint_is_named(tmp_path, frames, capsys, content, kind)
     weights = tmp_path / f"{kind}.pt"
     weights.write_bytes(content)
     for command in (["detect", "--source", str(frames), "--out", str(tmp_path / "d.csv")],
-                    ["tune", "--images", str(frames), "--answer", str(tmp_path / "a.csv"), "--out", str(tmp_path / "t")]):
+                    ["tune", "--images", str(frames), "--answer", str(tmp_path / "a.csv"),
+                     "--out", str(tmp_path / "t")]):
         first = sorted(frames.iterdir())[0].name  # an answer with a box: the checkpoint is the only thing wrong
         (tmp_path / "a.csv").write_text(f"ImageID,LabelName,XMin,XMax,YMin,YMax\n{first},cow,0.1,0.3,0.1,0.3\n")
         _one_line_error(capsys, [command[0], "--weights", str(weights), "--cache-dir", "none", *command[1:]],

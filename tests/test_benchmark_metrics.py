@@ -44,6 +44,7 @@ def test_benchmark_against_map_boxes(tmp_path, request):
                 t_ours = min(t_ours, t)
             assert_same(ours, ref)
             print(f"{name:27s} IoU {iou:<4g}: map-boxes {t_ref * 1e3:8.1f} ms, "
-                  f"livestock.evaluation.metrics {t_ours * 1e3:6.1f} ms, {t_ref / t_ours:5.1f}x faster (mAP {ours[0]:.6f})")
+                  f"livestock.evaluation.metrics {t_ours * 1e3:6.1f} ms, {t_ref / t_ours:5.1f}x faster "
+                  f"(mAP {ours[0]:.6f})")
     t, value = best_of(lambda: map_50_95(answer, pred), 3)
     print(f"map_50_95 (10 thresholds, one matching): {t * 1e3:.1f} ms, mAP@0.5:0.95 {value:.6f}")

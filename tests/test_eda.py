@@ -66,7 +66,8 @@ def test_size_buckets_boundaries():
 @pytest.fixture
 def hand_records() -> list[ImageRecord]:
     return [
-        rec(0, "cow", [box_wh(100, 40), box_wh(40, 100), box_wh(50, 60)]),  # 4000 horizontal, 4000 vertical, 3000 square
+        # 4000 horizontal, 4000 vertical, 3000 square
+        rec(0, "cow", [box_wh(100, 40), box_wh(40, 100), box_wh(50, 60)]),
         rec(1, "cow", []),  # no box
         rec(2, "cow", [box_wh(400, 300), box_wh(20, 30)]),  # 120000 square (400/700 = 0.57); 600 vertical (30/50 = 0.6)
         rec(3, "pig", [box_wh(300, 100)] * 8, size=(1280, 960)),  # 8 x 30000, horizontal, medium size

@@ -541,8 +541,8 @@ def test_mismatched_model_names_the_file(nano, toy, tmp_path):
 
 @pytest.mark.slow
 def test_exported_onnx_runs_through_predict_detect(nano, toy):
-    """``livestock.evaluation.detect.detect`` (DetectMultiBackend) on the export gives the boxes of this module's letterbox +
-    raw output + YOLOv5 NMS: the calibration input is the inference input."""
+    """``livestock.evaluation.detect.detect`` (DetectMultiBackend) on the export gives the boxes of this module's
+    letterbox + raw output + YOLOv5 NMS: the calibration input is the inference input."""
     import torch
     from yolov5.utils.general import scale_boxes
 

@@ -30,11 +30,13 @@ def test_pixel_yolo_round_trip_vectorised():
     widths = rng.choice([1920, 1280, 32], n).astype(float)
     heights = rng.choice([1080, 960, 18], n).astype(float)
     x1, y1 = rng.uniform(0, 0.9, n) * widths, rng.uniform(0, 0.9, n) * heights
-    boxes = np.stack([x1, y1, x1 + rng.uniform(0.1, 1, n) * (widths - x1), y1 + rng.uniform(0.1, 1, n) * (heights - y1)], 1)
+    boxes = np.stack([x1, y1, x1 + rng.uniform(0.1, 1, n) * (widths - x1),
+                      y1 + rng.uniform(0.1, 1, n) * (heights - y1)], 1)
     yolo = pixel_to_yolo(boxes, widths, heights)
     assert yolo.shape == (n, 4) and (yolo >= 0).all() and (yolo <= 1).all()
     np.testing.assert_allclose(yolo_to_pixel(yolo, widths, heights), boxes, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(pixel_to_yolo(yolo_to_pixel(yolo, widths, heights), widths, heights), yolo, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(pixel_to_yolo(yolo_to_pixel(yolo, widths, heights), widths, heights), yolo,
+                               rtol=0, atol=1e-12)
 
 
 def test_pixel_to_yolo_known_values():
@@ -47,7 +49,8 @@ def test_label_text_uses_each_images_size_and_class():
     cow = ImageRecord("c.jpg", "/x/images/c.jpg", 1920, 1080, "cow", [[960, 540, 1152, 756]])
     pig = ImageRecord("p.jpg", "/x/images/p.jpg", 1280, 960, "pig", [[0, 0, 128, 96], [640, 480, 1280, 960]])
     assert label_text(cow) == "1 0.550000 0.600000 0.100000 0.200000\n"
-    assert label_text(pig).splitlines() == ["0 0.050000 0.050000 0.100000 0.100000", "0 0.750000 0.750000 0.500000 0.500000"]
+    assert label_text(pig).splitlines() == ["0 0.050000 0.050000 0.100000 0.100000",
+                                            "0 0.750000 0.750000 0.500000 0.500000"]
     assert label_text(ImageRecord("e.jpg", "/x/images/e.jpg", 10, 10, "cow")) == ""
 
 
@@ -96,7 +99,8 @@ def test_prepare_dataset_writes_everything(tmp_path):
         cls, yolo = read_label_file(label_path_for(r.image_path))
         assert (cls == (1 if e["label"] == "cow" else 0)).all() and len(cls) == len(e["boxes"])
         # Six decimals: back to pixels within a millionth of the image size.
-        np.testing.assert_allclose(yolo_to_pixel(yolo, r.width, r.height), np.reshape(e["boxes"], (-1, 4)), atol=1e-6 * 32)
+        np.testing.assert_allclose(yolo_to_pixel(yolo, r.width, r.height), np.reshape(e["boxes"], (-1, 4)),
+                                   atol=1e-6 * 32)
 
     assert [r.to_json() for r in load_records(res.records_path)] == [r.to_json() for r in res.records]
     report = pd.read_csv(res.report_path)
@@ -104,7 +108,8 @@ def test_prepare_dataset_writes_everything(tmp_path):
     assert sorted(report["problem"]) == sorted(["clipped_box", "inverted_box", "zero_area_box", "malformed_json",
                                                 "image_without_label"])
     doc = yaml.safe_load(res.data_yaml.read_text())
-    assert doc["train"] == doc["val"] == str(res.image_list.resolve()) and doc["names"] == ["pig", "cow"] and doc["nc"] == 2
+    assert doc["train"] == doc["val"] == str(res.image_list.resolve())
+    assert doc["names"] == ["pig", "cow"] and doc["nc"] == 2
     listed = res.image_list.read_text().split()
     assert sorted(listed) == sorted(str((out / "images" / k).resolve()) for k in expected)
     assert "zero_area_box" in res.summary and "malformed_json" in res.summary

@@ -63,7 +63,8 @@ def make_toy_yolo_dataset(
             stem = f"toy_{NAMES[class_id]}_{split}_{i:04d}"
             cv2.imwrite(str(root / "images" / split / f"{stem}.jpg"), img)
             lines = [
-                f"{c} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}"
+                f"{c} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
+                f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}"
                 for c, x1, y1, x2, y2 in boxes
             ]
             (root / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))

@@ -39,7 +39,8 @@ def main(job: Path, out: Path) -> dict:
         cells.append({"tta": bool(tta), "fusion": str(fusion), "conf": float(chosen["conf"]),
                       "iou": float(chosen["iou"]), "val": float(chosen["map"]), "test": float(same["map"].iloc[0])})
     overall = tune.best_setting(on_val)
-    result = {"job": str(job), "cells": cells, "chosen": {"tta": bool(overall["tta"]), "fusion": str(overall["fusion"])}}
+    result = {"job": str(job), "cells": cells,
+              "chosen": {"tta": bool(overall["tta"]), "fusion": str(overall["fusion"])}}
     atomic_write_text(out / "result.json", json.dumps(result, indent=1) + "\n")
     return result
 
