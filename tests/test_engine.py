@@ -90,6 +90,26 @@ def test_fix_torch_load_strips_and_loads_checkpoints(tmp_path):
     assert model.names == {0: "pig", 1: "cow"}
 
 
+def test_fix_local_weights_load_without_the_hub_modules_yolov5_imports(monkeypatch):
+    """huggingface_hub 0.25 removed ``huggingface_hub.utils._errors``, which YOLOv5 imports to ask the Hub about
+    every weights string: a machine with a newer hub (the GPU machine's has 1.x) could load no checkpoint."""
+    E.ensure_yolov5()
+    import yolov5.models.common
+    import yolov5.train
+    import yolov5.utils.downloads
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub.utils._errors", None)  # what a hub >= 0.25 gives the import
+    weights = REPO / "trained_model" / "pretrained_yolov5n_320.pt"
+    backend = yolov5.models.common.DetectMultiBackend(str(weights), device=__import__("torch").device("cpu"))
+    assert backend.pt and backend.names == {0: "pig", 1: "cow"}
+    lookups = {m.attempt_download_from_hub for m in (yolov5.train, yolov5.models.common, yolov5.utils.downloads)}
+    assert len(lookups) == 1  # training and the detector take the same lookup
+    lookup = lookups.pop()
+    assert lookup(str(weights)) is None and lookup("") is None
+    with pytest.raises(ModuleNotFoundError):  # any other string still goes to YOLOv5's own Hub lookup
+        lookup("someone/their-model")
+
+
 def test_fix_fonts_are_local_and_never_downloaded(monkeypatch):
     E.ensure_yolov5()
     import torch

@@ -47,6 +47,11 @@ def ensure_yolov5() -> None:
        torch loaded), so the change reaches only processes started afterwards: notebook kernels, search workers,
        rehearsal stages. Those would compute with another thread count than the user chose, and so train other bits,
        depending on whether something imported yolov5 before starting them. The variable is put back as it was.
+    7. Hugging Face Hub: YOLOv5 asks the Hub about every weights string (training and ``DetectMultiBackend``) before
+       it looks on disk, in code that imports ``huggingface_hub.utils._errors``, a module huggingface_hub 0.25
+       removed (a machine with a newer hub fails on every load). This package hands YOLOv5 the absolute path of a
+       file that exists (:func:`resolve_weights`) or ``''`` (from scratch); for those the lookup is skipped, and
+       any other string still goes to YOLOv5's own.
     """
     global _READY
     if _READY:
@@ -88,8 +93,10 @@ def ensure_yolov5() -> None:
     import torch
 
     omp_threads = os.environ.get("OMP_NUM_THREADS")
+    import yolov5.models.common
     import yolov5.models.experimental
     import yolov5.train
+    import yolov5.utils.downloads
     import yolov5.utils.general
 
     if omp_threads is None:
@@ -117,6 +124,16 @@ def ensure_yolov5() -> None:
     # train.py imported the function by name, so both bindings are replaced.
     yolov5.utils.general.check_amp = _check_amp_offline
     yolov5.train.check_amp = _check_amp_offline
+    from_hub = yolov5.utils.downloads.attempt_download_from_hub
+
+    def _local_before_hub(repo_id, *args, **kwargs):
+        if not str(repo_id) or Path(str(repo_id)).exists():
+            return None  # YOLOv5's "not a Hub model": it goes on with the path as given
+        return from_hub(repo_id, *args, **kwargs)
+
+    # imported by name into each module that calls it
+    for module in (yolov5.utils.downloads, yolov5.train, yolov5.models.common):
+        module.attempt_download_from_hub = _local_before_hub
     _READY = True
 
 
