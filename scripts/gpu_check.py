@@ -356,17 +356,26 @@ class Command:
         except (ProcessLookupError, PermissionError):
             return False
 
-    def stop(self) -> None:
-        """Terminate the whole process group, then kill what is left of it."""
-        if self._signal_group(signal.SIGTERM):
+    def _signal_tree(self, pids: Sequence[int], sig: int) -> None:
+        self._signal_group(sig)
+        for pid in pids:
             try:
-                self.proc.wait(timeout=KILL_GRACE_S)
-            except subprocess.TimeoutExpired:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
                 pass
-        self._signal_group(signal.SIGKILL)
+
+    def stop(self, pids: Sequence[int] = ()) -> None:
+        """Terminate the whole process group and ``pids`` (its tree, taken before anything was signalled: once
+        the command is gone its ranks have another parent), then kill what is left of them."""
+        self._signal_tree(pids, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
+        self._signal_tree(pids, signal.SIGKILL)
         self.proc.wait()
 
-    def diagnose(self, deadline: float) -> str:
+    def diagnose(self, deadline: float, pids: Sequence[int] = ()) -> str:
         """What a time-out looked like, in one line, for telling a hang from a starved or stalled machine: how late
         the wait itself came back (seconds late: the whole machine stalled, this process too), the load and free
         memory, and each process of the group's state and CPU seconds (sleeping with few CPU seconds: blocked)."""
@@ -380,16 +389,21 @@ class Command:
         avail = re.search(r"^MemAvailable:\s+(\d+) kB", meminfo, re.M)
         if avail:
             parts.append(f"{int(avail.group(1)) / 2**20:.1f} GiB memory available")
-        parts += [_process_line(pid) for pid in _group_pids(self.proc.pid)]
+        parts += [_process_line(pid) for pid in pids or _tree_pids(self.proc.pid)]
         return "; ".join(parts)
 
-    def dump_stacks(self) -> None:
-        """SIGABRT to the main process: with faulthandler on (PYTHONFAULTHANDLER in the environment) it prints every
-        thread's Python stack into the log before it dies, which says where a hang hung."""
+    def dump_stacks(self, pids: Sequence[int] = ()) -> None:
+        """SIGABRT to the main process and to each rank (``pids``' session leaders): with faulthandler on
+        (PYTHONFAULTHANDLER in the environment) each prints every thread's Python stack into the log before it
+        dies, which says where a hang hung."""
+        for pid in dict.fromkeys([self.proc.pid, *_session_leaders(pids)]):
+            try:
+                os.kill(pid, signal.SIGABRT)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
-            os.kill(self.proc.pid, signal.SIGABRT)
             self.proc.wait(timeout=STACK_DUMP_S)
-        except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+        except subprocess.TimeoutExpired:
             pass
 
     def wait(self, deadline: float) -> CommandResult:
@@ -399,10 +413,11 @@ class Command:
             self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             timed_out = True
-            diagnosis = self.diagnose(deadline)
+            tree = _tree_pids(self.proc.pid)
+            diagnosis = self.diagnose(deadline, tree)
             self._write_log(f"[time limit: {diagnosis}]\n")
-            self.dump_stacks()
-            self.stop()
+            self.dump_stacks(tree)
+            self.stop(tree)
         # Data-loader workers or ranks that outlived their parent still hold the pipe: they belong to this run.
         self._signal_group(signal.SIGKILL)
         self._reader.join(timeout=READER_JOIN_S)
@@ -431,14 +446,37 @@ def _read_text(path: str) -> str:
         return ""
 
 
-def _group_pids(pgid: int) -> list[int]:
-    """The live processes of a process group (Linux /proc): the command, its workers and ranks."""
-    pids = []
+def _process_table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent, process group, session) of every live process (Linux /proc)."""
+    table = {}
     for entry in Path("/proc").glob("[0-9]*"):
         fields = _read_text(str(entry / "stat")).rpartition(")")[2].split()
-        if len(fields) > 3 and int(fields[2]) == pgid:  # after the name: state, ppid, pgrp
-            pids.append(int(entry.name))
-    return sorted(pids)
+        if len(fields) > 3:  # after the name: state, ppid, pgrp, session
+            table[int(entry.name)] = (int(fields[1]), int(fields[2]), int(fields[3]))
+    return table
+
+
+def _tree_pids(root: int) -> list[int]:
+    """The live processes of a command: its process group (the command and its data-loader workers) and every
+    descendant. torch.distributed.run starts each rank in a session of its own, outside the group, so a signal to
+    the group alone would leave the ranks training on the GPU through the steps after a time-out."""
+    table = _process_table()
+    tree = {pid for pid, (_, group, _) in table.items() if group == root}
+    if root in table:
+        tree.add(root)
+    grown = True
+    while grown:
+        children = {pid for pid, (parent, _, _) in table.items() if parent in tree} - tree
+        tree |= children
+        grown = bool(children)
+    return sorted(tree)
+
+
+def _session_leaders(pids: Sequence[int]) -> list[int]:
+    """Of ``pids``, those that lead a session of their own: the command itself and, under torch.distributed.run,
+    each rank (loader workers share their parent's)."""
+    table = _process_table()
+    return [pid for pid in pids if pid in table and table[pid][2] == pid]
 
 
 def _process_line(pid: int) -> str:

@@ -145,6 +145,29 @@ def test_commands_run_without_core_dumps(tmp_path):
     assert (result.returncode, result.output.strip()) == (0, "0")
 
 
+def test_a_time_out_stops_and_shows_a_rank_started_in_a_session_of_its_own(tmp_path):
+    """torch.distributed.run starts each rank with start_new_session: outside the command's process group. At a
+    time-out the rank is named in the diagnosis, prints its stack, and does not outlive the step."""
+    rank = tmp_path / "rank.py"
+    rank.write_text("import time\ndef stuck_in_rank():\n    time.sleep(120)\nprint('rank up', flush=True)\n"
+                    "stuck_in_rank()\n", encoding="utf-8")
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(f"import subprocess, sys, time\np = subprocess.Popen([sys.executable, {str(rank)!r}], "
+                        "start_new_session=True)\nprint('rank pid', p.pid, flush=True)\ntime.sleep(120)\n",
+                        encoding="utf-8")
+    command = gc.Command([sys.executable, str(launcher)], tmp_path / "log.txt", gc.command_env(tmp_path / "site"))
+    command.start()
+    t0 = time.monotonic()
+    while "rank up" not in command._output and time.monotonic() - t0 < 60:
+        time.sleep(0.1)
+    result = command.wait(time.monotonic())
+    rank_pid = int(result.output.split("rank pid ")[1].split()[0])
+    assert result.timed_out and f"pid {rank_pid} " in result.diagnosis, result.diagnosis
+    assert "in stuck_in_rank" in result.output  # the rank's own stack, printed at the SIGABRT
+    state = gc._read_text(f"/proc/{rank_pid}/stat").rpartition(")")[2].split()[:1]
+    assert state in ([], ["Z"]), state  # gone (or dead and waiting for init to reap it), not sleeping on
+
+
 def test_without_torch_or_the_device_nothing_else_runs(tmp_path, monkeypatch):
     import dataclasses
 
