@@ -88,7 +88,7 @@ def runs_here(feature: str, cuda: bool) -> bool:
 # ============================================================================ wheels for the offline GPU machine
 GPU_PYTHON = "3.12"
 GPU_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
-WHEELS_LIMIT_MIB = 64.0  # what one run may carry to the GPU machine
+WHEELS_LIMIT_MIB = 64.0  # what one run may carry to the GPU machine: the working tree and the wheels together
 # Import name -> the pinned wheel that provides it, for what that machine (Python 3.12, PyTorch + CUDA, the usual
 # scientific packages, ONNX Runtime) is likely to lack. Versions are the ones this repository is tested with.
 # Installed with --no-deps, and only for import names that are missing there. torch / torchvision never come
@@ -102,6 +102,10 @@ GPU_WHEELS: dict[str, str] = {
     "requests_toolbelt": "requests-toolbelt==1.0.0",
     "pillow_avif": "pillow-avif-plugin==1.6.0",
     "seaborn": "seaborn==0.13.2",  # yolov5's plots
+    # Ultralytics reads its results.csv with polars at every checkpoint (and plots with it). The version tested
+    # here, 2.1.0, has a 51 MiB runtime wheel, over the limit with the rest; Ultralytics asks for >= 0.20, and
+    # 0.20.31 (27 MiB) ran its training, results.csv reader and plots on this repository's data.
+    "polars": "polars==0.20.31",
     "iterstrat": "iterative-stratification==0.1.9",  # livestock split
     "onnx": "onnx==1.23.2",  # livestock export; the exporter needs the next three too
     "onnxscript": "onnxscript==0.7.2",
@@ -121,8 +125,21 @@ VERSIONS_OF: tuple[str, ...] = (
 )
 
 
+def checkout_bytes() -> int:
+    """The size of what travels with the wheels: the checkout's tracked files and its untracked, not ignored ones
+    (0 where git cannot list them)."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                                capture_output=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    files = (REPO / name for name in listed.decode("utf-8", "replace").split("\0") if name)
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
 def download_wheels(dest: Path) -> int:
-    """``make gpu-wheels``: download ``GPU_WHEELS`` for the GPU machine into ``dest``; fail over 64 MiB."""
+    """``make gpu-wheels``: download ``GPU_WHEELS`` for the GPU machine into ``dest``; fail when they and the
+    checkout are over the 64 MiB a run can carry."""
     requirements = sorted(set(GPU_WHEELS.values()))
     bad = [r for r in requirements if re.match(r"(torch|torchvision|nvidia-)", r, re.IGNORECASE)]
     if bad:  # a wheel of these would replace the machine's CUDA build
@@ -142,13 +159,15 @@ def download_wheels(dest: Path) -> int:
         return rc
     wheels = sorted(partial.glob("*.whl"))
     total = sum(w.stat().st_size for w in wheels)
+    tree = checkout_bytes()
     for w in wheels:
         print(f"{w.stat().st_size / 2**20:8.2f} MiB  {w.name}")
-    print(f"{total / 2**20:8.2f} MiB  total, {len(wheels)} wheels (limit {WHEELS_LIMIT_MIB:g} MiB)")
-    if total > WHEELS_LIMIT_MIB * 2**20:
+    print(f"{total / 2**20:8.2f} MiB  total, {len(wheels)} wheels; with the checkout ({tree / 2**20:.2f} MiB) "
+          f"{(total + tree) / 2**20:.2f} MiB (limit {WHEELS_LIMIT_MIB:g} MiB)")
+    if total + tree > WHEELS_LIMIT_MIB * 2**20:
         shutil.rmtree(partial, ignore_errors=True)
-        print(f"gpu-wheels: {total / 2**20:.2f} MiB is over the {WHEELS_LIMIT_MIB:g} MiB a run can carry",
-              file=sys.stderr)
+        print(f"gpu-wheels: {total / 2**20:.2f} MiB of wheels and the {tree / 2**20:.2f} MiB checkout are over the "
+              f"{WHEELS_LIMIT_MIB:g} MiB a run can carry", file=sys.stderr)
         return 1
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(partial, dest)
@@ -157,6 +176,9 @@ def download_wheels(dest: Path) -> int:
 
 
 # ============================================================================ settings
+# livestock.model.ultralytics.compat.OFFLINE_ENVIRONMENT, for the commands that import Ultralytics before the
+# package does (tests/test_gpu_check.py checks that the two agree).
+ULTRALYTICS_OFFLINE = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false"}
 REAL_TRAIN_IMAGES = 13_164  # the original entry's training set
 REAL_EPOCHS = 20  # and its number of epochs
 CONTEST_LIMIT_MB = 100.0  # the contest's weight-file limit (MB = 10**6 bytes)
@@ -205,11 +227,12 @@ class Settings:
     latency_warmup: tuple[int, int]
     latency_runs: tuple[int, int]
     budget_s: float
-    # the Ultralytics steps: the same data, frames and training size, a nano model of that engine from scratch
+    # the Ultralytics steps: the same data, frames and training size, that engine's model from scratch
     ultralytics_model: str = "yolo11n"
     ultralytics_batch: int = 16
     ultralytics_epochs: int = 3  # the first epoch is warm-up; the epoch time is taken over the others
     ultralytics_hyp: str = "hyp/ultralytics_scratch_cpu.yaml"  # Ultralytics' own defaults
+    onnx_cpu_passes: tuple[int, int] = (1, 3)  # (warm-up, timed) passes of the ONNX file on the CPU
     limits_s: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -218,10 +241,14 @@ REAL = Settings(
     synth_shards=16, train_images=400, main_shard_train=96, test_images=16, image_scale=1.0, epoch_val_images=8,
     detect_batch=8, agree_images=4,
     latency_batches=(1, 16), latency_warmup=(10, 5), latency_runs=(50, 20), budget_s=480.0,
+    # The engine's contest-scale model, as YOLOv5m6 is the original's: YOLO11m (20 M parameters, a 40 MB FP16
+    # checkpoint) with YOLOv5m6's batch. On the CPU its 1280 px ONNX pass takes a good part of a second: few passes.
+    ultralytics_model="yolo11m", ultralytics_batch=10, onnx_cpu_passes=(2, 8),
     # Estimates, not yet measured on a GPU: the YOLOv5 steps' limits were cut by about a fifth (from 470 s in all)
-    # to make room for the Ultralytics steps within the same budget.
-    limits_s={"environment": 35, "synth": 20, "prepare": 20, "train": 55, "train_cache_ram": 50, "train_ddp": 50,
-              "val": 20, "inference": 40, "agreement": 25, "latency": 25, "export": 45, "ultralytics": 55,
+    # to make room for the Ultralytics steps within the same budget, and the two extra runs (cache, DDP) by 15 s
+    # more for the m-size Ultralytics model.
+    limits_s={"environment": 35, "synth": 20, "prepare": 20, "train": 55, "train_cache_ram": 42, "train_ddp": 43,
+              "val": 20, "inference": 40, "agreement": 25, "latency": 25, "export": 45, "ultralytics": 70,
               "ultralytics_latency": 30},
 )
 DRY_RUN = Settings(
@@ -396,7 +423,9 @@ class Command:
         """SIGABRT to the main process and to each rank (``pids``' session leaders): with faulthandler on
         (PYTHONFAULTHANDLER in the environment) each prints every thread's Python stack into the log before it
         dies, which says where a hang hung."""
-        for pid in dict.fromkeys([self.proc.pid, *_session_leaders(pids)]):
+        until = time.monotonic() + STACK_DUMP_S
+        ranks = [pid for pid in _session_leaders(pids) if pid != self.proc.pid]
+        for pid in [self.proc.pid, *ranks]:
             try:
                 os.kill(pid, signal.SIGABRT)
             except (ProcessLookupError, PermissionError):
@@ -405,6 +434,10 @@ class Command:
             self.proc.wait(timeout=STACK_DUMP_S)
         except subprocess.TimeoutExpired:
             pass
+        # The ranks are not this process's children (no wait): give each the same time to print and die before
+        # stop() kills it mid-stack.
+        while any(_alive(pid) for pid in ranks) and time.monotonic() < until:
+            time.sleep(0.05)
 
     def wait(self, deadline: float) -> CommandResult:
         """Wait until the process ends or ``deadline`` (monotonic time) passes, then stop what is left of it."""
@@ -470,6 +503,12 @@ def _tree_pids(root: int) -> list[int]:
         tree |= children
         grown = bool(children)
     return sorted(tree)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a dead process waiting to be reaped does not)."""
+    fields = _read_text(f"/proc/{pid}/stat").rpartition(")")[2].split()
+    return bool(fields) and fields[0] != "Z"
 
 
 def _session_leaders(pids: Sequence[int]) -> list[int]:
@@ -571,6 +610,12 @@ def command_env(site: Path) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(x for x in (str(REPO), str(site), env.get("PYTHONPATH", "")) if x)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONFAULTHANDLER"] = "1"  # a crash, or the SIGABRT sent at a time-out, prints every thread's stack
+    # The package sets these itself before it imports Ultralytics (livestock.model.ultralytics.compat); the probe
+    # imports ultralytics and yolov5 bare, where Ultralytics would look up two DNS names on a machine without a
+    # network and write a settings file into the home folder.
+    for key, value in ULTRALYTICS_OFFLINE.items():
+        env.setdefault(key, value)
+    env.setdefault("YOLO_CONFIG_DIR", str(site.parent / "ultralytics_config"))
     return env
 
 
@@ -1111,9 +1156,20 @@ def step_ultralytics(ctx: Context, rec: dict) -> None:
     train_images = ctx.results["prepare"].get("train_images")
     rec.update(model=s.ultralytics_model, imgsz=s.imgsz, batch=s.ultralytics_batch, epochs=s.ultralytics_epochs,
                hyp=s.ultralytics_hyp, train_images=train_images, command=shlex.join(map(str, argv)))
+    log = TrainProgress(batch=s.ultralytics_batch)  # here only for the AMP line: the batch times come from the csv
+    sampler = GpuSampler() if runs_here("nvidia_smi", ctx.cuda) else None
     t0 = time.monotonic()
-    ctx.run(argv)
-    seconds = time.monotonic() - t0
+    try:
+        if sampler is not None:
+            with sampler:
+                ctx.run(argv, log.feed)
+        else:
+            ctx.run(argv, log.feed)
+    finally:  # a run cut short at its time limit still reports what it saw
+        seconds = time.monotonic() - t0
+        rec.update(amp=log.amp(), amp_log=log.amp_lines[-1] if log.amp_lines else None,
+                   gpu=sampler.stats((t0, t0 + seconds)) if sampler is not None else None,
+                   gpu_window="the whole training command (start-up and per-epoch validation included)")
     weights = folder / "train" / "weights" / "best.pt"
     if not weights.is_file():
         raise StepFailed(f"no {weights} after training")
@@ -1135,8 +1191,8 @@ def step_ultralytics(ctx: Context, rec: dict) -> None:
                       "note": "tuned and scored on the same synthetic test images: the machinery, not accuracy"}
     original = best["original"]["map"] if best.get("original") else float("nan")
     rec["summary"] = ((f"{ips:.1f} images/s, " if ips else "") + f"{len(epoch_s)} epochs in {seconds:.0f} s; "
-                      f"val mAP@0.5 {float(table['all']['mAP@0.5']):.4f}; contest mAP@0.75 {original:.4f} at "
-                      f"conf 0.001 / IoU 0.68, best {best['best']['map']:.4f}")
+                      f"AMP {_fmt(rec['amp'])}; val mAP@0.5 {float(table['all']['mAP@0.5']):.4f}; contest mAP@0.75 "
+                      f"{original:.4f} at conf 0.001 / IoU 0.68, best {best['best']['map']:.4f}")
 
 
 def step_ultralytics_latency(ctx: Context, rec: dict) -> None:
@@ -1311,10 +1367,11 @@ def markdown_report(report: dict) -> str:
     latency = lat.get("rows")
     if latency:
         lines += ["", (f"## Inference, PyTorch ({lat.get('model')}, {lat.get('imgsz')} px, network only, "
-                       f"{lat.get('device')})"), "", "| precision | batch | median ms | p90 ms | images/s |",
-                  "|---|---|---|---|---|"]
+                       f"{lat.get('device')})"), "",
+                  "| precision | batch | median ms | p90 ms | images/s | peak allocated (MiB) |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {r['precision']} | {r['batch']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | "
-                  f"{r['images_per_s']:.1f} |" for r in latency]
+                  f"{r['images_per_s']:.1f} | {_fmt(r.get('peak_allocated_mib'), 0)} |" for r in latency]
     agreement = results.get("agreement", {})
     if agreement.get("tolerance"):
         lines += ["", "## Detections: device vs CPU", "", f"Rule: {agreement['tolerance']['rule']}.", "",
@@ -1337,11 +1394,14 @@ def _ultralytics_markdown(run: Mapping, latency: Mapping) -> list[str]:
     train = run.get("train") or {}
     if train:
         ext = train.get("extrapolated") or {}
+        gpu = run.get("gpu") or {}
         lines += ["", (f"## Ultralytics ({run['model']}, {run['imgsz']} px, batch {run['batch']}, {run['epochs']} "
                        f"epochs, {run['hyp']})"), "",
                   (f"Epoch times {', '.join(f'{e:.1f}' for e in train['epoch_s'])} s ({train['timing']}): "
                    f"{_fmt(train.get('images_per_s'))} images/s, {_fmt(ext.get('total_h'), 2)} h for the "
-                   f"original's {REAL_EPOCHS} epochs of {REAL_TRAIN_IMAGES:,} images.")]
+                   f"original's {REAL_EPOCHS} epochs of {REAL_TRAIN_IMAGES:,} images. AMP {_fmt(run.get('amp'))}"
+                   + (f"; over {run['gpu_window']}: peak memory.used {_fmt(gpu.get('memory_used_peak_mib'), 0)} "
+                      f"MiB, mean GPU util {_fmt(gpu.get('util_mean_pct'))} %" if gpu else "") + ".")]
     if run.get("val"):
         lines.append(f"Validation: mAP@0.5 {run['val']['metrics']['all']['mAP@0.5']:.4f} on "
                      f"{run['val']['images']} images.")
@@ -1356,10 +1416,11 @@ def _ultralytics_markdown(run: Mapping, latency: Mapping) -> list[str]:
         onnx = latency.get("onnx") or {}
         lines += ["", (f"Inference ({latency['model']}, {latency['imgsz']} px, network only; ONNX Runtime on the "
                        f"CPU, threads: {onnx.get('threads')}; ONNX export {_fmt(onnx.get('size_mb'))} MB):"), "",
-                  "| runtime | precision | batch | device | median ms | p90 ms | images/s |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| runtime | precision | batch | device | median ms | p90 ms | images/s | peak allocated (MiB) |",
+                  "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['runtime']} | {r['precision']} | {r['batch']} | {r['device']} | {r['median_ms']:.2f} | "
-                  f"{r['p90_ms']:.2f} | {r['images_per_s']:.1f} |" for r in latency["rows"]]
+                  f"{r['p90_ms']:.2f} | {r['images_per_s']:.1f} | {_fmt(r.get('peak_allocated_mib'), 0)} |"
+                  for r in latency["rows"]]
     return lines
 
 
@@ -1430,6 +1491,22 @@ def _latency_row(times: list[float], batch: int, warmup: int, **fields: object) 
             "images_per_s": batch / median}
 
 
+def _reset_peak_memory(dev: "torch.device", cuda: bool) -> None:
+    if runs_here("cuda_sync", cuda):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(dev)
+
+
+def _peak_memory(dev: "torch.device", cuda: bool) -> dict:
+    """The most GPU memory PyTorch allocated since the last reset: one latency row's own (weights included)."""
+    if not runs_here("cuda_sync", cuda):
+        return {}
+    import torch
+
+    return {"peak_allocated_mib": torch.cuda.max_memory_allocated(dev) / 2**20}
+
+
 def _torch_device(device: str) -> "torch.device":
     import torch
 
@@ -1455,18 +1532,18 @@ def worker_latency(settings: Settings, device: str, cuda: bool, work: Path) -> d
             model = model.half()
         dtype = torch.float16 if precision == "fp16" else torch.float32
         for batch, warmup, runs in zip(settings.latency_batches, settings.latency_warmup, settings.latency_runs):
+            _reset_peak_memory(dev, cuda)
             x = torch.rand(batch, 3, settings.imgsz, settings.imgsz, device=dev, dtype=dtype)
             with torch.inference_mode():
                 times = _time_passes(lambda: model(x), warmup, runs, sync)
-            rows.append(_latency_row(times, batch, warmup, precision=precision))
+            rows.append(_latency_row(times, batch, warmup, precision=precision, **_peak_memory(dev, cuda)))
     result = {"model": settings.model, "imgsz": settings.imgsz, "device": str(dev), "weights": "random (untrained)",
               "fused": True, "cudnn_benchmark": True, "threads": torch.get_num_threads(), "rows": rows,
               "timing": "wall clock per forward pass (no pre-processing, no NMS)"
                         + (", CUDA-synchronised before and after" if runs_here("cuda_sync", cuda) else "")}
     if runs_here("cuda_sync", cuda):
         # getattr: newer PyTorch releases move the TF32 switches; the timing must not fail for a label.
-        result.update(peak_allocated_mib=torch.cuda.max_memory_allocated(dev) / 2**20,
-                      tf32_conv=getattr(torch.backends.cudnn, "allow_tf32", None),
+        result.update(tf32_conv=getattr(torch.backends.cudnn, "allow_tf32", None),
                       tf32_matmul=getattr(torch.backends.cuda.matmul, "allow_tf32", None))
     return result
 
@@ -1475,7 +1552,7 @@ def worker_ultralytics_latency(settings: Settings, device: str, cuda: bool, weig
     """Median forward-pass times of trained Ultralytics weights: in PyTorch FP32 on the device, as the engine's
     detector loads them (Ultralytics' AutoBackend, Conv+BN fused), at batch 1 and the throughput batch; then in
     ONNX Runtime on the CPU (the only provider the GPU machine has) from the engine's fixed-shape ONNX export, at
-    batch 1 (the export's), with the throughput batch's fewer passes: a CPU pass is far slower."""
+    batch 1 (the export's), with the settings' few passes (``onnx_cpu_passes``): a CPU pass is far slower."""
     import numpy as np
     import torch
 
@@ -1486,10 +1563,12 @@ def worker_ultralytics_latency(settings: Settings, device: str, cuda: bool, weig
     model = api.load_ultralytics_detector(weights, settings.imgsz, dev, api.n_classes).model
     rows = []
     for batch, warmup, runs in zip(settings.latency_batches, settings.latency_warmup, settings.latency_runs):
+        _reset_peak_memory(dev, cuda)
         x = torch.rand(batch, 3, settings.imgsz, settings.imgsz, device=dev)
         with torch.inference_mode():
             times = _time_passes(lambda: model(x), warmup, runs, sync)
-        rows.append(_latency_row(times, batch, warmup, runtime="pytorch", precision="fp32", device=str(dev)))
+        rows.append(_latency_row(times, batch, warmup, runtime="pytorch", precision="fp32", device=str(dev),
+                                 **_peak_memory(dev, cuda)))
     onnx_path = work / f"{settings.ultralytics_model}_{settings.imgsz}.onnx"
     t0 = time.perf_counter()
     api.export_ultralytics_onnx(weights, settings.imgsz, onnx_path)
@@ -1498,7 +1577,7 @@ def worker_ultralytics_latency(settings: Settings, device: str, cuda: bool, weig
     session = api.ort_session(onnx_path, threads)
     feed = {session.get_inputs()[0].name: np.random.default_rng(0).random(
         (1, 3, settings.imgsz, settings.imgsz), dtype=np.float32)}
-    warmup, runs = settings.latency_warmup[1], settings.latency_runs[1]
+    warmup, runs = settings.onnx_cpu_passes
     times = _time_passes(lambda: session.run(None, feed), warmup, runs, lambda: None)
     rows.append(_latency_row(times, 1, warmup, runtime="onnxruntime", precision="fp32", device="cpu"))
     result = {"model": settings.ultralytics_model, "imgsz": settings.imgsz, "device": str(dev),
@@ -1507,8 +1586,6 @@ def worker_ultralytics_latency(settings: Settings, device: str, cuda: bool, weig
                        "providers": session.get_providers(), "threads": threads},
               "timing": "wall clock per forward pass (no pre-processing, no NMS)"
                         + (", CUDA-synchronised before and after" if runs_here("cuda_sync", cuda) else "")}
-    if runs_here("cuda_sync", cuda):
-        result["peak_allocated_mib"] = torch.cuda.max_memory_allocated(dev) / 2**20
     return result
 
 

@@ -39,10 +39,23 @@ def test_real_run_is_the_originals_training_within_its_budget():
     assert real.budget_s <= 480  # one command of at most 8 minutes, leaving time for a second try
     assert sum(real.limits_s.values()) + gc.REPORT_RESERVE_S <= real.budget_s
     assert real.epochs >= 2  # the first epoch is warm-up, throughput is timed over the others
-    # the Ultralytics steps: the engine's nano model from scratch on the same frames at the same size
+    # the Ultralytics steps: the engine's contest-scale model from scratch on the same frames, size and batch
     assert (real.ultralytics_model, real.ultralytics_batch, real.ultralytics_hyp) == (
-        "yolo11n", 16, "hyp/ultralytics_scratch_cpu.yaml")
+        "yolo11m", real.batch, "hyp/ultralytics_scratch_cpu.yaml")
     assert (REPO / real.ultralytics_hyp).is_file() and real.ultralytics_epochs >= 2
+
+
+def test_commands_import_ultralytics_offline_even_before_the_package_does(tmp_path, monkeypatch):
+    from livestock.model.ultralytics.compat import OFFLINE_ENVIRONMENT
+
+    assert gc.ULTRALYTICS_OFFLINE == OFFLINE_ENVIRONMENT
+    for key in (*OFFLINE_ENVIRONMENT, "YOLO_CONFIG_DIR"):
+        monkeypatch.delenv(key, raising=False)
+    env = gc.command_env(tmp_path / "site")
+    assert {k: env[k] for k in OFFLINE_ENVIRONMENT} == OFFLINE_ENVIRONMENT
+    assert env["YOLO_CONFIG_DIR"] == str(tmp_path / "ultralytics_config")  # not the home folder
+    monkeypatch.setenv("YOLO_CONFIG_DIR", "/somewhere/of/the/users")
+    assert gc.command_env(tmp_path / "site")["YOLO_CONFIG_DIR"] == "/somewhere/of/the/users"
 
 
 def test_settings_with_limits_over_the_budget_are_refused():
@@ -67,6 +80,25 @@ def test_wheels_never_bring_torch_and_pin_every_version():
     for requirement in gc.GPU_WHEELS.values():
         assert "==" in requirement, requirement
         assert not requirement.lower().startswith(("torch", "nvidia")), requirement
+    # Ultralytics' trainer reads results.csv with polars at every checkpoint; the GPU machine has none
+    assert gc.GPU_WHEELS["polars"].startswith("polars==")
+
+
+@pytest.mark.parametrize("checkout_mib, ok", [(10, True), (60, False)])
+def test_wheels_and_the_checkout_together_must_fit_one_run(tmp_path, monkeypatch, capsys, checkout_mib, ok):
+    """What travels to the GPU machine is the checkout and the wheels: 64 MiB in all."""
+    def fake_download(command):  # pip download: 5 MiB of wheels into the -d folder
+        folder = Path(command[command.index("-d") + 1])
+        (folder / "a-1.0-py3-none-any.whl").write_bytes(b"\0" * (5 << 20))
+        return 0
+
+    monkeypatch.setattr(gc.subprocess, "call", fake_download)
+    monkeypatch.setattr(gc, "checkout_bytes", lambda: checkout_mib << 20)
+    dest = tmp_path / "gpu_wheels"
+    assert gc.download_wheels(dest) == (0 if ok else 1)
+    assert dest.is_dir() is ok and not (tmp_path / "gpu_wheels.partial").exists()
+    if not ok:
+        assert "5.00 MiB of wheels and the 60.00 MiB checkout are over the 64 MiB" in capsys.readouterr().err
 
 
 def test_extrapolation_to_the_original_training_run():
@@ -164,8 +196,7 @@ def test_a_time_out_stops_and_shows_a_rank_started_in_a_session_of_its_own(tmp_p
     rank_pid = int(result.output.split("rank pid ")[1].split()[0])
     assert result.timed_out and f"pid {rank_pid} " in result.diagnosis, result.diagnosis
     assert "in stuck_in_rank" in result.output  # the rank's own stack, printed at the SIGABRT
-    state = gc._read_text(f"/proc/{rank_pid}/stat").rpartition(")")[2].split()[:1]
-    assert state in ([], ["Z"]), state  # gone (or dead and waiting for init to reap it), not sleeping on
+    assert not gc._alive(rank_pid)  # gone (or dead and waiting for init to reap it), not sleeping on
 
 
 def test_without_torch_or_the_device_nothing_else_runs(tmp_path, monkeypatch):
@@ -411,6 +442,8 @@ def test_dry_run_trains_scores_and_times_the_ultralytics_engine(dry_run):
     run = steps["ultralytics"]
     assert (run["model"], run["imgsz"], run["epochs"]) == ("yolo11n", gc.DRY_RUN.imgsz, gc.DRY_RUN.ultralytics_epochs)
     assert "--engine ultralytics" in run["command"] and run["train_images"] == steps["prepare"]["train_images"]
+    assert run["amp"] is False and "AMP: off on cpu" in run["amp_log"]  # the patched check ran and said so
+    assert run["gpu"] is None  # no nvidia-smi on a CPU run
     train = run["train"]
     assert engine_of_weights(train["weights"]) == "ultralytics"
     # hand-computed from Ultralytics' own results.csv: its cumulative times, and the epoch after the first
@@ -431,7 +464,7 @@ def test_dry_run_trains_scores_and_times_the_ultralytics_engine(dry_run):
     latency = steps["ultralytics_latency"]
     assert [(r["runtime"], r["precision"], r["batch"], r["device"]) for r in latency["rows"]] == [
         ("pytorch", "fp32", 1, "cpu"), ("pytorch", "fp32", 16, "cpu"), ("onnxruntime", "fp32", 1, "cpu")]
-    assert [r["runs"] for r in latency["rows"]] == [*gc.DRY_RUN.latency_runs, gc.DRY_RUN.latency_runs[1]]
+    assert [r["runs"] for r in latency["rows"]] == [*gc.DRY_RUN.latency_runs, gc.DRY_RUN.onnx_cpu_passes[1]]
     assert all(r["median_ms"] > 0 and r["images_per_s"] == pytest.approx(r["batch"] * 1e3 / r["median_ms"])
                for r in latency["rows"])
     exported = work / "run" / latency["onnx"]["file"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -90,15 +91,30 @@ def test_offline_layer_fonts_settings_and_flags():
     assert ultralytics.engine.trainer.check_amp is C._check_amp_offline
 
 
-def test_amp_check_stays_offline():
-    import torch
+def test_amp_check_stays_offline_and_logs_its_decision():
+    import logging
+    import types
 
-    cpu = torch.nn.Conv2d(3, 3, 1)
-    with network_blocked() as attempts:
-        assert C._check_amp_offline(cpu) is False
-        if torch.cuda.is_available():
-            assert C._check_amp_offline(cpu.cuda()) is True  # AMP stays on for GPU training
+    import torch
+    from ultralytics.utils import LOGGER
+
+    def on(device):  # just enough of a model: a torch.device of type cuda exists without a GPU
+        return types.SimpleNamespace(parameters=lambda: iter([types.SimpleNamespace(device=torch.device(device))]))
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    try:
+        with network_blocked() as attempts:
+            assert C._check_amp_offline(torch.nn.Conv2d(3, 3, 1)) is False
+            assert C._check_amp_offline(on("cuda:0")) is True  # AMP stays on for GPU training
+            assert C._check_amp_offline(on("mps")) is False
+    finally:
+        LOGGER.removeHandler(handler)
     assert attempts == []
+    plain = [re.sub(r"\x1b\[[0-9;]*m", "", r) for r in records]  # colorstr's colours
+    assert [r.split("AMP: ")[1].split(" (")[0] for r in plain] == ["off on cpu", "on for cuda:0", "off on mps"]
 
 
 _PROBE = textwrap.dedent("""

@@ -67,9 +67,17 @@ def install_offline_fonts(folder: Path) -> None:
 
 def _check_amp_offline(model) -> bool:
     """Ultralytics' AMP decision without its check run: off on CPU and MPS (as Ultralytics decides there), on for
-    accelerators. Its check downloads yolo26n.pt to compare FP32 with FP16 predictions; offline that fails."""
+    accelerators. Its check downloads yolo26n.pt to compare FP32 with FP16 predictions; offline that fails. The
+    decision is logged (``AMP: on`` / ``AMP: off``), as YOLOv5's is, so that a training log records it."""
+    from ultralytics.utils import LOGGER, colorstr
+
     device = next(model.parameters()).device
-    return device.type not in ("cpu", "mps")
+    if device.type in ("cpu", "mps"):
+        LOGGER.info(f"{colorstr('AMP: ')}off on {device.type} (Ultralytics uses AMP on accelerators only)")
+        return False
+    LOGGER.info(f"{colorstr('AMP: ')}on for {device} (Ultralytics' comparison with a downloaded yolo26n.pt is "
+                "skipped)")
+    return True
 
 
 def ensure_ultralytics() -> None:
