@@ -716,8 +716,11 @@ class GpuSampler:
         self._proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "GpuSampler":
-        argv = ["nvidia-smi", "--query-gpu=index,utilization.gpu,memory.used", "--format=csv,noheader,nounits",
-                "-lms", "500"]
+        # Each sample is timed as it arrives; stdbuf keeps a C program's stdio from holding lines back in a 4 KiB
+        # pipe buffer, in case nvidia-smi does not flush each one itself (it runs in exec: same process).
+        line_buffered = ["stdbuf", "-oL"] if shutil.which("stdbuf") else []
+        argv = [*line_buffered, "nvidia-smi", "--query-gpu=index,utilization.gpu,memory.used",
+                "--format=csv,noheader,nounits", "-lms", "500"]
         try:
             self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                           start_new_session=True)
