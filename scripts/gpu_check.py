@@ -830,7 +830,8 @@ def compare_detections(reference: Mapping[str, list], other: Mapping[str, list],
 
 
 AGREEMENT_RULE = (f"detect at conf {AGREE_CONF:g}, NMS IoU {AGREE_IOU:g}, max_det {AGREE_MAX_DET} on both devices "
-                  f"(FP32); a box matches when the other device has a box of the same class with every corner "
+                  f"(FP32 weights and inputs; on a GPU with PyTorch's default TF32 convolutions, as a user's "
+                  f"detection runs); a box matches when the other device has a box of the same class with every corner "
                   f"within {AGREE_BOX_PX:g} px and a confidence within {AGREE_CONF_TOL:g}; a box without a match "
                   f"counts against agreement unless it lies within {AGREE_CONF_TOL:g} of the cut (conf, or an "
                   f"image's lowest kept confidence where max_det was reached); agree when at least "
