@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import csv
 import dataclasses
 import json
@@ -968,10 +969,7 @@ def train_step(cache: str | None = None, ddp: bool = False) -> Callable[[Context
         sampler = GpuSampler() if runs_here("nvidia_smi", ctx.cuda) else None
         t0 = time.monotonic()
         try:
-            if sampler is not None:
-                with sampler:
-                    ctx.run(argv, progress.feed)
-            else:
+            with sampler or contextlib.nullcontext():
                 ctx.run(argv, progress.feed)
         finally:  # a run cut short at its time limit still reports what it measured
             rec["seconds"] = time.monotonic() - t0
@@ -1164,10 +1162,7 @@ def step_ultralytics(ctx: Context, rec: dict) -> None:
     sampler = GpuSampler() if runs_here("nvidia_smi", ctx.cuda) else None
     t0 = time.monotonic()
     try:
-        if sampler is not None:
-            with sampler:
-                ctx.run(argv, log.feed)
-        else:
+        with sampler or contextlib.nullcontext():
             ctx.run(argv, log.feed)
     finally:  # a run cut short at its time limit still reports what it saw
         seconds = time.monotonic() - t0
