@@ -1154,7 +1154,7 @@ def step_ultralytics(ctx: Context, rec: dict) -> None:
     argv = [ctx.python, *LIVESTOCK_CLI, "train", "--engine", "ultralytics", "--data", ctx.artifacts["train_yaml"],
             "--model", s.ultralytics_model, "--weights", "", "--hyp", REPO / s.ultralytics_hyp, "--img", s.imgsz,
             "--batch-size", s.ultralytics_batch, "--epochs", s.ultralytics_epochs, "--device", ctx.device,
-            "--workers", s.workers, "--project", folder, "--name", "train"]
+            "--workers", s.workers, "--project", folder, "--name", "train", "--verbose"]  # its INFO log: AMP
     train_images = ctx.results["prepare"].get("train_images")
     rec.update(model=s.ultralytics_model, imgsz=s.imgsz, batch=s.ultralytics_batch, epochs=s.ultralytics_epochs,
                hyp=s.ultralytics_hyp, train_images=train_images, command=shlex.join(map(str, argv)))
