@@ -226,7 +226,7 @@ def check_weight_size(path: str | os.PathLike, max_weight_mb: float = CONTEST_MA
 
 @contextlib.contextmanager
 def _ultralytics_scope(verbose: bool) -> Iterator[None]:
-    """Around every call into Ultralytics: without ``verbose`` its progress bars and warnings, not its INFO log;
+    """Around every call into Ultralytics: without ``verbose`` its INFO log hidden (its warnings still shown);
     torch's thread count kept during the call; and torch's process-wide settings as they were before, restored
     afterwards.
 
