@@ -392,9 +392,8 @@ class Command:
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def stop(self, pids: Sequence[int] = ()) -> None:
-        """Terminate the whole process group and ``pids`` (its tree, taken before anything was signalled: once
-        the command is gone its ranks have another parent), then kill what is left of them."""
+    def stop(self, pids: Sequence[int]) -> None:
+        """Terminate the whole process group and ``pids`` (the command's tree), then kill what is left of them."""
         self._signal_tree(pids, signal.SIGTERM)
         try:
             self.proc.wait(timeout=KILL_GRACE_S)
@@ -403,10 +402,10 @@ class Command:
         self._signal_tree(pids, signal.SIGKILL)
         self.proc.wait()
 
-    def diagnose(self, deadline: float, pids: Sequence[int] = ()) -> str:
+    def diagnose(self, deadline: float, pids: Sequence[int]) -> str:
         """What a time-out looked like, in one line, for telling a hang from a starved or stalled machine: how late
         the wait itself came back (seconds late: the whole machine stalled, this process too), the load and free
-        memory, and each process of the group's state and CPU seconds (sleeping with few CPU seconds: blocked)."""
+        memory, and each of ``pids``' state and CPU seconds (sleeping with few CPU seconds: blocked)."""
         parts = [f"the wait came back {time.monotonic() - deadline:.1f} s after the limit"]
         try:
             load = os.getloadavg()
@@ -417,15 +416,14 @@ class Command:
         avail = re.search(r"^MemAvailable:\s+(\d+) kB", meminfo, re.M)
         if avail:
             parts.append(f"{int(avail.group(1)) / 2**20:.1f} GiB memory available")
-        parts += [_process_line(pid) for pid in pids or _tree_pids(self.proc.pid)]
+        parts += [_process_line(pid) for pid in pids]
         return "; ".join(parts)
 
-    def dump_stacks(self, pids: Sequence[int] = ()) -> None:
-        """SIGABRT to the main process and to each rank (``pids``' session leaders): with faulthandler on
-        (PYTHONFAULTHANDLER in the environment) each prints every thread's Python stack into the log before it
-        dies, which says where a hang hung."""
+    def dump_stacks(self, ranks: Sequence[int]) -> None:
+        """SIGABRT to the main process and to each of ``ranks``: with faulthandler on (PYTHONFAULTHANDLER in the
+        environment) each prints every thread's Python stack into the log before it dies, which says where a hang
+        hung."""
         until = time.monotonic() + STACK_DUMP_S
-        ranks = [pid for pid in _session_leaders(pids) if pid != self.proc.pid]
         for pid in [self.proc.pid, *ranks]:
             try:
                 os.kill(pid, signal.SIGABRT)
@@ -447,10 +445,14 @@ class Command:
             self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             timed_out = True
-            tree = _tree_pids(self.proc.pid)
+            table = _process_table()  # one snapshot, before any signal: once the command is gone, ranks re-parent
+            tree = _tree_pids(self.proc.pid, table)
+            # Leaders of sessions of their own below the command: torch.distributed.run's ranks (loader workers
+            # share their parent's session).
+            ranks = [pid for pid in tree if pid != self.proc.pid and table[pid][2] == pid]
             diagnosis = self.diagnose(deadline, tree)
             self._write_log(f"[time limit: {diagnosis}]\n")
-            self.dump_stacks(tree)
+            self.dump_stacks(ranks)
             self.stop(tree)
         # Data-loader workers or ranks that outlived their parent still hold the pipe: they belong to this run.
         self._signal_group(signal.SIGKILL)
@@ -490,11 +492,11 @@ def _process_table() -> dict[int, tuple[int, int, int]]:
     return table
 
 
-def _tree_pids(root: int) -> list[int]:
-    """The live processes of a command: its process group (the command and its data-loader workers) and every
-    descendant. torch.distributed.run starts each rank in a session of its own, outside the group, so a signal to
-    the group alone would leave the ranks training on the GPU through the steps after a time-out."""
-    table = _process_table()
+def _tree_pids(root: int, table: Mapping[int, tuple[int, int, int]]) -> list[int]:
+    """The live processes of a command (``table``: :func:`_process_table`): its process group (the command and its
+    data-loader workers) and every descendant. torch.distributed.run starts each rank in a session of its own,
+    outside the group, so a signal to the group alone would leave the ranks training on the GPU through the steps
+    after a time-out."""
     tree = {pid for pid, (_, group, _) in table.items() if group == root}
     if root in table:
         tree.add(root)
@@ -511,12 +513,6 @@ def _alive(pid: int) -> bool:
     fields = _read_text(f"/proc/{pid}/stat").rpartition(")")[2].split()
     return bool(fields) and fields[0] != "Z"
 
-
-def _session_leaders(pids: Sequence[int]) -> list[int]:
-    """Of ``pids``, those that lead a session of their own: the command itself and, under torch.distributed.run,
-    each rank (loader workers share their parent's)."""
-    table = _process_table()
-    return [pid for pid in pids if pid in table and table[pid][2] == pid]
 
 
 def _process_line(pid: int) -> str:
