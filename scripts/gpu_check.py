@@ -424,19 +424,15 @@ class Command:
         environment) each prints every thread's Python stack into the log before it dies, which says where a hang
         hung."""
         until = time.monotonic() + STACK_DUMP_S
+        # One at a time, each given until it has died (within the shared STACK_DUMP_S) before the next: stacks
+        # printed at the same moment interleave in the log, and stop() must not kill one mid-stack.
         for pid in [self.proc.pid, *ranks]:
             try:
                 os.kill(pid, signal.SIGABRT)
             except (ProcessLookupError, PermissionError):
-                pass
-        try:
-            self.proc.wait(timeout=STACK_DUMP_S)
-        except subprocess.TimeoutExpired:
-            pass
-        # The ranks are not this process's children (no wait): give each the same time to print and die before
-        # stop() kills it mid-stack.
-        while any(_alive(pid) for pid in ranks) and time.monotonic() < until:
-            time.sleep(0.05)
+                continue
+            while _alive(pid) and time.monotonic() < until:
+                time.sleep(0.05)
 
     def wait(self, deadline: float) -> CommandResult:
         """Wait until the process ends or ``deadline`` (monotonic time) passes, then stop what is left of it."""
