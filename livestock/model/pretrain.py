@@ -34,7 +34,7 @@ from typing import Callable
 from livestock import paths
 from livestock.data.split import stratified_split, write_split
 from livestock.data.synth import generate_synthetic_dataset
-from livestock.data.synth.dataset import IMAGE_SCALE_RULE, image_scale_ok
+from livestock.data.synth.dataset import IMAGE_SCALE_RULE, image_scale_ok, refuse_settings
 from livestock.data.synth.style import STYLES, get_style
 from livestock.data.yolo_format import prepare_dataset
 from livestock.evaluation.inference import split_map
@@ -96,9 +96,7 @@ class PretrainSettings:
                  ("image_scale", self.image_scale, self.image_scale is None or image_scale_ok(self.image_scale),
                   IMAGE_SCALE_RULE),
                  ("workers", self.workers, self.workers >= 0, "0 or more")]
-        bad = [f"--{key.replace('_', '-')} {value}: must be {rule}" for key, value, ok, rule in rules if not ok]
-        if bad:
-            raise ValueError("; ".join(bad))
+        refuse_settings(rules, lambda key: f"--{key.replace('_', '-')}")
         check_model(self.model, self.engine, get_engine(self.engine).MODEL_NAMES)
         parse_device(self.device)
 

@@ -11,7 +11,7 @@ import zipfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import cv2
 import numpy as np
@@ -186,6 +186,14 @@ def image_scale_ok(image_scale: float) -> bool:
     return 0.0 < image_scale <= 1.0 and round(960 * image_scale) >= 16
 
 
+def refuse_settings(rules: list[tuple[str, object, bool, str]], name: Callable[[str], str] = str) -> None:
+    """A ValueError that lists, in one line, each ``(key, value, ok, rule)`` of ``rules`` that is not ok, the key
+    as ``name`` calls it (an option the user typed): ``--seed -1: must be 0 or more; …``."""
+    bad = [f"{name(key)} {value}: must be {rule}" for key, value, ok, rule in rules if not ok]
+    if bad:
+        raise ValueError("; ".join(bad))
+
+
 # How the settings of generate_synthetic_dataset are called on the command line (``livestock synth``).
 SYNTH_OPTIONS: dict[str, str] = {"n_train": "--n-train", "n_test": "--n-test", "seed": "--seed",
                                  "missing_cow_rate": "--missing-cow-rate", "image_scale": "--image-scale",
@@ -198,7 +206,6 @@ def check_synth_settings(*, n_train: int | None = 300, n_test: int | None = 60, 
     """A ValueError naming each setting of :func:`generate_synthetic_dataset` that no set can take, as ``names``
     calls it (:data:`SYNTH_OPTIONS`: the options the user typed; default the parameter names), before anything is
     written. ``n_train`` / ``n_test`` None: not checked (per-class counts given instead)."""
-    name = (names or {}).get
     rules = [("n_train", n_train, n_train is None or n_train >= 2, "2 or more (one image of each class)"),
              ("n_test", n_test, n_test is None or n_test >= 0, "0 or more"),
              # numpy's generators take no negative seed, and their own error names no setting
@@ -206,9 +213,7 @@ def check_synth_settings(*, n_train: int | None = 300, n_test: int | None = 60, 
              ("missing_cow_rate", missing_cow_rate, 0.0 <= missing_cow_rate < 1.0, "in [0, 1)"),
              ("image_scale", image_scale, image_scale_ok(image_scale), IMAGE_SCALE_RULE),
              ("workers", workers, workers >= 1, "1 or more")]
-    bad = [f"{name(key, key)} {value}: must be {rule}" for key, value, ok, rule in rules if not ok]
-    if bad:
-        raise ValueError("; ".join(bad))
+    refuse_settings(rules, lambda key: (names or {}).get(key, key))
 
 
 def generate_synthetic_dataset(
