@@ -138,6 +138,33 @@ def _probe(tmp_path: Path, order: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.parametrize("user_threads", [None, "1"])
+def test_threads_are_the_users_in_this_process_and_in_later_ones(user_threads):
+    """Importing ultralytics sets OMP_NUM_THREADS=1 where it is unset. Through the offline layer, before torch is
+    loaded, this process and a child started afterwards compute with the torch threads they would have had without
+    it (the user's value, or torch's default), and the variable is left as the user had it."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if user_threads is not None:
+        env["OMP_NUM_THREADS"] = user_threads
+    code = """
+import os, subprocess, sys
+child = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
+before = subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip()
+from livestock.model.ultralytics.compat import ensure_ultralytics
+assert "torch" not in sys.modules and "ultralytics" not in sys.modules
+ensure_ultralytics()
+import torch
+after = subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip()
+print(os.environ.get("OMP_NUM_THREADS"), before, torch.get_num_threads(), after)
+"""
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    variable, before, here, after = out.stdout.split()[-4:]
+    assert variable == str(user_threads)
+    assert here == before and after == before
+    if user_threads is not None:
+        assert before == user_threads
+
+
 def test_settings_never_rewrite_the_users_file(tmp_path):
     """Fresh interpreters with their own home: ours first, Ultralytics' config folder is our cache folder and the
     user's is never created; Ultralytics imported first (with the user's folder), its file keeps its bytes."""
