@@ -144,28 +144,11 @@ def test_requirements_check_never_installs():
 def test_fix_processes_started_after_the_import_keep_the_users_threads(user_threads):
     """Importing yolov5 sets OMP_NUM_THREADS to cpu_count - 1 for every process started afterwards; after the fix a
     child computes with the torch threads it would have had without the import (the user's value, or the default)."""
-    import os
-    import subprocess
+    from thread_probe import assert_threads_kept
 
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    if user_threads is not None:
-        env["OMP_NUM_THREADS"] = user_threads
-    code = """
-import os, subprocess, sys
-import livestock.model.yolov5.compat as E
-child = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
-before = subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip()
-E.ensure_yolov5()
-import yolov5.utils.general  # noqa: F401 - the module that sets the variable
-after = subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip()
-print(os.environ.get("OMP_NUM_THREADS"), before, after)
-"""
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    variable, before, after = out.stdout.split()[-3:]
-    assert variable == str(user_threads)
-    assert after == before
-    if user_threads is not None:
-        assert after == user_threads
+    fix = ("import livestock.model.yolov5.compat as E\nE.ensure_yolov5()\n"
+           "import yolov5.utils.general  # noqa: F401 - the module that sets the variable")
+    assert_threads_kept(fix, user_threads)
 
 
 class _ModelOn:

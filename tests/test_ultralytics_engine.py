@@ -21,6 +21,7 @@ from livestock.model.ultralytics import compat as C
 from livestock.model.engine import parse_device
 from livestock.model.ultralytics import adapter as U
 from livestock.model.ultralytics import training as UT
+from thread_probe import assert_threads_kept
 from ultralytics_runs import TINY_HYP, network_blocked
 
 # Ultralytics reads its config folder when first imported, and the yolov5 package imports it: point it at ours
@@ -143,26 +144,10 @@ def test_threads_are_the_users_in_this_process_and_in_later_ones(user_threads):
     """Importing ultralytics sets OMP_NUM_THREADS=1 where it is unset. Through the offline layer, before torch is
     loaded, this process and a child started afterwards compute with the torch threads they would have had without
     it (the user's value, or torch's default), and the variable is left as the user had it."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    if user_threads is not None:
-        env["OMP_NUM_THREADS"] = user_threads
-    code = """
-import os, subprocess, sys
-child = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
-before = subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip()
-from livestock.model.ultralytics.compat import ensure_ultralytics
-assert "torch" not in sys.modules and "ultralytics" not in sys.modules
-ensure_ultralytics()
-import torch
-after = subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip()
-print(os.environ.get("OMP_NUM_THREADS"), before, torch.get_num_threads(), after)
-"""
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    variable, before, here, after = out.stdout.split()[-4:]
-    assert variable == str(user_threads)
-    assert here == before and after == before
-    if user_threads is not None:
-        assert before == user_threads
+    fix = ("from livestock.model.ultralytics.compat import ensure_ultralytics\n"
+           "assert 'torch' not in sys.modules and 'ultralytics' not in sys.modules\n"
+           "ensure_ultralytics()")
+    assert_threads_kept(fix, user_threads)
 
 
 def test_settings_never_rewrite_the_users_file(tmp_path):
