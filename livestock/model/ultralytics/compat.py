@@ -18,6 +18,8 @@ Security: Ultralytics checkpoints are Python pickles, and loading one runs code 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from livestock.fileio import atomic_link_or_copy
@@ -50,6 +52,24 @@ def set_ultralytics_environment() -> None:
     os.environ.setdefault("YOLO_CONFIG_DIR", str(ultralytics_config_dir()))
     for key, value in OFFLINE_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+
+
+@contextmanager
+def threads_kept() -> Iterator[None]:
+    """Load torch, run the block (an engine's imports), then put ``OMP_NUM_THREADS`` back as it was. Both engines'
+    imports set it (``ultralytics`` to 1 where it is unset, ``yolov5`` to ``cpu_count - 1``); torch loaded first
+    keeps the threads it would have had (OpenMP reads the variable when torch loads), and restoring the variable
+    keeps processes started afterwards (notebook kernels, search workers, DDP ranks) at the user's count too."""
+    import torch  # noqa: F401 - loaded before the engines' imports set the variable
+
+    omp_threads = os.environ.get("OMP_NUM_THREADS")
+    try:
+        yield
+    finally:
+        if omp_threads is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp_threads
 
 
 def install_offline_fonts(folder: Path) -> None:
@@ -92,28 +112,21 @@ def ensure_ultralytics() -> None:
     4. The online state and auto-install flag its modules copied at import are switched off, its usage-event
        sender disabled, and its Platform training callbacks (which upload when an API key is set) removed.
     5. ``check_amp``: no download; AMP stays on for GPU training and off on the CPU, as Ultralytics decides there.
-    6. Threads: importing ``ultralytics`` sets ``OMP_NUM_THREADS=1`` where it is unset. torch is loaded first, so
-       this process keeps the threads it would have had (OpenMP reads the variable when torch loads: loaded after,
-       a 2-core machine trains YOLO11n at half speed), and the variable is put back as it was, so that processes
-       started afterwards (notebook kernels, search workers, DDP ranks) do not compute with one thread either.
+    6. Threads (:func:`threads_kept`): importing ``ultralytics`` sets ``OMP_NUM_THREADS=1`` where it is unset;
+       torch loaded after it computes with one thread (a 2-core machine trains YOLO11n at half speed), and so would
+       every process started afterwards. torch is loaded first and the variable put back.
     """
     global _READY
     if _READY:
         return
     set_ultralytics_environment()
 
-    omp_threads = os.environ.get("OMP_NUM_THREADS")
-    import torch  # noqa: F401 - loaded before Ultralytics sets OMP_NUM_THREADS (6. above)
-    import ultralytics.engine.trainer
-    import ultralytics.utils
-    import ultralytics.utils.callbacks.platform
-    import ultralytics.utils.checks
-    import ultralytics.utils.events
-
-    if omp_threads is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = omp_threads
+    with threads_kept():  # 6. above
+        import ultralytics.engine.trainer
+        import ultralytics.utils
+        import ultralytics.utils.callbacks.platform
+        import ultralytics.utils.checks
+        import ultralytics.utils.events
 
     uu = ultralytics.utils
     config = Path(uu.USER_CONFIG_DIR)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from livestock.fileio import atomic_output
 from livestock.model.engine import CONTEST_MAX_WEIGHT_MB, PretrainedWeightsError, enforce_weight_size
 from livestock.model.engine_files import find_start_weights, model_yaml_path, read_hyp, shipped_model_name
-from livestock.model.ultralytics.compat import install_offline_fonts, set_ultralytics_environment
+from livestock.model.ultralytics.compat import install_offline_fonts, set_ultralytics_environment, threads_kept
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -46,7 +46,8 @@ def ensure_yolov5() -> None:
        over the user's own value. Its own process keeps the threads it started with (OpenMP read the variable when
        torch loaded), so the change reaches only processes started afterwards: notebook kernels, search workers,
        rehearsal stages. Those would compute with another thread count than the user chose, and so train other bits,
-       depending on whether something imported yolov5 before starting them. The variable is put back as it was.
+       depending on whether something imported yolov5 before starting them. The variable is put back as it was
+       (:func:`~livestock.model.ultralytics.compat.threads_kept`).
     7. Hugging Face Hub: YOLOv5 asks the Hub about every weights string (training and ``DetectMultiBackend``) before
        it looks on disk, in code that imports ``huggingface_hub.utils._errors``, a module huggingface_hub 0.25
        removed (a machine with a newer hub fails on every load). This package hands YOLOv5 the absolute path of a
@@ -92,17 +93,12 @@ def ensure_yolov5() -> None:
 
     import torch
 
-    omp_threads = os.environ.get("OMP_NUM_THREADS")
-    import yolov5.models.common
-    import yolov5.models.experimental
-    import yolov5.train
-    import yolov5.utils.downloads
-    import yolov5.utils.general
-
-    if omp_threads is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = omp_threads
+    with threads_kept():  # 6. above
+        import yolov5.models.common
+        import yolov5.models.experimental
+        import yolov5.train
+        import yolov5.utils.downloads
+        import yolov5.utils.general
 
     _torch_load = torch.load
 
