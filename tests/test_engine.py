@@ -603,6 +603,37 @@ def test_distributed_ranks_share_one_run_folder(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["exp", "exp2"]
 
 
+@pytest.mark.slow
+def test_training_ends_the_process_group_yolov5_starts_and_keeps_the_callers(toy, tmp_path, monkeypatch):
+    """Under torch.distributed.run, yolov5's main() starts the process group and never ends it: train() ends it, so
+    the ranks exit cleanly and a later train() in the process can start one again. A group the caller started
+    stays. No GPU here: a one-process gloo group, started where yolov5 starts its own, stands for the NCCL one."""
+    import torch.distributed as dist
+
+    E.ensure_yolov5()
+    import yolov5.train
+
+    real_main, starts = yolov5.train.main, []
+
+    def main_starting_a_group(opt, callbacks):
+        if not dist.is_initialized():  # as yolov5 does under torch.distributed.run, which fails on a second start
+            dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store-own'}", rank=0, world_size=1)
+            starts.append(opt.name)
+        return real_main(opt, callbacks=callbacks)
+
+    monkeypatch.setattr(yolov5.train, "main", main_starting_a_group)
+    settings = dict(imgsz=64, epochs=1, batch_size=8, device="cpu", workers=0, project=tmp_path)
+    try:
+        assert T.train(toy, name="own", **settings).best.is_file()
+        assert starts == ["own"] and not dist.is_initialized()
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store-callers'}", rank=0, world_size=1)
+        assert T.train(toy, name="callers", **settings).best.is_file()
+        assert dist.is_initialized() and starts == ["own"]
+    finally:  # no group left behind for the worker's later tests
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_results_rows_count_and_keep_the_epochs_last_pt_holds(tmp_path):
     """A run killed after an epoch's results row and before that epoch's last.pt resumes with the rows last.pt
     holds, so the resumed run's rows follow on with no epoch twice."""

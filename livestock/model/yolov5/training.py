@@ -101,6 +101,21 @@ def _yolov5_output(verbose: bool) -> Iterator[None]:
             lg.setLevel(level)
 
 
+@contextlib.contextmanager
+def _process_group_ended() -> Iterator[None]:
+    """End the distributed process group that ``yolov5.train.main`` starts under ``torch.distributed.run`` and never
+    ends. Left open, PyTorch warns at exit that a rank may leave before its last NCCL operation is done, and a
+    second ``train()`` in the same process fails to start a group again. Only a group started inside the block
+    is ended (one the caller made is theirs), and only after a normal return: ``torch.distributed.run`` stops the
+    ranks of a failed run itself."""
+    import torch.distributed as dist
+
+    started_before = dist.is_available() and dist.is_initialized()
+    yield
+    if not started_before and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 class _ValCapture:
     """Per-class precision, recall and APs of YOLOv5's validation, which ``val.run`` computes but only prints.
 
@@ -259,7 +274,7 @@ def train(data_yaml: str | os.PathLike, settings: TrainSettings | None = None, *
     capture = _ValCapture(yaml_class_names(data), int(epochs), s.on_epoch)
     # A fresh Callbacks object per run: YOLOv5's `run()` reuses one default instance, so every earlier run's
     # loggers would keep writing into their old folders (and slow down) when training several times in a process.
-    with _yolov5_output(s.verbose), capture.active(), atomic_checkpoints():
+    with _yolov5_output(s.verbose), capture.active(), atomic_checkpoints(), _process_group_ended():
         yolov5.train.main(opt, callbacks=capture.callbacks())
     if not is_main_process():
         return None
