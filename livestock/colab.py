@@ -11,12 +11,10 @@ import re
 import subprocess
 import sys
 import tempfile
+from typing import Iterable
 
 DRIVE_MOUNT = "/content/drive"
 CONSTRAINTS_FILE = "constraints.txt"
-# Colab ships a CUDA build of these three; a constraint on any of them would make pip replace that build (a large
-# download, and a torch that may not match Colab's CUDA), so they are left to Colab.
-COLAB_OWNED = ("torch", "torchvision", "torchaudio")
 _REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
@@ -29,14 +27,30 @@ def _normalised(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503: Torch_Vision and torch-vision are one project
 
 
-def colab_constraints(constraints: str | os.PathLike) -> str:
-    """The lines of a pip constraints file without the packages Colab provides itself (:data:`COLAB_OWNED`)."""
-    owned = {_normalised(n) for n in COLAB_OWNED}
+def installed_distributions() -> set[str]:
+    """The names (normalised) of every distribution installed in this interpreter's environment."""
+    from importlib import metadata
+
+    return {_normalised(d.metadata["Name"]) for d in metadata.distributions() if d.metadata["Name"]}
+
+
+def colab_constraints(constraints: str | os.PathLike, installed: Iterable[str]) -> str:
+    """The lines of a pip constraints file for the packages not ``installed``: those come at the versions the test
+    suite passed with, and what Colab ships stays as Colab ships it.
+
+    A constraint on an installed package makes pip replace it whenever the versions differ, and Colab's own are
+    what its notebooks run on: its kernel (ipykernel, IPython, jupyter_client, tornado, pyzmq), numpy (already
+    loaded: importing this module runs the package's ``__init__``), pandas, its CUDA build of torch, and the
+    packages built against them. Left unconstrained, pip keeps each one that meets
+    the package's requirements. Measured with pip's resolver on Colab's published package list
+    (``results/colab_install/``): 63 of Colab's packages replaced when only torch was left unconstrained, kernel
+    and numpy included; now 1, huggingface-hub, which ``yolov5`` 7.0.14 itself requires below 0.25."""
+    have = {_normalised(n) for n in installed}
     kept = []
     with open(constraints, encoding="utf-8") as f:
         for line in f:
             m = _REQUIREMENT_NAME.match(line)
-            if m and not line.lstrip().startswith("-") and _normalised(m.group(1)) in owned:
+            if m and not line.lstrip().startswith("-") and _normalised(m.group(1)) in have:
                 continue
             kept.append(line)
     return "".join(kept)
@@ -66,7 +80,7 @@ def setup_notebook(root: str, mount_drive: bool = False) -> None:
     if os.path.isfile(constraints):
         with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="colab-constraints-", delete=False,
                                          encoding="utf-8") as f:
-            f.write(colab_constraints(constraints))
+            f.write(colab_constraints(constraints, installed_distributions()))
         try:
             subprocess.run(pip_install_command(root, f.name), check=True)
         finally:

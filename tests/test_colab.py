@@ -71,15 +71,25 @@ def test_on_colab_it_installs_the_clone_and_puts_it_on_the_path(tmp_path, pip_ca
     assert on_colab == []  # Drive only when asked
 
 
-def test_on_colab_constraints_apply_except_to_colabs_own_torch(tmp_path, pip_calls, on_colab):
+def test_on_colab_constraints_apply_only_to_what_colab_does_not_have(tmp_path, pip_calls, on_colab, monkeypatch):
+    """A constraint on an installed package makes pip replace Colab's own (its kernel, numpy, its CUDA torch): the
+    set-up pins only the packages it adds."""
     root = _clone(tmp_path, "numpy==1.26.4\ntorch==2.3.1\nTorchVision==0.18.1  # CUDA build on Colab\n"
-                            "torchaudio==2.3.1\ntorchmetrics==1.4.0\npandas==2.2.2\n")
+                            "ipykernel==7.4.0\ntorchmetrics==1.4.0\nIterative_Stratification==0.1.9\nyolov5==7.0.14\n")
+    installed = {"numpy", "Torch", "torchvision", "ipykernel", "iterative-stratification"}
+    monkeypatch.setattr(colab, "installed_distributions", lambda: installed)
     colab.setup_notebook(str(root), mount_drive=True)
     command, constraints = pip_calls
     assert command[:7] == [sys.executable, "-m", "pip", "install", "-q", "-e", str(root)]
     assert command[7] == "-c" and not Path(command[8]).exists()  # a temporary file, removed after pip ran
-    assert constraints == ["numpy==1.26.4", "torchmetrics==1.4.0", "pandas==2.2.2"]
+    assert constraints == ["torchmetrics==1.4.0", "yolov5==7.0.14"]
     assert on_colab == ["/content/drive"]
+
+
+def test_installed_distributions_are_this_environments_by_normalised_name():
+    have = colab.installed_distributions()
+    assert {"numpy", "torch", "pytest", "pytest-xdist", "iterative-stratification"} <= have
+    assert "no-such-package" not in have and not any(n != n.lower() or "_" in n for n in have)
 
 
 def test_on_colab_a_folder_that_is_no_clone_is_a_clear_error(tmp_path, pip_calls, on_colab):
