@@ -5,6 +5,7 @@ can pass over it) and renamed into place, so a reader never sees a half-written 
 leaves the old file, or none, behind. Finished files get the mode ``open()`` would give them.
 
 The training engines write their checkpoints themselves; :func:`atomic_checkpoints` makes those writes atomic too.
+:func:`read_csv` reads a CSV table back with every float as it was written.
 """
 from __future__ import annotations
 
@@ -96,6 +97,13 @@ def atomic_write_csv(df: pd.DataFrame, path: str | os.PathLike, **kwargs: Any) -
     """Write ``df`` to ``path`` as CSV atomically; ``kwargs`` go to ``DataFrame.to_csv`` (no index by default)."""
     kwargs.setdefault("index", False)
     return atomic_write_text(path, df.to_csv(**kwargs))
+
+
+def read_csv(path: str | os.PathLike, **kwargs: Any) -> pd.DataFrame:
+    """``pandas.read_csv`` with every float read back exactly as written: pandas before 3.0 parses decimals to within
+    one unit in the last place by default, so a table it wrote would not read back the same (Colab ships 2.2)."""
+    kwargs.setdefault("float_precision", "round_trip")
+    return pd.read_csv(path, **kwargs)
 
 
 def atomic_write_figure(fig: "Figure", path: str | os.PathLike, dpi: int = 100) -> Path:

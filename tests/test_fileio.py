@@ -162,3 +162,12 @@ def test_file_sha256_streams_files_in_order(tmp_path):
     assert file_sha256(a, b) == hashlib.sha256(a.read_bytes() + b"weights").hexdigest()
     with pytest.raises(FileNotFoundError):
         file_sha256(tmp_path / "none.pt")
+
+
+def test_read_csv_reads_every_float_back_as_written(tmp_path):
+    """pandas before 3.0 parses decimals to within one unit in the last place: 0.014898869246695333 read back as
+    0.0148988692466953, a score that no longer equals the one it was written from."""
+    floats = [0.014898869246695333, 134.72999572753906, 1 / 3, 2.5e-300, -0.1]
+    fileio.atomic_write_csv(pd.DataFrame({"x": floats, "name": list("abcde")}), tmp_path / "t.csv")
+    back = fileio.read_csv(tmp_path / "t.csv")
+    assert back["x"].tolist() == floats and back["name"].tolist() == list("abcde")

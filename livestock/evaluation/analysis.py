@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from livestock import paths, provenance
-from livestock.fileio import atomic_write_csv, atomic_write_figure, atomic_write_text
+from livestock.fileio import atomic_write_csv, atomic_write_figure, atomic_write_text, read_csv
 from livestock.progress import emit
 from livestock.records import (
     CLASS_NAMES,
@@ -111,7 +111,7 @@ def load_truth(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: truth file not found (written by `livestock synth`)")
-    truth = pd.read_csv(path)
+    truth = read_csv(path)
     missing = [c for c in TRUTH_COLUMNS if c not in truth.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; expected {list(TRUTH_COLUMNS)}")
@@ -641,9 +641,9 @@ def cli_analyze(args: argparse.Namespace) -> int:
         missing_conf=args.missing_conf, rank_by=args.rank_by, truth_csv=args.truth, device=args.device,
         cache_dir=None if args.cache_dir.strip().lower() in ("", "none") else args.cache_dir,
         missing_classes=[c.strip() for c in args.missing_classes.split(",") if c.strip()] or None)
-    table = pd.read_csv(written["per_class"])
+    table = read_csv(written["per_class"])
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if "missing_finder_score" in written:
-        print(pd.read_csv(written["missing_finder_score"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(read_csv(written["missing_finder_score"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"written to {Path(args.out)}: " + ", ".join(sorted(p.name for p in written.values())))
     return 0

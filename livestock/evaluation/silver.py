@@ -58,7 +58,7 @@ from livestock.evaluation.analysis import (
     split_image_ids,
 )
 from livestock.evaluation.detect import detect, resolve_images
-from livestock.fileio import atomic_write_csv, atomic_write_text
+from livestock.fileio import atomic_write_csv, atomic_write_text, read_csv
 from livestock.progress import emit
 from livestock.records import (
     Detections,
@@ -423,7 +423,7 @@ def load_plus_set(plus_dir: str | Path) -> tuple[list[ImageRecord], pd.DataFrame
     manifest_path = plus_dir / "manifest.csv"
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{manifest_path}: not a plus set (run `livestock silver` first)")
-    manifest = pd.read_csv(manifest_path, keep_default_na=False)
+    manifest = read_csv(manifest_path, keep_default_na=False)
     return load_records(plus_dir / "records.jsonl"), manifest
 
 
@@ -642,9 +642,9 @@ def cli_silver(args: argparse.Namespace) -> int:
         test=args.test, truth_csv=args.truth, device=args.device, seed=args.seed,
         cache_dir=None if args.cache_dir.strip().lower() in ("", "none") else args.cache_dir)
     for m in modes:
-        manifest = pd.read_csv(Path(written[m]).parent / "manifest.csv")
+        manifest = read_csv(Path(written[m]).parent / "manifest.csv")
         counts = manifest["kind"].value_counts().to_dict()
         print(f"{m}: {written[m]} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
     if "quality_sweep" in written:
-        print(pd.read_csv(written["quality_sweep"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(read_csv(written["quality_sweep"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0

@@ -216,7 +216,7 @@ def load_detections(path: str | os.PathLike, class_names: Sequence[str] = CLASS_
     numbers = {}
     for column in ("width", "height", "conf", "x1", "y1", "x2", "y2"):
         text = table[column].str.strip()
-        values = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
+        values = _numbers(text)
         blank = (text == "").to_numpy()
         needs_value = np.ones(len(table), bool) if column in ("width", "height") else ~empty_row
         for i in np.flatnonzero(needs_value & blank):
@@ -262,6 +262,19 @@ def load_detections(path: str | os.PathLike, class_names: Sequence[str] = CLASS_
 
 
 # ---------------------------------------------------------------- reading and validating
+
+
+def _numbers(text: pd.Series) -> np.ndarray:
+    """Each string's number, NaN where it is none. pandas decides what reads as a number; the value is the correctly
+    rounded one, since pandas before 3.0 parses decimals to within one unit in the last place, and the detections
+    written by :func:`save_detections` must read back exactly as they were."""
+    values = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
+    parsed = ~np.isnan(values)
+    try:
+        values[parsed] = text.to_numpy(dtype=str)[parsed].astype(np.float64)
+    except ValueError:  # a string pandas reads as a number and numpy does not: pandas' value stands
+        pass
+    return values
 
 
 def _read_csv_strings(path: Path, what: str) -> tuple[pd.DataFrame, np.ndarray]:
@@ -362,7 +375,7 @@ def _validate_rows(table: pd.DataFrame, columns: Sequence[str], where: str, line
             text = raw.astype(str)
         else:
             text = _as_text(raw)
-            values = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
+            values = _numbers(text)
             missing = np.isnan(values) & text.isin(_NA_TOKENS).to_numpy()
         for i in np.flatnonzero(missing):
             problems.append((i, f"{column} is empty or NaN ({table[column].iat[i]!r})"))

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from livestock.experiments.runner import GoldSet, Say, TrainingCell, format_mean_sd, mean_sd, run_cells
-from livestock.fileio import atomic_write_csv, atomic_write_figure, atomic_write_text
+from livestock.fileio import atomic_write_csv, atomic_write_figure, atomic_write_text, read_csv
 from livestock.model.engine import DEFAULT_ENGINE
 from livestock.model.search import SAMPLERS, run_search, training_objective
 from livestock.model.search_results import TRIALS_NAME
@@ -72,7 +72,7 @@ def compare_samplers(mini_yaml: str | os.PathLike, train_yaml: str | os.PathLike
             result = run_search(objective, trials=trials, keys=keys, base_hyp=base_hyp, sampler=sampler,
                                 study_name=study, out=folder, seed=seed, exclusive=True, progress=study,
                                 engine=engine)
-            table = pd.read_csv(folder / TRIALS_NAME)
+            table = read_csv(folder / TRIALS_NAME)
             best = best_so_far(table)
             curves += [{"sampler": sampler, "seed": seed, "trials": k + 1, "best": b} for k, b in enumerate(best)]
             best_hyps[(sampler, seed)] = result.best_hyp

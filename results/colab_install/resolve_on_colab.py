@@ -4,7 +4,7 @@
     python results/colab_install/resolve_on_colab.py REPO OUT
 
 REPO: a checkout of this repository (its pyproject.toml, constraints.txt and livestock/colab.py are what is
-measured). OUT: a folder for ``result.json`` and pip's report. No network: pip reads the package index configured
+measured). OUT: a folder for ``result.json``. No network: pip reads the package index configured
 on this machine.
 
 Colab cannot be reached from here, so its environment is stood in for: a fresh virtual environment whose
@@ -24,6 +24,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -78,21 +79,24 @@ def main(repo: Path, out: Path) -> dict:
         python = stand_in_environment(Path(tmp) / "env", versions)
         constraints = Path(tmp) / "constraints.txt"
         constraints.write_text(setup_cell_constraints(repo, set(versions)), encoding="utf-8")
-        report = out / "pip_report.json"
+        report = Path(tmp) / "pip_report.json"  # over 1 MB: only what it says is kept
         command = [sys.executable, "-m", "pip", "--python", str(python), "install", "--dry-run", "--quiet",
                    "--report", str(report), "-e", str(repo), "-c", str(constraints)]
         run = subprocess.run(command, capture_output=True, text=True)
         if run.returncode != 0:
             sys.exit(f"pip could not resolve the install:\n{run.stderr[-3000:]}")
-    installs = {normalised(i["metadata"]["name"]): i["metadata"]["version"]
-                for i in json.loads(report.read_text())["install"]}
+        installs = {normalised(i["metadata"]["name"]): i["metadata"]["version"]
+                    for i in json.loads(report.read_text())["install"]}
     installs.pop("livestock", None)
     replaced = {n: {"colab": versions[n], "after": v} for n, v in sorted(installs.items()) if n in versions}
     added = {n: v for n, v in sorted(installs.items()) if n not in versions}
     result = {
         "repo_commit": subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
                                       capture_output=True, text=True).stdout.strip(),
-        "python": sysconfig.get_python_version(), "colab_packages": len(versions),
+        "date": time.strftime("%Y-%m-%d"), "python": sysconfig.get_python_version(),
+        "pip": subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True,
+                              text=True).stdout.split()[1],
+        "colab_packages": len(versions),
         "replaced": replaced, "kernel_stack_replaced": sorted(set(replaced) & set(KERNEL_STACK)),
         "added": added,
     }

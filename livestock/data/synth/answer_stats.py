@@ -7,12 +7,13 @@ from pathlib import Path
 import pandas as pd
 
 from livestock.data.eda import COUNT_GROUPS, count_groups
+from livestock.fileio import read_csv
 
 def _read_answer(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: answer file not found")
-    df = pd.read_csv(path)
+    df = read_csv(path)
     missing = {"ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax"} - set(df.columns)
     if missing:
         raise ValueError(f"{path}: not a contest answer file, missing columns {sorted(missing)}")
