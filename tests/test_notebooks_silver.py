@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from livestock.fileio import read_csv
 from notebook_runner import REPO, execute_notebook
 
 NOTEBOOKS = ["EDA/Data_Checking.ipynb", "EDA/Data_Augmentation.ipynb", "train/YOLOv5_ExpandDataset_hp_tune.ipynb"]
@@ -121,7 +122,7 @@ def test_data_augmentation_and_expand_notebooks(work, monkeypatch):
 
     nb = _execute("train/YOLOv5_ExpandDataset_hp_tune.ipynb", work, monkeypatch, MODEL="yolov5n", EPOCHS=1,
                   BATCH=8, WORKERS=0, OUT_DIR="runs/expand", IMGSZ=64, DEVICE="cpu")
-    results = pd.read_csv(work / "runs" / "expand" / "expand_results.csv")
+    results = read_csv(work / "runs" / "expand" / "expand_results.csv")  # exact: scores compared bit for bit
     assert list(results["set"]) == ["gold", "gold+silver (replace)", "gold+silver (union)"]
     assert (results["epochs"] == 1).all()
     # each set's test score is its weights' score by the final score's path, against the test truth
