@@ -15,13 +15,13 @@ import pytest
 from candidate_helpers import assert_same, make_checkpoint, write_frames, yolov5_detections, yolov5_raw_outputs
 from livestock.evaluation import detect as D
 from livestock.evaluation.detect import cap_candidates, cap_views, collect_candidates, detect
-from livestock.fileio import read_csv
 from livestock.evaluation.fusion import (check_fusion, detections_at, fuse_views, grid_fused_detections,
                                         setting_name)
 from livestock.evaluation.metrics import mean_average_precision_for_boxes
 from livestock.evaluation.nms_replay import MAX_NMS, detections_for_setting, nms_from_candidates
 from livestock.evaluation.submission import detections_to_submission, read_answer
 from livestock.evaluation.tune import best_setting, tune_thresholds, write_tuning
+from livestock.fileio import read_csv
 from livestock.model.engine import TTA_VIEWS, Candidates
 from livestock.model.yolov5.compat import ensure_yolov5
 from livestock.model.yolov5.detector import Yolov5Detector

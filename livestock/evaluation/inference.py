@@ -24,7 +24,7 @@ from livestock.evaluation.metrics import (COCO_IOU_THRESHOLDS, CONTEST_IOU, map_
                                          mean_average_precision_for_boxes, per_class_table)
 from livestock.evaluation.submission import (detections_to_submission, normalisation, read_answer, records_to_answer,
                                              submission_summary, validate_submission, write_submission)
-from livestock.fileio import atomic_write_text, read_csv
+from livestock.fileio import atomic_write_text
 from livestock.progress import emit
 from livestock.provenance import GroundTruth
 from livestock.records import Detections, ImageRecord
@@ -120,11 +120,9 @@ def split_map(weights: str | os.PathLike, data_yaml: str | os.PathLike, *, split
 
 def score_detections(detections: Sequence[Detections], answer: str | os.PathLike | pd.DataFrame) -> dict[str, float]:
     """Contest mAP of detections against an answer file: mAP@0.5, mAP@0.75 (the contest's) and mAP@0.5:0.95."""
-    if not isinstance(answer, pd.DataFrame):
-        if not Path(answer).is_file():
-            raise FileNotFoundError(f"{answer}: answer file not found")
-        answer = read_csv(answer)
-    pred = detections_to_submission(detections)
+    if not isinstance(answer, pd.DataFrame) and not Path(answer).is_file():
+        raise FileNotFoundError(f"{answer}: answer file not found")
+    pred = detections_to_submission(detections)  # the metric reads the answer file as the contest scorer does
     at = map_at_thresholds(answer, pred, sorted({0.5, 0.75, *COCO_IOU_THRESHOLDS}))
     return {"mAP@0.5": at[0.5], "mAP@0.75": at[0.75],
             "mAP@0.5:0.95": float(np.mean([at[t] for t in COCO_IOU_THRESHOLDS]))}
