@@ -2,22 +2,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pandas as pd
 
 from livestock.data.eda import COUNT_GROUPS, count_groups
-from livestock.fileio import read_csv
-
-def _read_answer(path: str | os.PathLike) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: answer file not found")
-    df = read_csv(path)
-    missing = {"ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax"} - set(df.columns)
-    if missing:
-        raise ValueError(f"{path}: not a contest answer file, missing columns {sorted(missing)}")
-    return df
+from livestock.evaluation.submission import read_answer
 
 
 def undo_pig_overscaling(answer: pd.DataFrame) -> pd.DataFrame:
@@ -35,7 +24,7 @@ def undo_pig_overscaling(answer: pd.DataFrame) -> pd.DataFrame:
 def answer_statistics(answer_csv: str | os.PathLike, fix_pig_normalisation: bool = True) -> pd.DataFrame:
     """Per-class box statistics of an answer file: images, boxes, boxes per image (mean, box-count group
     shares), normalised box width / height quantiles."""
-    df = _read_answer(answer_csv)
+    df = read_answer(answer_csv)  # validated: a clear line naming the file and row of a bad answer
     if fix_pig_normalisation:
         df = undo_pig_overscaling(df)
     w, h = df["XMax"] - df["XMin"], df["YMax"] - df["YMin"]
