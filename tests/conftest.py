@@ -6,8 +6,11 @@ read it share it, tests that need to change data make their own copy or their ow
 from __future__ import annotations
 
 import os
+import pickle
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import pytest
 
@@ -33,6 +36,31 @@ class SynthData:
     answer_csv: Path
     truth_csv: Path
     summary: object  # livestock.data.synth.SynthSummary
+
+
+T = TypeVar("T")
+
+
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], T]) -> T:
+    """``make(folder)`` run once per test run, not once per pytest-xdist worker: the first worker to ask makes it in a
+    folder all workers share, under a file lock, and keeps the result pickled; the others wait and read it
+    (pytest-xdist's documented way of running a session fixture once). What it makes is read-only for the tests,
+    as any session fixture's is. Without xdist (one process) it simply runs ``make``."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return make(tmp_path_factory.mktemp(name))
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # this run's folder, above every worker's own
+    folder, done = shared / name, shared / f"{name}.pickle"
+    with FileLock(shared / f"{name}.lock"):
+        if done.is_file():
+            return pickle.loads(done.read_bytes())
+        if folder.exists():  # a worker that failed here leaves no result: make it again, to fail with the reason
+            shutil.rmtree(folder)
+        folder.mkdir()
+        value = make(folder)
+        done.write_bytes(pickle.dumps(value))
+        return value
 
 
 # 40 training and 12 test images at a quarter of the real size (480x270 / 320x240): a few seconds.
@@ -72,9 +100,11 @@ def tiny_train_result(tmp_path_factory: pytest.TempPathFactory):
 
     from livestock.model.yolov5.training import train
 
-    root = tmp_path_factory.mktemp("tiny_model")
-    data_yaml = make_toy_yolo_dataset(root / "toy", n_train=64, n_val=16)
-    return train(data_yaml, project=root / "runs", name="tiny", exist_ok=True, **TINY_TRAIN_ARGS)
+    def make(root: Path):
+        data_yaml = make_toy_yolo_dataset(root / "toy", n_train=64, n_val=16)
+        return train(data_yaml, project=root / "runs", name="tiny", exist_ok=True, **TINY_TRAIN_ARGS)
+
+    return made_once(tmp_path_factory, "tiny_model", make)
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +121,7 @@ def ultralytics_toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The toy set (data.yaml) the Ultralytics runs train and validate on: 64 training and 16 validation frames."""
     from toy_yolo import make_toy_yolo_dataset
 
-    return make_toy_yolo_dataset(tmp_path_factory.mktemp("ultra_toy"), n_train=64, n_val=16)
+    return made_once(tmp_path_factory, "ultra_toy", lambda root: make_toy_yolo_dataset(root, n_train=64, n_val=16))
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +129,7 @@ def tiny_yolo11_run(ultralytics_toy, tmp_path_factory: pytest.TempPathFactory):
     """``(TrainResult, epochs, progress events, network attempts)`` of a YOLO11n trained on the toy set at 64 px."""
     from ultralytics_runs import tiny_run
 
-    return tiny_run(ultralytics_toy, tmp_path_factory.mktemp("yolo11"), "yolo11n")
+    return made_once(tmp_path_factory, "yolo11", lambda root: tiny_run(ultralytics_toy, root, "yolo11n"))
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +137,7 @@ def tiny_yolo26_run(ultralytics_toy, tmp_path_factory: pytest.TempPathFactory):
     """As ``tiny_yolo11_run``, for a YOLO26n (one-to-one and one-to-many heads)."""
     from ultralytics_runs import tiny_run
 
-    return tiny_run(ultralytics_toy, tmp_path_factory.mktemp("yolo26"), "yolo26n")
+    return made_once(tmp_path_factory, "yolo26", lambda root: tiny_run(ultralytics_toy, root, "yolo26n"))
 
 
 # ---------------------------------------------------------------- a real PostgreSQL server (livestock.model.search)
