@@ -12,7 +12,7 @@ site-packages holds, for every line of ``colab_gpu_pip_freeze.txt`` (Colab's GPU
 github.com/googlecolab/backend-info, file pip-freeze.gpu.txt at commit 03a89033), a ``.dist-info`` folder with the
 name and version only. pip's resolver keeps an installed distribution that satisfies every requirement and
 constraint and replaces it otherwise, which is the decision measured here; the stand-ins declare no dependencies
-of their own, and the interpreter is this machine's Python, not Colab's 3.12.
+of their own, and the interpreter is the one this script runs under (a Python 3.12 stands in for Colab's).
 """
 from __future__ import annotations
 
