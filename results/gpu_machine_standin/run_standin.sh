@@ -15,7 +15,9 @@ here=results/gpu_machine_standin
 [ -d gpu_wheels ] || { echo "$0: gpu_wheels/ not found: run make gpu-wheels first" >&2; exit 2; }
 "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' \
   || { echo "$0: $python is not Python 3.12, the GPU machine's" >&2; exit 2; }
-rm -rf "$venv" "$out"
+for folder in "$venv" "$out"; do  # never remove what this script did not make
+  [ ! -e "$folder" ] || { echo "$0: $folder already exists: name a new folder" >&2; exit 2; }
+done
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --quiet -r "$here/machine_packages.txt"
