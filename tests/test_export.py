@@ -21,7 +21,7 @@ from livestock.deploy.bench import (
     BENCH_COLUMNS, benchmark_models, compressed_size_mb, evaluate_map, plot_bench, validation_images,
 )
 from livestock.model.engine import CONTEST_MAX_WEIGHT_MB
-from livestock.deploy.export import export_model, export_onnx_fp32, file_size_mb
+from livestock.deploy.export import _drop_repeated_casts, export_model, export_onnx_fp32, file_size_mb
 from livestock.data.split import pick_evenly
 from livestock.deploy.images import images_from, letterbox_input
 from livestock.deploy.onnx_model import check_model_file, find_detect_head, sort_topologically
@@ -716,3 +716,39 @@ def test_bench_scores_a_trained_model(trained, tmp_path, monkeypatch):
     # decode): an mAP over four images of a toy model moves by more than 0.05 when one detection swaps its rank.
     plot_bench(df, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").stat().st_size > 10_000
+
+
+def _graph_with_a_tensor_cast_twice(second_to: int):
+    """What onnxruntime's float16 converter before 1.32 writes when a kept-float node reads one FP16 tensor twice:
+    two Cast nodes with the same output name."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    casts = [helper.make_node("Cast", ["h"], ["h_cast_to_fp32"], to=TensorProto.FLOAT, name="h_cast_to_fp32_node"),
+             helper.make_node("Cast", ["h"], ["h_cast_to_fp32"], to=second_to, name="h_cast_to_fp32_node")]
+    nodes = [helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16), *casts,
+             helper.make_node("Mul", ["h_cast_to_fp32", "h_cast_to_fp32"], ["y"])]
+    info = helper.make_tensor_value_info("h_cast_to_fp32", TensorProto.FLOAT, [2])
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], value_info=[info, info])
+    return onnx, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_repeated_casts_of_older_float16_converters_are_merged_into_one():
+    import onnx
+
+    _, model = _graph_with_a_tensor_cast_twice(onnx.TensorProto.FLOAT)
+    with pytest.raises(onnx.checker.ValidationError, match="single static assignment"):
+        onnx.checker.check_model(model)
+    _drop_repeated_casts(model.graph)
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node] == ["Cast", "Cast", "Mul"]
+    assert [v.name for v in model.graph.value_info] == ["h_cast_to_fp32"]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = session.run(None, {"x": np.array([1.5, -2.0], dtype=np.float32)})[0]
+    np.testing.assert_array_equal(y, [2.25, 4.0])
+    _, other = _graph_with_a_tensor_cast_twice(onnx.TensorProto.FLOAT16)  # a different Cast, the same name
+    with pytest.raises(ValueError, match="two different Cast nodes write 'h_cast_to_fp32'"):
+        _drop_repeated_casts(other.graph)

@@ -24,7 +24,7 @@ import argparse
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from livestock.model.yolov5 import models as yolov5_models
 from livestock.model.engine import CONTEST_MAX_WEIGHT_MB, engine_of_weights, get_engine
 from livestock.model.onnx_file import as_hw, check_onnx_model, load_onnx, save_onnx, set_onnx_metadata
 from livestock.fileio import atomic_output_dir
+
+if TYPE_CHECKING:
+    import onnx
 
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "openvino")
 DEFAULT_FORMATS: tuple[str, ...] = ("onnx", "onnx-fp16", "onnx-int8")
@@ -83,9 +86,36 @@ def convert_onnx_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     model = load_onnx(src)
     _, decode = find_detect_head(model)
     model16 = convert_float_to_float16(model, keep_io_types=True, node_block_list=decode)
+    _drop_repeated_casts(model16.graph)
     sort_topologically(model16.graph)  # the converter appends its input Casts at the end of the node list
     set_onnx_metadata(model16, precision="fp16")
     return save_onnx(model16, dst)
+
+
+def _drop_repeated_casts(graph: "onnx.GraphProto") -> None:
+    """Keep one of the identical Cast nodes that share an output name.
+
+    onnxruntime's float16 converter before 1.32 adds a Cast back to FP32 for every input of a kept-float node (the
+    head's decode) that reads an FP16 tensor, all named ``<tensor>_cast_to_fp32``: a tensor read twice gives two
+    nodes with one output name, which onnx's checker refuses (not in SSA form). 1.32 shares one Cast; this does the
+    same for the older ones (the GPU machine has 1.30), and leaves a graph without repeats as it is."""
+    first: dict[str, "onnx.NodeProto"] = {}
+    repeated = []
+    for node in graph.node:
+        if node.op_type == "Cast" and len(node.output) == 1 and node.output[0] in first:
+            if first[node.output[0]] != node:
+                raise ValueError(f"FP16 conversion: two different Cast nodes write {node.output[0]!r}")
+            repeated.append(node)
+        else:
+            first.update((name, node) for name in node.output)
+    for node in repeated:
+        graph.node.remove(node)
+    infos, seen = list(graph.value_info), set()
+    del graph.value_info[:]
+    for info in infos:
+        if info.name not in seen:
+            seen.add(info.name)
+            graph.value_info.append(info)
 
 
 def export_openvino(onnx_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
