@@ -21,6 +21,7 @@ from livestock.deploy.bench import (
     BENCH_COLUMNS, benchmark_models, compressed_size_mb, evaluate_map, plot_bench, validation_images,
 )
 from livestock.model.engine import CONTEST_MAX_WEIGHT_MB
+from livestock.deploy import export as export_module
 from livestock.deploy.export import _drop_repeated_casts, export_model, export_onnx_fp32, file_size_mb
 from livestock.data.split import pick_evenly
 from livestock.deploy.images import images_from, letterbox_input
@@ -752,3 +753,15 @@ def test_repeated_casts_of_older_float16_converters_are_merged_into_one():
     _, other = _graph_with_a_tensor_cast_twice(onnx.TensorProto.FLOAT16)  # a different Cast, the same name
     with pytest.raises(ValueError, match="two different Cast nodes write 'h_cast_to_fp32'"):
         _drop_repeated_casts(other.graph)
+
+
+def test_an_invalid_fp16_conversion_stops_before_writing_the_file(nano, tmp_path, monkeypatch):
+    def breaks_ssa(graph):  # a converter fault: a second node writing a tensor another node writes
+        first = next(n for n in graph.node if n.op_type == "Cast")
+        graph.node.append(first)
+
+    monkeypatch.setattr(export_module, "_drop_repeated_casts", breaks_ssa)
+    dst = tmp_path / "nano_fp16.onnx"
+    with pytest.raises(ValueError, match=f"{dst}: the FP16 conversion of .* is not a valid ONNX graph"):
+        export_module.convert_onnx_fp16(nano["onnx"], dst)
+    assert list(tmp_path.iterdir()) == []
