@@ -732,7 +732,7 @@ def _graph_with_a_tensor_cast_twice(second_to: int):
     info = helper.make_tensor_value_info("h_cast_to_fp32", TensorProto.FLOAT, [2])
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], value_info=[info, info])
-    return onnx, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return onnx, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def test_repeated_casts_of_older_float16_converters_are_merged_into_one():
