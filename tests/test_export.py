@@ -722,7 +722,6 @@ def test_bench_scores_a_trained_model(trained, tmp_path, monkeypatch):
 def _graph_with_a_tensor_cast_twice(second_to: int):
     """What onnxruntime's float16 converter before 1.32 writes when a kept-float node reads one FP16 tensor twice:
     two Cast nodes with the same output name."""
-    import onnx
     from onnx import TensorProto, helper
 
     casts = [helper.make_node("Cast", ["h"], ["h_cast_to_fp32"], to=TensorProto.FLOAT, name="h_cast_to_fp32_node"),
@@ -732,13 +731,13 @@ def _graph_with_a_tensor_cast_twice(second_to: int):
     info = helper.make_tensor_value_info("h_cast_to_fp32", TensorProto.FLOAT, [2])
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], value_info=[info, info])
-    return onnx, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def test_repeated_casts_of_older_float16_converters_are_merged_into_one():
     import onnx
 
-    _, model = _graph_with_a_tensor_cast_twice(onnx.TensorProto.FLOAT)
+    model = _graph_with_a_tensor_cast_twice(onnx.TensorProto.FLOAT)
     with pytest.raises(onnx.checker.ValidationError, match="single static assignment"):
         onnx.checker.check_model(model)
     _drop_repeated_casts(model.graph)
@@ -750,7 +749,7 @@ def test_repeated_casts_of_older_float16_converters_are_merged_into_one():
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     y = session.run(None, {"x": np.array([1.5, -2.0], dtype=np.float32)})[0]
     np.testing.assert_array_equal(y, [2.25, 4.0])
-    _, other = _graph_with_a_tensor_cast_twice(onnx.TensorProto.FLOAT16)  # a different Cast, the same name
+    other = _graph_with_a_tensor_cast_twice(onnx.TensorProto.FLOAT16)  # a different Cast, the same name
     with pytest.raises(ValueError, match="two different Cast nodes write 'h_cast_to_fp32'"):
         _drop_repeated_casts(other.graph)
 
