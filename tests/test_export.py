@@ -29,7 +29,7 @@ from livestock.deploy.onnx_model import check_model_file, find_detect_head, sort
 from livestock.deploy.prune import conv_weight_sparsity, prune_conv_weights, prune_weights
 from livestock.deploy.quantize import quantize_onnx_int8, tensorrt_qdq_problems
 from livestock.deploy.runtime import forward_raw, openvino_available
-from livestock.model.onnx_file import check_onnx_model, load_onnx
+from livestock.model.onnx_file import check_onnx_model, load_onnx, save_onnx
 from livestock.model.yolov5.models import load_model, random_init_checkpoint
 
 IMG = 128  # export size for the random-init models: multiple of 64, so P6 models fit too
@@ -761,6 +761,20 @@ def test_an_invalid_fp16_conversion_stops_before_writing_the_file(nano, tmp_path
 
     monkeypatch.setattr(export_module, "_drop_repeated_casts", breaks_ssa)
     dst = tmp_path / "nano_fp16.onnx"
-    with pytest.raises(ValueError, match=f"{dst}: the FP16 conversion of .* is not a valid ONNX graph"):
+    with pytest.raises(ValueError, match=f"{dst}: not a valid ONNX graph, nothing written"):
         export_module.convert_onnx_fp16(nano["onnx"], dst)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_invalid_graph_leaves_the_file_it_would_replace_as_it_was(tmp_path):
+    """save_onnx, the one writer of every ONNX file (both engines' exports, FP16, INT8), checks before it writes."""
+    import onnx
+
+    dst = tmp_path / "model.onnx"
+    earlier = _graph_with_a_tensor_cast_twice(onnx.TensorProto.FLOAT)
+    _drop_repeated_casts(earlier.graph)
+    save_onnx(earlier, dst)
+    before = dst.read_bytes()
+    with pytest.raises(ValueError, match=f"{dst}: not a valid ONNX graph, nothing written: .*single static"):
+        save_onnx(_graph_with_a_tensor_cast_twice(onnx.TensorProto.FLOAT), dst)
+    assert dst.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]

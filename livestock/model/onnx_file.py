@@ -176,12 +176,20 @@ def set_onnx_metadata(model: "onnx.ModelProto", **entries: object) -> None:
 def save_onnx(model: "onnx.ModelProto", path: str | os.PathLike) -> Path:
     """Write an ONNX model as one self-contained file, atomically; returns its path.
 
-    A model over protobuf's 2 GB limit cannot be one message: its weights go to ``<name>.data`` beside it, and the
-    two files must then travel together.
+    The model is checked first (``onnx.checker``): a graph a converter got wrong (every FP16 export of
+    onnxruntime < 1.32 wrote one tensor from several nodes) stops here with a ValueError naming ``path``, before a
+    file exists that would only fail when loaded. A model over protobuf's 2 GB limit cannot be one message: its
+    weights go to ``<name>.data`` beside it, and the two files must then travel together; such a model is not
+    checked (the checker reads it only from files, and the two-file write is not atomic anyway).
     """
     import onnx
 
     path = Path(path)
+    if model.ByteSize() < _TWO_GB:
+        try:
+            onnx.checker.check_model(model)
+        except onnx.checker.ValidationError as e:
+            raise ValueError(f"{path}: not a valid ONNX graph, nothing written: {e}") from e
     path.parent.mkdir(parents=True, exist_ok=True)
     if model.ByteSize() < _TWO_GB:
         atomic_write_bytes(path, model.SerializeToString())
