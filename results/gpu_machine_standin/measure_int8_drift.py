@@ -13,6 +13,9 @@ two suspects:
   with this environment's onnxruntime, measures the same, and compares the INT8 graphs with the other
   environment's (nodes; largest difference of any stored number): ``OUT/requantised_<OTHER name>.json``.
 
+The suite under pytest-xdist on 2 cores trains with one thread (``tests/conftest.py`` sets ``OMP_NUM_THREADS``);
+run with ``OMP_NUM_THREADS=1`` to train as it does (another thread count sums in another order: another model).
+
 usage: python results/gpu_machine_standin/measure_int8_drift.py train OUT
        python results/gpu_machine_standin/measure_int8_drift.py requantise OUT OTHER
 """
