@@ -186,15 +186,16 @@ def save_onnx(model: "onnx.ModelProto", path: str | os.PathLike) -> Path:
 
     path = Path(path)
     if model.ByteSize() < _TWO_GB:
+        data = model.SerializeToString()  # once: the checker and the file read the same bytes
         try:
-            onnx.checker.check_model(model)
+            onnx.checker.check_model(data)
         except onnx.checker.ValidationError as e:
             raise ValueError(f"{path}: not a valid ONNX graph, nothing written: {e}") from e
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if model.ByteSize() < _TWO_GB:
-        atomic_write_bytes(path, model.SerializeToString())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
         Path(f"{path}.data").unlink(missing_ok=True)  # a stale sidecar from an earlier export would mislead
         return path
+    path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=f"{path.name}.data")
     return path
